@@ -1,0 +1,80 @@
+import fs from "node:fs";
+import { readState, saveLogin } from "../../config.js";
+import { defineCommand } from "../../define-command.js";
+import { UserError } from "../../errors.js";
+import { loadServer, STORE_OPTIONS } from "./options.js";
+
+export default defineCommand({
+  summary: "Start the Workyard server",
+  description:
+    "Start the Workyard server. Data lives in SQLite under the data directory, or in PostgreSQL when " +
+    "DATABASE_URL is set. WORKYARD_MASTER_KEY (base64 of 32 bytes, comma separated, newest first) " +
+    "overrides the generated <data dir>/master.key.",
+  options: [
+    { flags: "--host <HOST>", description: "Address to listen on", default: "127.0.0.1" },
+    { flags: "--port <PORT>", description: "Port to listen on (0 picks a free port)", default: "7777" },
+    ...STORE_OPTIONS,
+    { flags: "--public-url <URL>", description: "Base URL users and OAuth providers reach this server by (default: http://HOST:PORT)" },
+    { flags: "--run-timeout <DURATION>", description: "Time limit of a run, e.g. 60s or 5m", default: "60s" },
+    { flags: "--run-memory-mb <MB>", description: "Heap limit of a worker process, in MiB", default: "256" },
+    { flags: "--no-background-refresh", description: "Refresh OAuth tokens only when a request needs them" },
+    { flags: "--allow-insecure-oauth", description: "Allow plain-http OAuth endpoints that are not on loopback" },
+    { flags: "--log-level <LEVEL>", description: "fatal, error, warn, info, debug or trace", default: "info" },
+  ],
+  async run(ctx) {
+    const server = await loadServer();
+    const o = ctx.opts as Record<string, string | boolean | undefined>;
+    const port = Number(o.port);
+    if (!Number.isInteger(port)) throw new UserError(`--port must be a number; got ${JSON.stringify(o.port)}.`);
+    let running;
+    try {
+      running = await server.startServer({
+        host: o.host as string,
+        port,
+        dataDir: o.dataDir as string | undefined,
+        publicUrl: o.publicUrl as string | undefined,
+        runTimeout: o.runTimeout as string,
+        runMemoryMb: Number(o.runMemoryMb),
+        backgroundRefresh: o.backgroundRefresh !== false,
+        allowInsecureOauth: Boolean(o.allowInsecureOauth),
+        logLevel: o.logLevel as string,
+      });
+    } catch (error) {
+      if (error instanceof server.ConfigError || error instanceof server.KeyringError) throw new UserError(error.message);
+      throw error;
+    }
+    const { bootstrap, publicUrl, config, store } = running;
+    const out = ctx.out;
+    out.data(`Workyard ${server.VERSION}: data in ${store.location}${store.dialect === "postgres" ? " (PostgreSQL)" : ""}`);
+    if (bootstrap.created) {
+      out.data(`Created workspace "${bootstrap.workspace.name}" and its admin token in ${bootstrap.adminTokenFile}.`);
+    }
+    // Log the CLI on this machine in, unless it already has a login for this server.
+    if (bootstrap.adminTokenFile && !readState(ctx.env).servers[publicUrl]) {
+      const token = fs.readFileSync(bootstrap.adminTokenFile, "utf8").trim();
+      saveLogin(publicUrl, { token, workspaceId: bootstrap.workspace.id, workspaceName: bootstrap.workspace.name, tokenName: "admin" }, ctx.env);
+      out.data(`Logged the ntn CLI on this machine in to ${publicUrl}.`);
+    }
+    if (bootstrap.adminTokenFile) {
+      out.data("Point the official ntn CLI at this server with:");
+      out.data(`  export NOTION_API_BASE_URL=${publicUrl}`);
+      out.data(`  export NOTION_WORKSPACE_ID=${bootstrap.workspace.id}`);
+      out.data(`  export NOTION_API_TOKEN="$(cat ${bootstrap.adminTokenFile})"`);
+    }
+    if (config.allowInsecureOauth) {
+      out.warn("--allow-insecure-oauth: OAuth endpoints over plain http are allowed beyond loopback; tokens may cross the network in clear.");
+    }
+    out.data(`Listening on ${running.url}`);
+
+    await new Promise<void>((resolve) => {
+      const shutdown = () => {
+        process.off("SIGINT", shutdown);
+        process.off("SIGTERM", shutdown);
+        out.status("Shutting down...");
+        running.stop().then(resolve, resolve);
+      };
+      process.on("SIGINT", shutdown);
+      process.on("SIGTERM", shutdown);
+    });
+  },
+});

@@ -1,0 +1,51 @@
+import type { CommandSpec } from "./define-command.js";
+import login from "./commands/login.js";
+import logout from "./commands/logout.js";
+import whoami from "./commands/whoami.js";
+import serverStart from "./commands/server/start.js";
+import serverRotateKey from "./commands/server/rotate-key.js";
+import serverWorkspaceCreate from "./commands/server/workspace-create.js";
+import tokensCreate from "./commands/tokens/create.js";
+import tokensList from "./commands/tokens/list.js";
+import tokensRevoke from "./commands/tokens/revoke.js";
+import workersCreate from "./commands/workers/create.js";
+import workersDelete from "./commands/workers/delete.js";
+import workersDeploy from "./commands/workers/deploy.js";
+import workersGet from "./commands/workers/get.js";
+import workersList from "./commands/workers/list.js";
+import envList from "./commands/workers/env/list.js";
+import envPull from "./commands/workers/env/pull.js";
+import envPush from "./commands/workers/env/push.js";
+import envSet from "./commands/workers/env/set.js";
+import envUnset from "./commands/workers/env/unset.js";
+
+/** Groups: summaries and aliases of commands that only hold subcommands. */
+export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
+  tokens: { summary: "Manage tokens" },
+  workers: { summary: "Manage workers" },
+  "workers env": { summary: "Manage worker environment variables" },
+  "server workspace": { summary: "Manage workspaces (admin)" },
+};
+
+/** The whole command tree, one line per command, in the official CLI's order, then Workyard's own. */
+export const COMMANDS: Record<string, CommandSpec> = {
+  login,
+  logout,
+  whoami,
+  "tokens create": tokensCreate,
+  "tokens list": tokensList,
+  "tokens revoke": tokensRevoke,
+  "workers create": workersCreate,
+  "workers delete": workersDelete,
+  "workers deploy": workersDeploy,
+  "workers env set": envSet,
+  "workers env list": envList,
+  "workers env unset": envUnset,
+  "workers env pull": envPull,
+  "workers env push": envPush,
+  "workers get": workersGet,
+  "workers list": workersList,
+  server: serverStart,
+  "server rotate-key": serverRotateKey,
+  "server workspace create": serverWorkspaceCreate,
+};

@@ -1,0 +1,70 @@
+import path from "node:path";
+import { createTokenService } from "./auth/tokens.js";
+import { resolveConfig } from "./config.js";
+import { openPlatform } from "./platform.js";
+import { generateKey } from "./vault/keyring.js";
+import { keyIdsInUse, resealAll } from "./vault/rotate.js";
+import { createWorkspace, writeTokenFile } from "./workspaces/service.js";
+
+/**
+ * Offline admin commands: they open the store and keyring exactly as a server does (same data dir,
+ * DATABASE_URL and WORKYARD_MASTER_KEY) and work while servers keep serving.
+ */
+
+export interface RotationResult {
+  keyId: string;
+  resealed: Record<string, number>;
+  source: "env" | "file";
+  keyFile: string | undefined;
+  removedKeyIds: string[];
+}
+
+/** How long running servers take at most to notice a new key file (keyring.ts checks once a second). */
+const KEY_PICKUP_MS = 2000;
+
+export async function rotateMasterKey(options: {
+  dataDir?: string | undefined;
+  keepOldKeys?: boolean;
+  onProgress?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
+}): Promise<RotationResult> {
+  const config = resolveConfig({ dataDir: options.dataDir }, options.env);
+  const { store, keyring } = await openPlatform(config);
+  try {
+    if (keyring.source === "file") {
+      const fresh = keyring.prependToFile(generateKey());
+      options.onProgress?.(`New master key ${fresh.id} added to ${keyring.file}; waiting for running servers to pick it up...`);
+      // From here on, running servers seal new values under the new key.
+      await new Promise((resolve) => setTimeout(resolve, KEY_PICKUP_MS));
+    }
+    const report = await resealAll(store.db, keyring);
+    let removedKeyIds: string[] = [];
+    if (keyring.source === "file" && !options.keepOldKeys) {
+      const inUse = new Set(await keyIdsInUse(store.db));
+      inUse.add(report.keyId);
+      removedKeyIds = keyring.ids().filter((id) => !inUse.has(id));
+      keyring.retainInFile([...inUse]);
+    }
+    return { ...report, source: keyring.source, keyFile: keyring.file, removedKeyIds };
+  } finally {
+    await store.close();
+  }
+}
+
+export async function createWorkspaceOffline(options: {
+  dataDir?: string | undefined;
+  name: string;
+  tokenFile?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}): Promise<{ workspaceId: string; name: string; tokenFile: string }> {
+  const config = resolveConfig({ dataDir: options.dataDir }, options.env);
+  const { store } = await openPlatform(config);
+  try {
+    const { workspace, token } = await createWorkspace(store.db, createTokenService(store.db), options.name);
+    const tokenFile = path.resolve(options.tokenFile ?? path.join(config.dataDir, "workspaces", `${workspace.id}.token`));
+    writeTokenFile(tokenFile, token);
+    return { workspaceId: workspace.id, name: workspace.name, tokenFile };
+  } finally {
+    await store.close();
+  }
+}

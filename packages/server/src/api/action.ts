@@ -1,0 +1,47 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { Caller } from "../auth/tokens.js";
+import type { ActionName, ActionRequest, ActionResponse, StreamLine } from "./contract.js";
+import type { ApiDeps } from "./app.js";
+
+/** Who may call an action: no token, any token of a workspace, or an admin token. */
+export type ActionAuth = "public" | "workspace" | "admin";
+
+export interface ActionContext<A extends ActionName> {
+  body: ActionRequest<A>;
+  /** Present for every action but public ones. */
+  caller: Caller;
+  deps: ApiDeps;
+  request: FastifyRequest;
+  reply: FastifyReply;
+}
+
+/** A streamed answer: NDJSON lines, as BuildWorker and RunCapability send with `stream: true`. */
+export interface StreamAnswer {
+  stream: AsyncIterable<StreamLine>;
+}
+
+export interface ActionDefinition<A extends ActionName = ActionName> {
+  name: A;
+  auth: ActionAuth;
+  /** JSON Schema of the request body, checked by ajv before the handler runs. */
+  schema: Record<string, unknown>;
+  handle(ctx: ActionContext<A>): Promise<ActionResponse<A> | StreamAnswer>;
+}
+
+export function defineAction<A extends ActionName>(definition: ActionDefinition<A>): ActionDefinition {
+  return definition as unknown as ActionDefinition;
+}
+
+export function isStreamAnswer(value: unknown): value is StreamAnswer {
+  return typeof value === "object" && value !== null && "stream" in value && Symbol.asyncIterator in (value as StreamAnswer).stream;
+}
+
+// Schema pieces shared by the action files.
+export const id = { type: "string", minLength: 1, maxLength: 200 } as const;
+export const shortText = { type: "string", maxLength: 500 } as const;
+
+export function object(properties: Record<string, unknown>, required: string[] = []): Record<string, unknown> {
+  return { type: "object", properties, required, additionalProperties: true };
+}
+
+export const isoTime = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());

@@ -1,0 +1,39 @@
+import { defineAction, id, object } from "../action.js";
+
+const envEntry = object({ key: { type: "string", maxLength: 256 }, value: { type: "string" } }, ["key", "value"]);
+
+export const secretActions = [
+  defineAction({
+    name: "UpsertSecrets",
+    auth: "workspace",
+    schema: object({ workerId: id, secrets: { type: "array", items: envEntry, maxItems: 500 } }, ["workerId", "secrets"]),
+    async handle({ caller, deps, body }) {
+      return deps.secrets.upsert(caller, body.workerId, body.secrets);
+    },
+  }),
+  defineAction({
+    name: "ListSecrets",
+    auth: "workspace",
+    schema: object({ workerId: id }, ["workerId"]),
+    async handle({ caller, deps, body }) {
+      return { secrets: await deps.secrets.list(caller, body.workerId) };
+    },
+  }),
+  defineAction({
+    name: "DeleteSecret",
+    auth: "workspace",
+    schema: object({ workerId: id, key: { type: "string", maxLength: 256 } }, ["workerId", "key"]),
+    async handle({ caller, deps, body }) {
+      await deps.secrets.delete(caller, body.workerId, body.key);
+      return {};
+    },
+  }),
+  defineAction({
+    name: "PullEnv",
+    auth: "workspace",
+    schema: object({ workerId: id }, ["workerId"]),
+    async handle({ caller, deps, body }) {
+      return deps.secrets.pull(caller, body.workerId);
+    },
+  }),
+];

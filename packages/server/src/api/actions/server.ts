@@ -1,0 +1,37 @@
+import { createWorkspace } from "../../workspaces/service.js";
+import { defineAction, object } from "../action.js";
+
+export const serverActions = [
+  defineAction({
+    name: "WhoAmI",
+    auth: "workspace",
+    schema: object({}),
+    async handle({ caller, deps }) {
+      return {
+        workspaceId: caller.workspaceId,
+        workspaceName: caller.workspaceName,
+        tokenId: caller.tokenId,
+        tokenName: caller.tokenName,
+        role: caller.role,
+        publicUrl: deps.publicUrl(),
+      };
+    },
+  }),
+  defineAction({
+    name: "GetServerInfo",
+    auth: "public",
+    schema: object({}),
+    async handle({ deps }) {
+      return { publicUrl: deps.publicUrl(), redirectUrl: `${deps.publicUrl()}/workers/oauth/callback`, version: deps.version };
+    },
+  }),
+  defineAction({
+    name: "CreateWorkspace",
+    auth: "admin",
+    schema: object({ name: { type: "string", minLength: 1, maxLength: 200 } }, ["name"]),
+    async handle({ deps, body }) {
+      const { workspace, token } = await createWorkspace(deps.db, deps.tokens, body.name);
+      return { workspaceId: workspace.id, name: workspace.name, token };
+    },
+  }),
+];

@@ -1,0 +1,198 @@
+import crypto from "node:crypto";
+import { Readable } from "node:stream";
+import multipart from "@fastify/multipart";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Kysely } from "kysely";
+import type { Caller, TokenService } from "../auth/tokens.js";
+import { AppError, errorBody, isAppError } from "../errors.js";
+import type { LoginService } from "../login/service.js";
+import type { Logger } from "../log.js";
+import type { SecretService } from "../secrets/service.js";
+import type { Database } from "../store/schema.js";
+import type { UploadService } from "../workers/uploads.js";
+import type { WorkerService } from "../workers/service.js";
+import { isStreamAnswer, type ActionDefinition } from "./action.js";
+import { loginActions } from "./actions/login.js";
+import { secretActions } from "./actions/secrets.js";
+import { serverActions } from "./actions/server.js";
+import { tokenActions } from "./actions/tokens.js";
+import { workerActions } from "./actions/workers.js";
+
+/** Everything the HTTP layer calls into; built once in main.ts. */
+export interface ApiDeps {
+  db: Kysely<Database>;
+  log: Logger;
+  version: string;
+  tokens: TokenService;
+  workers: WorkerService;
+  uploads: UploadService;
+  secrets: SecretService;
+  login: LoginService;
+  /** The public base URL (no trailing slash), known once the server listens. */
+  publicUrl(): string;
+  limits: { bodyLimit: number; uploadLimit: number };
+  /** Actions of later concerns (builder, executor, oauth), registered beside the core ones. */
+  extraActions?: ActionDefinition[];
+  /** Server-rendered pages (CLI login approval, OAuth callback). */
+  registerWeb?: (app: FastifyInstance, deps: ApiDeps) => void;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    caller?: Caller;
+  }
+}
+
+export const ACTION_PREFIX = "/api/v3/workers";
+
+export const CORE_ACTIONS: ActionDefinition[] = [
+  ...workerActions,
+  ...secretActions,
+  ...tokenActions,
+  ...loginActions,
+  ...serverActions,
+];
+
+function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+/** Fastify's own request errors, each mapped to one of our stable codes. */
+function fromFrameworkError(error: FastifyError): AppError | undefined {
+  if (error.validation) {
+    const detail = error.message.replace(/^body\/?/, "").replace(/^body /, "");
+    return new AppError("validation_error", `Invalid request body: ${detail || "does not match the schema"}.`);
+  }
+  switch (error.code) {
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new AppError("invalid_json", "The request body is not valid JSON.");
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new AppError("body_too_large", "The request body is too large.");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+    case "FST_INVALID_MULTIPART_CONTENT_TYPE":
+      return new AppError("unsupported_media_type", "Unsupported Content-Type: send application/json.");
+    case "FST_REQ_FILE_TOO_LARGE":
+      return new AppError("archive_too_large", "The source archive is too large.", {
+        hint: "Leave build output and large data out of the project folder.",
+      });
+    case "FST_PARTS_LIMIT":
+    case "FST_FILES_LIMIT":
+    case "FST_FIELDS_LIMIT":
+      return new AppError("validation_error", "The upload holds too many parts; send the issued fields and one file.");
+  }
+  if (error instanceof SyntaxError || error.statusCode === 400) {
+    return new AppError("invalid_json", "The request body is not valid JSON.");
+  }
+  return undefined;
+}
+
+/**
+ * The HTTP layer: routes, validates (JSON Schema via ajv), authenticates, and shapes answers.
+ * Business rules live in the services it calls.
+ */
+export function createApi(deps: ApiDeps): FastifyInstance {
+  const app = Fastify({
+    bodyLimit: deps.limits.bodyLimit,
+    logger: false,
+    return503OnClosing: true,
+    genReqId: () => `req_${crypto.randomBytes(8).toString("hex")}`,
+    requestIdHeader: false,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, useDefaults: false } },
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const known = isAppError(error) ? error : fromFrameworkError(error);
+    if (known) {
+      if (known.status === 401) reply.header("www-authenticate", 'Bearer realm="workyard"');
+      return reply.status(known.status).send(errorBody(known, request.id));
+    }
+    deps.log.error({ err: error, requestId: request.id, url: request.url.split("?")[0] }, "request failed");
+    const bug = new AppError("internal", `Internal server error (request ${request.id}).`, {
+      hint: "This is a bug in Workyard; the server log has the details under this request id.",
+    });
+    return reply.status(500).send(errorBody(bug, request.id));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split("?")[0] ?? "";
+    const error = path.startsWith(ACTION_PREFIX)
+      ? new AppError("unknown_action", `Unknown action ${JSON.stringify(path.slice(ACTION_PREFIX.length))} (${request.method} ${path}).`, {
+          hint: "Actions are POST /api/v3/workers<Action>; this server may be older than your CLI.",
+        })
+      : new AppError("not_found", `Nothing here: ${request.method} ${path}.`);
+    return reply.status(error.status).send(errorBody(error, request.id));
+  });
+
+  const actions = [...CORE_ACTIONS, ...(deps.extraActions ?? [])];
+  for (const action of actions) {
+    app.post(
+      `${ACTION_PREFIX}${action.name}`,
+      { schema: { body: action.schema } },
+      async (request: FastifyRequest, reply: FastifyReply) => {
+        let caller: Caller | undefined;
+        if (action.auth !== "public") {
+          caller = await deps.tokens.authenticate(bearerToken(request));
+          if (action.auth === "admin" && caller.role !== "admin") {
+            throw new AppError("forbidden", `${action.name} needs the server's admin token.`, {
+              hint: "Use the token in <data dir>/admin-token.",
+            });
+          }
+          request.caller = caller;
+        }
+        const answer = await action.handle({ body: (request.body ?? {}) as never, caller: caller as Caller, deps, request, reply });
+        if (isStreamAnswer(answer)) {
+          const lines = Readable.from(
+            (async function* () {
+              for await (const line of answer.stream) yield `${JSON.stringify(line)}\n`;
+            })(),
+          );
+          return reply.type("application/x-ndjson; charset=utf-8").header("cache-control", "no-store").send(lines);
+        }
+        return reply.header("cache-control", "no-store").send(answer);
+      },
+    );
+  }
+
+  // The source-archive upload: multipart, fields first, then `file`. No Authorization header:
+  // the one-time fields issued by CreateWorker / UpdateWorker are the credential.
+  void app.register(async (uploads) => {
+    await uploads.register(multipart, {
+      limits: { fileSize: deps.limits.uploadLimit, files: 1, fields: 16, fieldSize: 4096, parts: 20 },
+    });
+    uploads.post("/api/v3/uploads/:uploadId", async (request, reply) => {
+      if (!request.isMultipart()) {
+        throw new AppError("unsupported_media_type", "Send the archive as multipart/form-data: the issued fields, then `file`.");
+      }
+      const fields: Record<string, string> = {};
+      let archive: Buffer | undefined;
+      for await (const part of request.parts()) {
+        if (part.type === "file") {
+          if (part.fieldname !== "file" || archive) {
+            await part.toBuffer();
+            throw new AppError("validation_error", "The upload takes exactly one file part, named `file`.");
+          }
+          archive = await part.toBuffer();
+        } else {
+          fields[part.fieldname] = String(part.value);
+        }
+      }
+      if (!archive) throw new AppError("validation_error", "The upload has no `file` part.");
+      const { uploadId } = request.params as { uploadId: string };
+      if (fields.uploadId !== uploadId) {
+        throw new AppError("upload_signature_invalid", "The upload fields do not belong to this upload URL.", {
+          hint: "Run `ntn workers deploy` again to get a fresh upload.",
+        });
+      }
+      await deps.uploads.receive(fields, archive);
+      return reply.status(200).send({ ok: true, size: archive.length });
+    });
+  });
+
+  app.get("/healthz", async () => ({ ok: true }));
+  deps.registerWeb?.(app, deps);
+  return app;
+}

@@ -1,0 +1,151 @@
+/**
+ * The wire protocol: request and response shapes of every action (`POST /api/v3/workers<Action>`),
+ * as the official ntn 0.4.0 sends and reads them, plus Workyard's own actions in the same style.
+ * The server validates requests with the JSON Schemas below; the CLI imports the types only.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Shapes
+
+export interface WorkerView {
+  workerId: string;
+  name: string;
+  spaceId: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface UploadTicket {
+  url: string;
+  fields: Record<string, string>;
+}
+
+export interface CapabilityView {
+  _tag: string;
+  key: string;
+  /** Workyard: connection state of an OAuth capability. */
+  connection?: { status: string; expiresAt: string | null } | undefined;
+}
+
+export interface SecretView {
+  key: string;
+  createdAt: string;
+  updatedAt?: string;
+}
+
+export interface EnvEntry {
+  key: string;
+  value: string;
+  /** Workyard: when an OAuth access token expires (ISO), so `env pull` can note it in .env. */
+  expiresAt?: string | null;
+}
+
+export interface EnvNotice {
+  key: string;
+  message: string;
+}
+
+export interface TokenView {
+  id: string;
+  name: string;
+  issuedAt: string;
+  /** Always a string: the official CLI fails to list tokens when it is not (`never` for no expiry). */
+  expiresAt: string;
+  revokedAt?: string;
+}
+
+export interface RunView {
+  workerId: string;
+  spaceId: string;
+  runId: string;
+  name: string;
+  exitCode: number | null;
+  startedAt: string;
+  endedAt: string | null;
+  status: "running" | "succeeded" | "failed";
+  durationMs: number | null;
+  error: string | null;
+}
+
+/** One line of a streamed answer (BuildWorker, RunCapability with stream:true). */
+export type StreamLine =
+  | { _tag: "log"; event: { stream: "stdout" | "stderr"; data: string } }
+  | { _tag: "result"; result: unknown; runId?: string }
+  | { _tag: "error"; error: string; code?: string; runId?: string }
+  | { _tag: "run"; runId: string };
+
+export interface ErrorBody {
+  object: "error";
+  status: number;
+  code: string;
+  message: string;
+  hint?: string;
+  request_id?: string;
+  redirectUrl?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actions: request -> response
+
+export interface Actions {
+  ListWorkers: { request: Record<string, never>; response: { workers: WorkerView[] } };
+  CreateWorker: { request: { name: string; uploadType?: string }; response: { worker: WorkerView } & UploadTicket };
+  UpdateWorker: { request: { workerId: string; uploadType?: string }; response: UploadTicket };
+  GetWorker: { request: { workerId: string }; response: { worker: WorkerView } };
+  DeleteWorker: { request: { workerId: string }; response: { worker: WorkerView } };
+  BuildWorker: { request: { workerId: string; stream?: boolean }; response: { ok: true; deploymentId: string } };
+  ListCapabilities: { request: { workerId: string }; response: { capabilities: CapabilityView[] } };
+  FetchAndSaveCapabilities: { request: { workerId: string }; response: { capabilities: CapabilityView[] } };
+  UpdateSyncCapabilityDisabled: {
+    request: { workerId: string; capabilityKey: string; disabled: boolean };
+    response: { capability: CapabilityView };
+  };
+  UpsertSecrets: { request: { workerId: string; secrets: EnvEntry[] }; response: { updated: string[]; ignored: string[] } };
+  ListSecrets: { request: { workerId: string }; response: { secrets: SecretView[] } };
+  DeleteSecret: { request: { workerId: string; key: string }; response: Record<string, never> };
+  PullEnv: { request: { workerId: string }; response: { env: EnvEntry[]; notices: EnvNotice[] } };
+  RunCapability: {
+    request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean };
+    response: { result: unknown; runId: string };
+  };
+  ListRunsForWorker: { request: { workerId: string }; response: { runs: RunView[] } };
+  GetRunLogs: { request: { workerId: string; runId: string }; response: { logs: string; run: RunView } };
+  StartOauth: {
+    request: { workerId: string; oauthCapabilityKey: string };
+    response: { authorizationUrl: string; state: string; redirectUrl: string };
+  };
+  GetOauthToken: {
+    request: { workerId: string; oauthCapabilityKey: string };
+    response: { accessToken: string; expiresAt: string | null };
+  };
+  CreateToken: {
+    request: { name: string; expiresIn?: string };
+    response: { token: string; id: string; name: string; expiresAt: string };
+  };
+  ListTokens: { request: Record<string, never>; response: { tokens: TokenView[] } };
+  RevokeToken: { request: { tokenId: string }; response: { token: TokenView } };
+  CliLoginInit: { request: Record<string, never>; response: { sessionId: string; browserUrl: string; verificationCode: string } };
+  CliLoginRedeem: {
+    request: { sessionId: string };
+    response:
+      | { status: "pending" | "expired" }
+      | { status: "confirmed"; token: string; spaceId: string; spaceName: string };
+  };
+  // Workyard's own
+  WhoAmI: {
+    request: Record<string, never>;
+    response: { workspaceId: string; workspaceName: string; tokenId: string; tokenName: string; role: string; publicUrl: string };
+  };
+  GetServerInfo: { request: Record<string, never>; response: { publicUrl: string; redirectUrl: string; version: string } };
+  CreateWorkspace: { request: { name: string }; response: { workspaceId: string; name: string; token: string } };
+  GetOauthFlow: {
+    request: { workerId: string; state: string; waitMs?: number };
+    response: { status: "pending" | "connected" | "failed"; error?: string; hint?: string };
+  };
+  GetOauthStatus: { request: { workerId: string; oauthCapabilityKey?: string }; response: { connections: unknown[] } };
+  RevokeOauth: { request: { workerId: string; oauthCapabilityKey: string }; response: { revokedAtProvider: boolean } };
+}
+
+export type ActionName = keyof Actions;
+export type ActionRequest<A extends ActionName> = Actions[A]["request"];
+export type ActionResponse<A extends ActionName> = Actions[A]["response"];

@@ -1,0 +1,119 @@
+/**
+ * Expected failures: the caller (or a provider) can fix them. Everything that is not an AppError is
+ * a bug: the API logs it with a request id and answers a bare 500 `internal`.
+ *
+ * Codes are stable snake_case identifiers; the table below is the only place that maps a code to
+ * its HTTP status, so a code never answers two different statuses.
+ */
+export const ERROR_STATUS = {
+  // request shape
+  invalid_json: 400,
+  validation_error: 400,
+  body_too_large: 413,
+  unsupported_media_type: 415,
+  unknown_action: 404,
+  not_found: 404,
+  // authentication and scope
+  unauthorized: 401,
+  forbidden: 403,
+  // resources
+  worker_not_found: 404,
+  secret_not_found: 404,
+  token_not_found: 404,
+  run_not_found: 404,
+  capability_not_found: 404,
+  login_session_not_found: 404,
+  env_name_invalid: 400,
+  // uploads and builds
+  upload_signature_invalid: 403,
+  upload_expired: 410,
+  upload_already_used: 409,
+  archive_invalid: 400,
+  archive_too_large: 413,
+  nothing_to_build: 409,
+  build_in_progress: 409,
+  build_failed: 422,
+  no_live_deployment: 409,
+  // runs
+  run_failed: 422,
+  capability_not_runnable: 400,
+  capability_not_supported: 501,
+  input_too_large: 413,
+  // oauth
+  oauth_not_connected: 409,
+  oauth_needs_reauthorization: 409,
+  oauth_not_configured: 409,
+  oauth_provider_error: 502,
+  oauth_flow_not_found: 404,
+  oauth_state_invalid: 400,
+  oauth_refresh_busy: 503,
+  // server
+  store_busy: 503,
+  overloaded: 503,
+  rate_limited: 429,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly hint: string | undefined;
+  /** Extra fields rendered into the error body (never secrets). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "AppError";
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.hint = options.hint;
+    this.details = options.details;
+  }
+}
+
+export function isAppError(error: unknown): error is AppError {
+  return error instanceof AppError;
+}
+
+/**
+ * The Notion public API's error body. `name` repeats the code: given a string `name` and `message`,
+ * the official ntn prints `Failed to <verb> (<status> <reason> <name>): <message>` instead of the
+ * raw JSON, so its users read our message as plainly as ours do.
+ */
+export interface ErrorBody {
+  object: "error";
+  status: number;
+  code: string;
+  name: string;
+  message: string;
+  hint?: string;
+  request_id?: string;
+  [extra: string]: unknown;
+}
+
+export function errorBody(error: AppError, requestId?: string): ErrorBody {
+  // Details first, so they can never replace the fields every client relies on.
+  const body: ErrorBody = {
+    ...error.details,
+    object: "error",
+    status: error.status,
+    code: error.code,
+    name: error.code,
+    message: error.message,
+  };
+  if (error.hint) body.hint = error.hint;
+  if (requestId) body.request_id = requestId;
+  return body;
+}
+
+/** Shorthands for the errors that many modules raise. */
+export const workerNotFound = (workerId: string) =>
+  new AppError("worker_not_found", `Worker ${JSON.stringify(workerId)} not found.`, {
+    hint: "Run `ntn workers list` to see the workers of this workspace.",
+  });

@@ -1,0 +1,93 @@
+import type { AddressInfo } from "node:net";
+import { createApi, type ApiDeps } from "./api/app.js";
+import { createTokenService } from "./auth/tokens.js";
+import { ConfigError, resolveConfig, urlForAddress, type Config, type ServerOptions } from "./config.js";
+import { createLoginService } from "./login/service.js";
+import { createLogger, type Logger } from "./log.js";
+import { createSecretService } from "./secrets/service.js";
+import type { Store } from "./store/db.js";
+import { KeyringError } from "./vault/keyring.js";
+import { openPlatform } from "./platform.js";
+import { registerWeb } from "./web/routes.js";
+import { createUploadService } from "./workers/uploads.js";
+import { createWorkerService } from "./workers/service.js";
+import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
+
+export { ConfigError, KeyringError, resolveConfig, openPlatform };
+export type { ServerOptions, Config };
+
+export const VERSION = "0.1.0";
+
+export interface RunningServer {
+  /** The address it listens on, `http://H:P`. */
+  url: string;
+  /** The base URL users and providers reach it by (--public-url, or `url`). */
+  publicUrl: string;
+  config: Config;
+  bootstrap: BootstrapResult;
+  store: Store;
+  log: Logger;
+  stop(): Promise<void>;
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const config = resolveConfig(options);
+  const log = createLogger({ level: config.logLevel, stream: config.logStream });
+  const { store, keyring } = await openPlatform(config);
+  const { db } = store;
+
+  let publicUrl = config.publicUrl ?? "";
+  const tokens = createTokenService(db);
+  const uploads = createUploadService(db, keyring);
+  const workers = createWorkerService({ db, uploads });
+  const secrets = createSecretService({ db, keyring, workers });
+  const login = createLoginService(db, tokens);
+
+  const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens });
+
+  const deps: ApiDeps = {
+    db,
+    log,
+    version: VERSION,
+    tokens,
+    workers,
+    uploads,
+    secrets,
+    login,
+    publicUrl: () => publicUrl,
+    limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit },
+    registerWeb,
+  };
+  const app = createApi(deps);
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    await store.close();
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") throw new ConfigError(`Port ${config.port} on ${config.host} is in use; pick another with --port (0 picks a free one).`);
+    if (code === "EADDRNOTAVAIL") throw new ConfigError(`Cannot listen on ${config.host}: no such address on this machine.`);
+    throw error;
+  }
+  const address = app.server.address() as AddressInfo;
+  const url = urlForAddress(config.host, address.port);
+  if (!publicUrl) publicUrl = url;
+  log.info({ url, publicUrl, store: store.location, dialect: store.dialect, keySource: keyring.source }, "server listening");
+
+  let stopped = false;
+  return {
+    url,
+    publicUrl,
+    config,
+    bootstrap: boot,
+    store,
+    log,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+export { rotateMasterKey, createWorkspaceOffline } from "./admin.js";

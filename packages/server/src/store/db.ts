@@ -1,0 +1,72 @@
+import fs from "node:fs";
+import path from "node:path";
+import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import type { Database } from "./schema.js";
+
+export type Dialect = "sqlite" | "postgres";
+
+export interface Store {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** Where the data lives, for messages: the SQLite file or the PostgreSQL host/database. */
+  location: string;
+  close(): Promise<void>;
+}
+
+/**
+ * One query layer over both engines. SQLite (the default) lives in `<dataDir>/workyard.db`, in WAL
+ * mode with synchronous=FULL so a commit that returned survives a crash or power loss.
+ * PostgreSQL is chosen by DATABASE_URL.
+ */
+export async function openStore(options: { dataDir: string; databaseUrl?: string | undefined }): Promise<Store> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl);
+  return openSqlite(path.join(options.dataDir, "workyard.db"));
+}
+
+async function openSqlite(file: string): Promise<Store> {
+  const { default: SQLite } = await import("better-sqlite3");
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const database = new SQLite(file);
+  fs.chmodSync(file, 0o600);
+  database.pragma("journal_mode = WAL");
+  database.pragma("synchronous = FULL");
+  database.pragma("foreign_keys = ON");
+  // Other processes (ntn server rotate-key, a second server) may hold the write lock briefly.
+  database.pragma("busy_timeout = 5000");
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  return {
+    db,
+    dialect: "sqlite",
+    location: file,
+    close: () => db.destroy(),
+  };
+}
+
+async function openPostgres(url: string): Promise<Store> {
+  const pg = await import("pg");
+  const { Pool, types } = pg.default;
+  // BIGINT columns hold epoch milliseconds, far below 2^53: read them as numbers, not strings.
+  const parseBigint = (value: string) => Number(value);
+  const pool = new Pool({
+    connectionString: url,
+    max: 20,
+    types: {
+      getTypeParser: ((oid: number, format?: "text" | "binary") =>
+        oid === 20 ? parseBigint : types.getTypeParser(oid, format as "text")) as typeof types.getTypeParser,
+    },
+  });
+  // Fail at start with a clear message instead of at the first request.
+  const client = await pool.connect().catch(async (error: Error) => {
+    await pool.end().catch(() => {});
+    throw new Error(`Cannot connect to PostgreSQL (DATABASE_URL): ${error.message}`);
+  });
+  client.release();
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const where = new URL(url);
+  return {
+    db,
+    dialect: "postgres",
+    location: `postgres://${where.host}${where.pathname}`,
+    close: () => db.destroy(),
+  };
+}

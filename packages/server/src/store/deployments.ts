@@ -1,0 +1,40 @@
+import type { Kysely } from "kysely";
+import type { Database, DeploymentRow } from "./schema.js";
+
+type Db = Kysely<Database>;
+
+export async function insertDeployment(db: Db, row: DeploymentRow): Promise<void> {
+  await db.insertInto("deployments").values(row).execute();
+}
+
+export async function findDeployment(db: Db, id: string): Promise<DeploymentRow | undefined> {
+  return db.selectFrom("deployments").selectAll().where("id", "=", id).executeTakeFirst();
+}
+
+/** Rotation: deployments whose manifest is sealed under another key than `currentKeyId`. */
+export async function manifestsSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number) {
+  return db
+    .selectFrom("deployments")
+    .select(["id", "workspace_id", "worker_id", "manifest_key_id", "manifest_sealed"])
+    .where("manifest_key_id", "is not", null)
+    .where("manifest_key_id", "!=", currentKeyId)
+    .limit(limit)
+    .execute();
+}
+
+/** Compare-and-set on the key id: a manifest re-read with new secrets in between wins. */
+export async function resealManifest(
+  db: Db,
+  id: string,
+  previous: { keyId: string; sealed: Buffer },
+  next: { keyId: string; sealed: Buffer },
+): Promise<boolean> {
+  const result = await db
+    .updateTable("deployments")
+    .set({ manifest_key_id: next.keyId, manifest_sealed: next.sealed })
+    .where("id", "=", id)
+    .where("manifest_key_id", "=", previous.keyId)
+    .where("manifest_sealed", "=", previous.sealed)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}

@@ -1,0 +1,129 @@
+import type { Generated, Insertable, Selectable, Updateable } from "kysely";
+
+/**
+ * Row types of every table. Times are epoch milliseconds (BIGINT on PostgreSQL, INTEGER on
+ * SQLite); sealed values are a key id column beside a binary column (vault/seal.ts), so key
+ * rotation can find what is left under an old key with an indexed query.
+ */
+export interface WorkspacesTable {
+  id: string;
+  name: string;
+  created_at: number;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  workspace_id: string;
+  name: string;
+  /** SHA-256 of the token, hex; the token itself is never stored. */
+  token_hash: string;
+  /** `admin` may manage the server (workspaces, key rotation); `member` only its workspace. */
+  role: "admin" | "member";
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface WorkersTable {
+  id: string;
+  workspace_id: string;
+  name: string;
+  created_at: number;
+  updated_at: number;
+  /** The live deployment: a pointer, flipped in one statement when a build succeeds. */
+  live_deployment_id: string | null;
+}
+
+export interface UploadsTable {
+  id: string;
+  workspace_id: string;
+  worker_id: string;
+  created_at: number;
+  expires_at: number;
+  /** Set once the archive arrived; an upload is accepted once. */
+  received_at: number | null;
+  archive: Buffer | null;
+  archive_size: number | null;
+  /** Set when a build took this upload. */
+  built_at: number | null;
+}
+
+export interface DeploymentsTable {
+  id: string;
+  workspace_id: string;
+  worker_id: string;
+  upload_id: string;
+  created_at: number;
+  finished_at: number | null;
+  status: "building" | "ready" | "failed";
+  lockfile_hash: string | null;
+  bundle: string | null;
+  source_map: string | null;
+  /** Capability tags and keys (no configuration): safe to keep in clear for listings. */
+  capabilities: string | null;
+  manifest_key_id: string | null;
+  manifest_sealed: Buffer | null;
+  build_log: string | null;
+  error: string | null;
+}
+
+export interface SecretsTable {
+  workspace_id: string;
+  worker_id: string;
+  name: string;
+  key_id: string;
+  sealed: Buffer;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface RunsTable {
+  id: string;
+  workspace_id: string;
+  worker_id: string;
+  deployment_id: string;
+  capability_key: string;
+  status: "running" | "succeeded" | "failed";
+  exit_code: number | null;
+  started_at: number;
+  ended_at: number | null;
+  duration_ms: number | null;
+  error: string | null;
+  logs: string | null;
+}
+
+export interface CliLoginSessionsTable {
+  /** Secret: only the CLI that started the session knows it, and redeems with it. */
+  id: string;
+  /** What the browser page's URL carries: seeing it does not let anyone redeem the session. */
+  browser_id: string;
+  verification_code: string;
+  created_at: number;
+  expires_at: number;
+  /** Set when a person approved the session in the browser. */
+  approved_workspace_id: string | null;
+  approved_at: number | null;
+  redeemed_at: number | null;
+}
+
+export interface Database {
+  workspaces: WorkspacesTable;
+  api_tokens: ApiTokensTable;
+  workers: WorkersTable;
+  uploads: UploadsTable;
+  deployments: DeploymentsTable;
+  secrets: SecretsTable;
+  runs: RunsTable;
+  cli_login_sessions: CliLoginSessionsTable;
+}
+
+export type Workspace = Selectable<WorkspacesTable>;
+export type ApiToken = Selectable<ApiTokensTable>;
+export type WorkerRow = Selectable<WorkersTable>;
+export type UploadRow = Selectable<UploadsTable>;
+export type DeploymentRow = Selectable<DeploymentsTable>;
+export type SecretRow = Selectable<SecretsTable>;
+export type RunRow = Selectable<RunsTable>;
+export type NewRun = Insertable<RunsTable>;
+export type RunUpdate = Updateable<RunsTable>;
+export type { Generated };

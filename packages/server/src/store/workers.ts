@@ -1,0 +1,48 @@
+import type { Kysely } from "kysely";
+import type { Database, WorkerRow } from "./schema.js";
+
+type Db = Kysely<Database>;
+
+export async function insertWorker(db: Db, row: WorkerRow): Promise<void> {
+  await db.insertInto("workers").values(row).execute();
+}
+
+/** Every read is scoped to the caller's workspace: another workspace's worker is simply absent. */
+export async function findWorker(db: Db, workspaceId: string, workerId: string): Promise<WorkerRow | undefined> {
+  return db
+    .selectFrom("workers")
+    .selectAll()
+    .where("id", "=", workerId)
+    .where("workspace_id", "=", workspaceId)
+    .executeTakeFirst();
+}
+
+export async function listWorkers(db: Db, workspaceId: string): Promise<WorkerRow[]> {
+  return db
+    .selectFrom("workers")
+    .selectAll()
+    .where("workspace_id", "=", workspaceId)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+}
+
+export async function touchWorker(db: Db, workerId: string, now: number): Promise<void> {
+  await db.updateTable("workers").set({ updated_at: now }).where("id", "=", workerId).execute();
+}
+
+/** Deletes the worker and everything that belongs to it, in the caller's transaction. */
+export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId: string): Promise<boolean> {
+  // Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite only honours with
+  // foreign_keys on; both engines then behave the same.
+  await db.deleteFrom("secrets").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("runs").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("deployments").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("uploads").where("worker_id", "=", workerId).execute();
+  const result = await db
+    .deleteFrom("workers")
+    .where("id", "=", workerId)
+    .where("workspace_id", "=", workspaceId)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows) > 0;
+}

@@ -1,0 +1,94 @@
+import { sql, type Kysely } from "kysely";
+import * as deploymentsStore from "../store/deployments.js";
+import type { Database } from "../store/schema.js";
+import * as secretsStore from "../store/secrets.js";
+import type { Keyring } from "./keyring.js";
+import { aad, open, seal, type Sealed } from "./seal.js";
+
+/**
+ * Every kind of sealed value in the store: how to find rows left under an old key, their
+ * associated data, and how to swap in a new ciphertext with a compare-and-set (a row written by
+ * a running server in between is already under the new key and is left alone).
+ */
+export interface SealedKind {
+  name: string;
+  stale(db: Kysely<Database>, currentKeyId: string, limit: number): Promise<{ value: Sealed; aad: string; replace(next: Sealed): Promise<boolean> }[]>;
+}
+
+export const SEALED_KINDS: SealedKind[] = [
+  {
+    name: "secrets",
+    async stale(db, current, limit) {
+      const rows = await secretsStore.secretsSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        value: { keyId: row.key_id, sealed: row.sealed },
+        aad: aad.secret(row.workspace_id, row.worker_id, row.name),
+        replace: (next: Sealed) => secretsStore.resealSecret(db, row, { key_id: next.keyId, sealed: next.sealed }),
+      }));
+    },
+  },
+  {
+    name: "manifests",
+    async stale(db, current, limit) {
+      const rows = await deploymentsStore.manifestsSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => {
+        const value = { keyId: row.manifest_key_id!, sealed: row.manifest_sealed! };
+        return {
+          value,
+          aad: aad.manifest(row.workspace_id, row.worker_id, row.id),
+          replace: (next: Sealed) => deploymentsStore.resealManifest(db, row.id, value, next),
+        };
+      });
+    },
+  },
+];
+
+/** The distinct key ids the store's ciphertexts were sealed under. */
+export async function keyIdsInUse(db: Kysely<Database>): Promise<string[]> {
+  const rows = await sql<{ key_id: string }>`
+    select key_id from secrets
+    union select manifest_key_id as key_id from deployments where manifest_key_id is not null
+  `.execute(db);
+  return rows.rows.map((r) => r.key_id);
+}
+
+export interface RotationReport {
+  resealed: Record<string, number>;
+  keyId: string;
+}
+
+/**
+ * Re-seals every value under the keyring's current key, in batches, while servers keep serving.
+ * A row rewritten meanwhile by a server is skipped by the compare-and-set and read again; if rows
+ * keep coming back under an old key, some server still seals with it and the operator must add
+ * the new key there first.
+ */
+export async function resealAll(db: Kysely<Database>, keyring: Keyring, batch = 200): Promise<RotationReport> {
+  const current = keyring.current();
+  const report: RotationReport = { resealed: {}, keyId: current.id };
+  for (const kind of SEALED_KINDS) {
+    let count = 0;
+    let idlePasses = 0;
+    for (;;) {
+      const rows = await kind.stale(db, current.id, batch);
+      if (rows.length === 0) break;
+      let progressed = false;
+      for (const row of rows) {
+        const next = seal(keyring, open(keyring, row.value, row.aad), row.aad);
+        if (await row.replace(next)) {
+          count += 1;
+          progressed = true;
+        }
+      }
+      idlePasses = progressed ? 0 : idlePasses + 1;
+      if (idlePasses >= 5) {
+        throw new Error(
+          `${kind.name} keep being written under an old key: a running server lacks key ${current.id}. Add it to every server, then rotate again.`,
+        );
+      }
+      if (!progressed) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    report.resealed[kind.name] = count;
+  }
+  return report;
+}

@@ -1,0 +1,20 @@
+import type { FastifyInstance } from "fastify";
+import type { ApiDeps } from "../api/app.js";
+import { html, sendPage } from "./html.js";
+import { registerLoginPages } from "./login.js";
+
+/** Every server-rendered page. Forms post urlencoded bodies, read with the standard URLSearchParams. */
+export function registerWeb(app: FastifyInstance, deps: ApiDeps): void {
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string", bodyLimit: 16 * 1024 }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+  });
+  app.get("/", async (_request, reply) =>
+    sendPage(
+      reply,
+      200,
+      "Workyard",
+      html`<h1>Workyard</h1><p>This server runs Notion workers. Point the <code>ntn</code> CLI at it:</p><p><code>NOTION_API_BASE_URL=${deps.publicUrl()}</code></p>`,
+    ),
+  );
+  registerLoginPages(app, deps);
+}

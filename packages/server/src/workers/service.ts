@@ -1,0 +1,99 @@
+import type { Kysely } from "kysely";
+import type { Caller } from "../auth/tokens.js";
+import { AppError, workerNotFound } from "../errors.js";
+import { newId } from "../ids.js";
+import type { Database, WorkerRow } from "../store/schema.js";
+import * as workersStore from "../store/workers.js";
+import type { UploadService, UploadTicket } from "./uploads.js";
+
+/** A worker as the wire protocol shows it. */
+export interface WorkerView {
+  workerId: string;
+  name: string;
+  spaceId: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function workerView(row: WorkerRow): WorkerView {
+  return {
+    workerId: row.id,
+    name: row.name,
+    spaceId: row.workspace_id,
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
+
+export interface WorkerService {
+  create(caller: Caller, name: string, publicUrl: string): Promise<{ worker: WorkerView } & UploadTicket>;
+  /** A new upload for an existing worker (UpdateWorker). */
+  update(caller: Caller, workerId: string, publicUrl: string): Promise<UploadTicket>;
+  list(caller: Caller): Promise<WorkerView[]>;
+  get(caller: Caller, workerId: string): Promise<WorkerRow>;
+  delete(caller: Caller, workerId: string): Promise<WorkerView>;
+}
+
+export const WORKER_NAME_MAX = 100;
+
+export function validateWorkerName(name: string): string {
+  const trimmed = name.trim();
+  if (!trimmed) throw new AppError("validation_error", "A worker needs a name.", { hint: "Pass --name <name>." });
+  if (trimmed.length > WORKER_NAME_MAX) {
+    throw new AppError("validation_error", `A worker name is at most ${WORKER_NAME_MAX} characters.`);
+  }
+  return trimmed;
+}
+
+export function createWorkerService(options: {
+  db: Kysely<Database>;
+  uploads: UploadService;
+  /** Called after a worker and everything it owns were deleted (pools, caches). */
+  onDeleted?: (workerId: string) => void;
+  now?: () => number;
+}): WorkerService {
+  const { db, uploads } = options;
+  const now = options.now ?? Date.now;
+
+  async function get(caller: Caller, workerId: string): Promise<WorkerRow> {
+    const row = await workersStore.findWorker(db, caller.workspaceId, workerId);
+    if (!row) throw workerNotFound(workerId);
+    return row;
+  }
+
+  return {
+    async create(caller, name, publicUrl) {
+      const at = now();
+      const row: WorkerRow = {
+        id: newId(),
+        workspace_id: caller.workspaceId,
+        name: validateWorkerName(name),
+        created_at: at,
+        updated_at: at,
+        live_deployment_id: null,
+      };
+      await workersStore.insertWorker(db, row);
+      const ticket = await uploads.issue(caller.workspaceId, row.id, publicUrl);
+      return { worker: workerView(row), ...ticket };
+    },
+
+    async update(caller, workerId, publicUrl) {
+      const row = await get(caller, workerId);
+      return uploads.issue(caller.workspaceId, row.id, publicUrl);
+    },
+
+    async list(caller) {
+      return (await workersStore.listWorkers(db, caller.workspaceId)).map(workerView);
+    },
+
+    get,
+
+    async delete(caller, workerId) {
+      const row = await get(caller, workerId);
+      const deleted = await db.transaction().execute((trx) => workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId));
+      if (!deleted) throw workerNotFound(workerId);
+      options.onDeleted?.(workerId);
+      return workerView(row);
+    },
+  };
+}

@@ -1,0 +1,66 @@
+import { spawn } from "node:child_process";
+import { OFFICIAL_NTN, OUR_NTN } from "./paths.js";
+
+export interface NtnResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface NtnOptions {
+  cwd: string;
+  env: Record<string, string | undefined>;
+  input?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * The environment both CLIs run with: nothing of the developer's own (no real config dirs or
+ * tokens), just PATH and HOME plus what the test passes.
+ */
+export function baseEnv(home: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: home,
+    XDG_CONFIG_HOME: `${home}/.config`,
+    XDG_DATA_HOME: `${home}/.local/share`,
+    NOTION_HOME: `${home}/.notion`,
+    NOTION_KEYRING: "0",
+    NO_COLOR: "1",
+    LANG: "C.UTF-8",
+  };
+}
+
+function runBinary(command: string, args: string[], argv: string[], options: NtnOptions): Promise<NtnResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, [...args, ...argv], {
+      cwd: options.cwd,
+      env: Object.fromEntries(Object.entries(options.env).filter(([, v]) => v !== undefined)) as Record<string, string>,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`ntn ${argv.join(" ")} timed out.\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, options.timeoutMs ?? 60_000);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? "");
+  });
+}
+
+/** Our ntn, built. */
+export function ntn(argv: string[], options: NtnOptions): Promise<NtnResult> {
+  return runBinary(process.execPath, [OUR_NTN], argv, options);
+}
+
+/** The official ntn 0.4.0. */
+export function officialNtn(argv: string[], options: NtnOptions): Promise<NtnResult> {
+  return runBinary(OFFICIAL_NTN, [], argv, options);
+}

@@ -1,0 +1,73 @@
+import fs from "node:fs";
+import path from "node:path";
+import { PassThrough } from "node:stream";
+import { startServer, type RunningServer, type ServerOptions } from "../../packages/server/src/main.js";
+import { freshSchema } from "./pg.js";
+import { tempDir } from "./tmp.js";
+
+export type TestDialect = "sqlite" | "postgres";
+
+export interface TestServer {
+  url: string;
+  dataDir: string;
+  adminToken: string;
+  workspaceId: string;
+  server: RunningServer;
+  /** Everything the server logged so far. */
+  logs(): string;
+  /** Calls an action with the admin token (or another); answers status and parsed body. */
+  call(action: string, body?: unknown, token?: string | null): Promise<{ status: number; body: any }>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real server in this process on 127.0.0.1, port 0, with a fresh data dir (and, for postgres, a
+ * fresh schema). The caller stops it.
+ */
+export async function startTestServer(options: { dialect?: TestDialect } & ServerOptions = {}): Promise<TestServer> {
+  const { dialect = "sqlite", ...rest } = options;
+  const tmp = tempDir("wy-server-");
+  const schema = dialect === "postgres" ? await freshSchema() : undefined;
+  const logStream = new PassThrough();
+  let logText = "";
+  logStream.on("data", (chunk: Buffer) => {
+    logText += chunk.toString("utf8");
+  });
+  const server = await startServer({
+    host: "127.0.0.1",
+    port: 0,
+    dataDir: tmp.dir,
+    logStream,
+    logLevel: "info",
+    ...(schema ? { databaseUrl: schema.url } : {}),
+    ...rest,
+  });
+  const adminToken = fs.readFileSync(path.join(tmp.dir, "admin-token"), "utf8").trim();
+  const call: TestServer["call"] = async (action, body = {}, token = adminToken) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const response = await fetch(`${server.url}/api/v3/workers${action}`, { method: "POST", headers, body: JSON.stringify(body) });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // keep the text
+    }
+    return { status: response.status, body: parsed };
+  };
+  return {
+    url: server.url,
+    dataDir: tmp.dir,
+    adminToken,
+    workspaceId: server.bootstrap.workspace.id,
+    server,
+    logs: () => logText,
+    call,
+    async stop() {
+      await server.stop();
+      await schema?.drop();
+      tmp.cleanup();
+    },
+  };
+}
