@@ -18,12 +18,19 @@ import envPull from "./commands/workers/env/pull.js";
 import envPush from "./commands/workers/env/push.js";
 import envSet from "./commands/workers/env/set.js";
 import envUnset from "./commands/workers/env/unset.js";
+import capabilitiesList from "./commands/workers/capabilities/list.js";
+import { disable as capabilitiesDisable, enable as capabilitiesEnable } from "./commands/workers/capabilities/toggle.js";
+import workersExec from "./commands/workers/exec.js";
+import runsList from "./commands/workers/runs/list.js";
+import runsLogs from "./commands/workers/runs/logs.js";
 
 /** Groups: summaries and aliases of commands that only hold subcommands. */
 export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
   tokens: { summary: "Manage tokens" },
   workers: { summary: "Manage workers" },
   "workers env": { summary: "Manage worker environment variables" },
+  "workers capabilities": { summary: "Manage worker capabilities" },
+  "workers runs": { summary: "Manage worker runs" },
   "server workspace": { summary: "Manage workspaces (admin)" },
 };
 
@@ -35,6 +42,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "tokens create": tokensCreate,
   "tokens list": tokensList,
   "tokens revoke": tokensRevoke,
+  "workers capabilities list": capabilitiesList,
+  "workers capabilities enable": capabilitiesEnable,
+  "workers capabilities disable": capabilitiesDisable,
   "workers create": workersCreate,
   "workers delete": workersDelete,
   "workers deploy": workersDeploy,
@@ -43,8 +53,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "workers env unset": envUnset,
   "workers env pull": envPull,
   "workers env push": envPush,
+  "workers exec": workersExec,
   "workers get": workersGet,
   "workers list": workersList,
+  "workers runs list": runsList,
+  "workers runs logs": runsLogs,
   server: serverStart,
   "server rotate-key": serverRotateKey,
   "server workspace create": serverWorkspaceCreate,

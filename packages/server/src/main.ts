@@ -10,6 +10,14 @@ import { KeyringError } from "./vault/keyring.js";
 import { openPlatform } from "./platform.js";
 import { registerWeb } from "./web/routes.js";
 import { createUploadService } from "./workers/uploads.js";
+import { createBuildService, type BuildService } from "./builder/service.js";
+import { layout } from "./builder/materialise.js";
+import { Executor } from "./executor/pool.js";
+import { sandboxUser } from "./executor/user.js";
+import { installChildEntry } from "./executor/sandbox.js";
+import { createRunService } from "./runs/service.js";
+import * as deploymentsStore from "./store/deployments.js";
+import * as runsStore from "./store/runs.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
 
@@ -40,8 +48,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const tokens = createTokenService(db);
   const uploads = createUploadService(db, keyring);
   const workers = createWorkerService({ db, uploads });
-  const secrets = createSecretService({ db, keyring, workers });
+  const dirs = layout(config.dataDir);
+  const user = sandboxUser(config.dataDir, log);
+  const executor = new Executor({ entry: installChildEntry(dirs.runtime), scratchRoot: dirs.scratch, memoryMb: config.runMemoryMb, user, log });
+  let builder: BuildService | undefined;
+  const secrets = createSecretService({ db, keyring, workers, onChanged: (worker) => builder!.onSecretsChanged(worker) });
+  builder = createBuildService({ db, keyring, dataDir: config.dataDir, executor, workers, secrets, log });
+  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, log });
   const login = createLoginService(db, tokens);
+  // A server that stopped mid-build or mid-run left rows behind: record them as failed.
+  const staleBefore = Date.now() - 30 * 60 * 1000;
+  await deploymentsStore.failStaleBuilds(db, staleBefore, Date.now());
+  await runsStore.failInterruptedRuns(db, staleBefore, Date.now());
 
   const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens });
 
@@ -54,6 +72,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     uploads,
     secrets,
     login,
+    builder,
+    runs,
     publicUrl: () => publicUrl,
     limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit },
     registerWeb,
@@ -62,6 +82,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
+    await executor.stop();
     await store.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "EADDRINUSE") throw new ConfigError(`Port ${config.port} on ${config.host} is in use; pick another with --port (0 picks a free one).`);
@@ -85,6 +106,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       if (stopped) return;
       stopped = true;
       await app.close();
+      await executor.stop();
       await store.close();
     },
   };

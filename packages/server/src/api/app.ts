@@ -11,7 +11,11 @@ import type { SecretService } from "../secrets/service.js";
 import type { Database } from "../store/schema.js";
 import type { UploadService } from "../workers/uploads.js";
 import type { WorkerService } from "../workers/service.js";
+import type { BuildService } from "../builder/service.js";
+import type { RunService } from "../runs/service.js";
 import { isStreamAnswer, type ActionDefinition } from "./action.js";
+import { buildActions } from "./actions/builds.js";
+import { runActions } from "./actions/runs.js";
 import { loginActions } from "./actions/login.js";
 import { secretActions } from "./actions/secrets.js";
 import { serverActions } from "./actions/server.js";
@@ -28,6 +32,8 @@ export interface ApiDeps {
   uploads: UploadService;
   secrets: SecretService;
   login: LoginService;
+  builder: BuildService;
+  runs: RunService;
   /** The public base URL (no trailing slash), known once the server listens. */
   publicUrl(): string;
   limits: { bodyLimit: number; uploadLimit: number };
@@ -47,6 +53,8 @@ export const ACTION_PREFIX = "/api/v3/workers";
 
 export const CORE_ACTIONS: ActionDefinition[] = [
   ...workerActions,
+  ...buildActions,
+  ...runActions,
   ...secretActions,
   ...tokenActions,
   ...loginActions,

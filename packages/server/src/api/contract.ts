@@ -100,9 +100,12 @@ export interface Actions {
     request: { workerId: string; capabilityKey: string; disabled: boolean };
     response: { capability: CapabilityView };
   };
-  UpsertSecrets: { request: { workerId: string; secrets: EnvEntry[] }; response: { updated: string[]; ignored: string[] } };
+  UpsertSecrets: {
+    request: { workerId: string; secrets: EnvEntry[] };
+    response: { updated: string[]; ignored: string[]; warnings: string[] };
+  };
   ListSecrets: { request: { workerId: string }; response: { secrets: SecretView[] } };
-  DeleteSecret: { request: { workerId: string; key: string }; response: Record<string, never> };
+  DeleteSecret: { request: { workerId: string; key: string }; response: { warnings: string[] } };
   PullEnv: { request: { workerId: string }; response: { env: EnvEntry[]; notices: EnvNotice[] } };
   RunCapability: {
     request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean };

@@ -3,6 +3,7 @@ import type { Caller } from "../auth/tokens.js";
 import { AppError } from "../errors.js";
 import type { Database, WorkerRow } from "../store/schema.js";
 import * as secretsStore from "../store/secrets.js";
+import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, openText, seal } from "../vault/seal.js";
 import type { WorkerService } from "../workers/service.js";
@@ -28,9 +29,9 @@ export interface EnvNotice {
 export type RuntimeEnvSource = (worker: WorkerRow) => Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
 
 export interface SecretService {
-  upsert(caller: Caller, workerId: string, entries: EnvEntry[]): Promise<{ updated: string[]; ignored: string[] }>;
+  upsert(caller: Caller, workerId: string, entries: EnvEntry[]): Promise<{ updated: string[]; ignored: string[]; warnings: string[] }>;
   list(caller: Caller, workerId: string): Promise<{ key: string; createdAt: string; updatedAt: string }[]>;
-  delete(caller: Caller, workerId: string, key: string): Promise<void>;
+  delete(caller: Caller, workerId: string, key: string): Promise<{ warnings: string[] }>;
   /** Every secret in clear, plus runtime variables: for `env pull` and the executor. */
   pull(caller: Caller, workerId: string): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
   /** The worker's secrets in clear, for the builder and the executor (no caller: trusted callers only). */
@@ -42,8 +43,11 @@ export function createSecretService(options: {
   keyring: Keyring;
   workers: WorkerService;
   runtimeEnv?: RuntimeEnvSource;
-  /** Called after a worker's secrets changed: re-read its manifest, recycle its warm processes. */
-  onChanged?: (worker: WorkerRow) => void;
+  /**
+   * Called after a worker's secrets changed (with the row as it is now): re-reads the live manifest
+   * with the new values, so it may take a moment; what it returns is reported to the caller.
+   */
+  onChanged?: (worker: WorkerRow) => Promise<string[]>;
   now?: () => number;
 }): SecretService {
   const { db, keyring, workers } = options;
@@ -79,9 +83,10 @@ export function createSecretService(options: {
         }
         accepted.set(key, value);
       }
+      let warnings: string[] = [];
       if (accepted.size > 0) {
         const at = now();
-        await db.transaction().execute(async (trx) => {
+        const version = await db.transaction().execute(async (trx) => {
           for (const [key, value] of accepted) {
             const sealed = seal(keyring, value, aad.secret(worker.workspace_id, worker.id, key));
             await secretsStore.upsertSecret(trx, {
@@ -98,10 +103,11 @@ export function createSecretService(options: {
           if (names.length > SECRET_LIMITS.maxPerWorker) {
             throw new AppError("validation_error", `A worker holds at most ${SECRET_LIMITS.maxPerWorker} secrets.`);
           }
+          return workersStore.bumpSecretsVersion(trx, worker.id, at);
         });
-        options.onChanged?.(worker);
+        warnings = (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [];
       }
-      return { updated: [...accepted.keys()].sort(), ignored };
+      return { updated: [...accepted.keys()].sort(), ignored, warnings };
     },
 
     async list(caller, workerId) {
@@ -116,12 +122,15 @@ export function createSecretService(options: {
 
     async delete(caller, workerId, key) {
       const worker = await workers.get(caller, workerId);
-      if (!(await secretsStore.deleteSecret(db, worker.id, key))) {
-        throw new AppError("secret_not_found", `Worker has no secret named ${JSON.stringify(key)}.`, {
-          hint: "Run `ntn workers env list` to see its secrets.",
-        });
-      }
-      options.onChanged?.(worker);
+      const version = await db.transaction().execute(async (trx) => {
+        if (!(await secretsStore.deleteSecret(trx, worker.id, key))) {
+          throw new AppError("secret_not_found", `Worker has no secret named ${JSON.stringify(key)}.`, {
+            hint: "Run `ntn workers env list` to see its secrets.",
+          });
+        }
+        return workersStore.bumpSecretsVersion(trx, worker.id, now());
+      });
+      return { warnings: (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [] };
     },
 
     async pull(caller, workerId) {

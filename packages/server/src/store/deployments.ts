@@ -38,3 +38,48 @@ export async function resealManifest(
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
 }
+
+export async function finishDeployment(
+  db: Db,
+  id: string,
+  fields: Pick<
+    DeploymentRow,
+    "status" | "finished_at" | "bundle" | "source_map" | "lockfile_hash" | "capabilities" | "manifest_key_id" | "manifest_sealed" | "manifest_secrets_version" | "build_log" | "error"
+  >,
+): Promise<void> {
+  await db.updateTable("deployments").set(fields).where("id", "=", id).execute();
+}
+
+/**
+ * Stores a manifest re-read with newer secrets; an older version never replaces a newer one
+ * (another process may have re-read it meanwhile).
+ */
+export async function updateManifest(
+  db: Db,
+  id: string,
+  next: { keyId: string; sealed: Buffer; secretsVersion: number; capabilities: string },
+): Promise<boolean> {
+  const result = await db
+    .updateTable("deployments")
+    .set({
+      manifest_key_id: next.keyId,
+      manifest_sealed: next.sealed,
+      manifest_secrets_version: next.secretsVersion,
+      capabilities: next.capabilities,
+    })
+    .where("id", "=", id)
+    .where((eb) => eb.or([eb("manifest_secrets_version", "is", null), eb("manifest_secrets_version", "<", next.secretsVersion)]))
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** Deployments still marked building: left behind by a server that stopped mid-build. */
+export async function failStaleBuilds(db: Db, olderThan: number, now: number): Promise<number> {
+  const result = await db
+    .updateTable("deployments")
+    .set({ status: "failed", finished_at: now, error: "The build was interrupted (the server stopped)." })
+    .where("status", "=", "building")
+    .where("created_at", "<", olderThan)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}

@@ -32,6 +32,11 @@ export interface WorkersTable {
   updated_at: number;
   /** The live deployment: a pointer, flipped in one statement when a build succeeds. */
   live_deployment_id: string | null;
+  /**
+   * Bumped with every change to the worker's secrets, in the same transaction: a warm process or a
+   * manifest read with an older version is stale, in this server process or any other.
+   */
+  secrets_version: number;
 }
 
 export interface UploadsTable {
@@ -63,6 +68,8 @@ export interface DeploymentsTable {
   capabilities: string | null;
   manifest_key_id: string | null;
   manifest_sealed: Buffer | null;
+  /** The worker's secrets_version the manifest was read with. */
+  manifest_secrets_version: number | null;
   build_log: string | null;
   error: string | null;
 }

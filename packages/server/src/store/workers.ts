@@ -27,6 +27,22 @@ export async function listWorkers(db: Db, workspaceId: string): Promise<WorkerRo
     .execute();
 }
 
+/** Records that the worker's secrets changed; returns the new version. */
+export async function bumpSecretsVersion(db: Db, workerId: string, now: number): Promise<number> {
+  await db
+    .updateTable("workers")
+    .set((eb) => ({ secrets_version: eb("secrets_version", "+", 1), updated_at: now }))
+    .where("id", "=", workerId)
+    .execute();
+  const row = await db.selectFrom("workers").select("secrets_version").where("id", "=", workerId).executeTakeFirstOrThrow();
+  return row.secrets_version;
+}
+
+/** Makes a ready deployment the live one: the only way a deployment goes live. */
+export async function setLiveDeployment(db: Db, workerId: string, deploymentId: string, now: number): Promise<void> {
+  await db.updateTable("workers").set({ live_deployment_id: deploymentId, updated_at: now }).where("id", "=", workerId).execute();
+}
+
 export async function touchWorker(db: Db, workerId: string, now: number): Promise<void> {
   await db.updateTable("workers").set({ updated_at: now }).where("id", "=", workerId).execute();
 }

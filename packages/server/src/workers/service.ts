@@ -71,6 +71,7 @@ export function createWorkerService(options: {
         created_at: at,
         updated_at: at,
         live_deployment_id: null,
+        secrets_version: 0,
       };
       await workersStore.insertWorker(db, row);
       const ticket = await uploads.issue(caller.workspaceId, row.id, publicUrl);

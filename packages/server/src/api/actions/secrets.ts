@@ -24,8 +24,7 @@ export const secretActions = [
     auth: "workspace",
     schema: object({ workerId: id, key: { type: "string", maxLength: 256 } }, ["workerId", "key"]),
     async handle({ caller, deps, body }) {
-      await deps.secrets.delete(caller, body.workerId, body.key);
-      return {};
+      return deps.secrets.delete(caller, body.workerId, body.key);
     },
   }),
   defineAction({

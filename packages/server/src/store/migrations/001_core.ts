@@ -33,6 +33,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
     .addColumn("created_at", "bigint", (c) => c.notNull())
     .addColumn("updated_at", "bigint", (c) => c.notNull())
     .addColumn("live_deployment_id", "text")
+    .addColumn("secrets_version", "integer", (c) => c.notNull().defaultTo(0))
     .execute();
   await db.schema.createIndex("workers_workspace").on("workers").columns(["workspace_id", "created_at"]).execute();
 
@@ -65,6 +66,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
     .addColumn("capabilities", "text")
     .addColumn("manifest_key_id", "text")
     .addColumn("manifest_sealed", binary)
+    .addColumn("manifest_secrets_version", "integer")
     .addColumn("build_log", "text")
     .addColumn("error", "text")
     .execute();

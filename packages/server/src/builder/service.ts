@@ -1,0 +1,259 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { Kysely } from "kysely";
+import type { StreamLine } from "../api/contract.js";
+import type { Caller } from "../auth/tokens.js";
+import { AppError, isAppError } from "../errors.js";
+import type { Executor, ExecTarget } from "../executor/pool.js";
+import { LoadError } from "../executor/sandbox.js";
+import { newId } from "../ids.js";
+import { LineQueue } from "../line-queue.js";
+import type { Logger } from "../log.js";
+import type { SecretService } from "../secrets/service.js";
+import * as deploymentsStore from "../store/deployments.js";
+import type { Database, DeploymentRow, WorkerRow } from "../store/schema.js";
+import * as uploadsStore from "../store/uploads.js";
+import * as workersStore from "../store/workers.js";
+import type { Keyring } from "../vault/keyring.js";
+import type { WorkerService } from "../workers/service.js";
+import { extractArchive } from "./archive.js";
+import { bundleWorker } from "./bundle.js";
+import { ensureInstalled, readInstallInput } from "./install.js";
+import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
+import { layout, materialise } from "./materialise.js";
+
+/** Build log kept with a deployment, bytes. */
+const BUILD_LOG_LIMIT = 256 * 1024;
+
+export interface BuildService {
+  /** BuildWorker: the latest unbuilt upload to a live deployment, its log streamed line by line. */
+  build(caller: Caller, workerId: string): Promise<AsyncIterable<StreamLine>>;
+  /** The live deployment's capabilities (tags and keys), empty before the first deploy. */
+  capabilities(caller: Caller, workerId: string): Promise<CapabilitySummary[]>;
+  /**
+   * The live deployment's manifest as the worker's current secrets make it: re-read in the sandbox
+   * when the secrets changed since it was read (here or in another server process).
+   */
+  liveManifest(worker: WorkerRow): Promise<{ deployment: DeploymentRow; manifest: WorkerManifest } | undefined>;
+  /** After a secrets change: re-reads the live manifest now, so what depends on it is current. */
+  onSecretsChanged(worker: WorkerRow): Promise<string[]>;
+  /** What the executor needs to run a deployment with the worker's current secrets. */
+  execTarget(worker: WorkerRow, deployment: DeploymentRow): Promise<ExecTarget>;
+  liveDeployment(worker: WorkerRow): Promise<DeploymentRow | undefined>;
+}
+
+export function createBuildService(options: {
+  db: Kysely<Database>;
+  keyring: Keyring;
+  dataDir: string;
+  executor: Executor;
+  workers: WorkerService;
+  secrets: SecretService;
+  log: Logger;
+  now?: () => number;
+}): BuildService {
+  const { db, keyring, dataDir, executor, workers, secrets, log } = options;
+  const now = options.now ?? Date.now;
+  const dirs = layout(dataDir);
+
+  async function execTarget(worker: WorkerRow, deployment: DeploymentRow): Promise<ExecTarget> {
+    const fresh = await workersStore.findWorker(db, worker.workspace_id, worker.id);
+    const current = fresh ?? worker;
+    return {
+      workerId: worker.id,
+      deploymentId: deployment.id,
+      secretsVersion: current.secrets_version,
+      secrets: await secrets.secretsOf(current),
+      materialise: () => materialise(dataDir, deployment, () => uploadsStore.readArchive(db, deployment.upload_id)),
+    };
+  }
+
+  async function liveDeployment(worker: WorkerRow): Promise<DeploymentRow | undefined> {
+    if (!worker.live_deployment_id) return undefined;
+    return deploymentsStore.findDeployment(db, worker.live_deployment_id);
+  }
+
+  /** Loads the deployment with the worker's current secrets and stores the manifest it reports. */
+  async function rereadManifest(worker: WorkerRow, deployment: DeploymentRow): Promise<WorkerManifest> {
+    const target = await execTarget(worker, deployment);
+    const { manifest: raw } = await executor.loadManifest(target);
+    const manifest = asManifest(raw);
+    const sealed = sealManifest(keyring, deployment, manifest);
+    await deploymentsStore.updateManifest(db, deployment.id, {
+      keyId: sealed.keyId,
+      sealed: sealed.sealed,
+      secretsVersion: target.secretsVersion,
+      capabilities: JSON.stringify(summarise(manifest)),
+    });
+    return manifest;
+  }
+
+  async function runBuild(caller: Caller, worker: WorkerRow, queue: LineQueue<StreamLine>): Promise<void> {
+    const logLines: string[] = [];
+    let logBytes = 0;
+    const say = (stream: "stdout" | "stderr", data: string) => {
+      if (logBytes < BUILD_LOG_LIMIT) {
+        logLines.push(`${stream === "stderr" ? "[err] " : ""}${data}`);
+        logBytes += data.length;
+      }
+      queue.push({ _tag: "log", event: { stream, data } });
+    };
+
+    const upload = await uploadsStore.latestUnbuiltUpload(db, worker.id);
+    if (!upload || !upload.archive) {
+      throw new AppError("nothing_to_build", "There is no uploaded source to build.", {
+        hint: "Run `ntn workers deploy`, which uploads the source and builds it.",
+      });
+    }
+    if (!(await uploadsStore.claimUploadForBuild(db, upload.id, now()))) {
+      throw new AppError("build_in_progress", "Another build took this upload.", { hint: "Wait for it, or deploy again." });
+    }
+    const deployment: DeploymentRow = {
+      id: newId(),
+      workspace_id: worker.workspace_id,
+      worker_id: worker.id,
+      upload_id: upload.id,
+      created_at: now(),
+      finished_at: null,
+      status: "building",
+      lockfile_hash: null,
+      bundle: null,
+      source_map: null,
+      capabilities: null,
+      manifest_key_id: null,
+      manifest_sealed: null,
+      manifest_secrets_version: null,
+      build_log: null,
+      error: null,
+    };
+    await deploymentsStore.insertDeployment(db, deployment);
+
+    const workDir = path.join(dirs.builds, deployment.id);
+    try {
+      fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
+      const listing = await extractArchive(upload.archive, workDir);
+      say("stdout", `Unpacked the source: ${listing.files.length} files, ${Math.ceil(upload.archive.length / 1024)} KiB compressed.`);
+      for (const skipped of listing.skipped) say("stderr", `Skipped ${skipped}: only regular files are deployed.`);
+
+      const input = readInstallInput(workDir);
+      if (!input.lockfile) say("stderr", "No package-lock.json: installing with `npm install` (commit a lockfile for repeatable builds).");
+      const installed = await ensureInstalled({ depsRoot: dirs.deps, cacheDir: dirs.npmCache, input, onLog: say });
+      say("stdout", installed.installed ? `Installed dependencies (tree ${installed.hash.slice(0, 12)}).` : `Dependencies unchanged: reusing tree ${installed.hash.slice(0, 12)}.`);
+
+      say("stdout", "Bundling src/index.ts with esbuild.");
+      const bundle = await bundleWorker(workDir, (line) => say("stderr", line));
+      const built: DeploymentRow = { ...deployment, bundle: bundle.code, source_map: bundle.sourceMap, lockfile_hash: installed.hash };
+
+      say("stdout", "Loading the worker to read its manifest.");
+      let manifest: WorkerManifest;
+      const target = await execTarget(worker, built);
+      try {
+        manifest = asManifest((await executor.loadManifest(target)).manifest);
+      } catch (error) {
+        if (error instanceof LoadError) {
+          for (const line of error.logs.split("\n").filter(Boolean)) say("stdout", line);
+          for (const line of (error.error.stack ?? `${error.error.name}: ${error.error.message}`).split("\n")) say("stderr", line);
+          throw new AppError("build_failed", `The worker failed to load: ${error.error.message}`, {
+            hint: "The build log shows the worker's error and stack.",
+          });
+        }
+        throw error;
+      }
+      const summary = summarise(manifest);
+      say("stdout", `Capabilities: ${summary.map((c) => `${c._tag} ${c.key}`).join(", ") || "none"}.`);
+      const sealed = sealManifest(keyring, built, manifest);
+      await db.transaction().execute(async (trx) => {
+        await deploymentsStore.finishDeployment(trx, deployment.id, {
+          status: "ready",
+          finished_at: now(),
+          bundle: bundle.code,
+          source_map: bundle.sourceMap,
+          lockfile_hash: installed.hash,
+          capabilities: JSON.stringify(summary),
+          manifest_key_id: sealed.keyId,
+          manifest_sealed: sealed.sealed,
+          manifest_secrets_version: target.secretsVersion,
+          build_log: logLines.join("\n"),
+          error: null,
+        });
+        await workersStore.setLiveDeployment(trx, worker.id, deployment.id, now());
+      });
+      say("stdout", `Deployment ${deployment.id} is live.`);
+      queue.push({ _tag: "result", result: { ok: true, deploymentId: deployment.id } });
+    } catch (error) {
+      const message = isAppError(error) ? error.message : `Build failed: ${(error as Error).message}`;
+      if (!isAppError(error)) log.error({ err: error, deploymentId: deployment.id }, "build failed unexpectedly");
+      await deploymentsStore.finishDeployment(db, deployment.id, {
+        status: "failed",
+        finished_at: now(),
+        bundle: null,
+        source_map: null,
+        lockfile_hash: null,
+        capabilities: null,
+        manifest_key_id: null,
+        manifest_sealed: null,
+        manifest_secrets_version: null,
+        build_log: logLines.join("\n"),
+        error: message,
+      });
+      queue.push({ _tag: "error", error: message, code: "build_failed" });
+    } finally {
+      fs.rm(workDir, { recursive: true, force: true }, () => {});
+    }
+  }
+
+  return {
+    async build(caller, workerId) {
+      const worker = await workers.get(caller, workerId);
+      // Checked before the stream starts, so "nothing to build" is a plain 409, not a stream.
+      const pending = await uploadsStore.latestUnbuiltUpload(db, worker.id);
+      if (!pending) {
+        throw new AppError("nothing_to_build", "There is no uploaded source to build.", {
+          hint: "Run `ntn workers deploy`, which uploads the source and builds it.",
+        });
+      }
+      const queue = new LineQueue<StreamLine>();
+      runBuild(caller, worker, queue)
+        .catch((error: unknown) => {
+          queue.push({ _tag: "error", error: isAppError(error) ? error.message : "Build failed: internal error.", code: "build_failed" });
+          if (!isAppError(error)) log.error({ err: error }, "build crashed");
+        })
+        .finally(() => queue.end());
+      return queue;
+    },
+
+    async capabilities(caller, workerId) {
+      const worker = await workers.get(caller, workerId);
+      const deployment = await liveDeployment(worker);
+      return deployment?.capabilities ? (JSON.parse(deployment.capabilities) as CapabilitySummary[]) : [];
+    },
+
+    async liveManifest(worker) {
+      const fresh = (await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker;
+      const deployment = await liveDeployment(fresh);
+      if (!deployment) return undefined;
+      if (deployment.manifest_secrets_version !== fresh.secrets_version) {
+        return { deployment, manifest: await rereadManifest(fresh, deployment) };
+      }
+      const manifest = openManifest(keyring, deployment);
+      return manifest ? { deployment, manifest } : { deployment, manifest: await rereadManifest(fresh, deployment) };
+    },
+
+    async onSecretsChanged(worker) {
+      executor.retireWorker(worker.id);
+      const deployment = await liveDeployment(worker);
+      if (!deployment) return [];
+      try {
+        await rereadManifest(worker, deployment);
+        return [];
+      } catch (error) {
+        const reason = error instanceof LoadError ? error.error.message : (error as Error).message;
+        log.warn({ workerId: worker.id, reason }, "re-reading the manifest with new secrets failed");
+        return [`The worker failed to load with the new values (${reason}); runs will fail until this is fixed.`];
+      }
+    },
+
+    execTarget,
+    liveDeployment,
+  };
+}

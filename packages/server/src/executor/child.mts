@@ -1,0 +1,160 @@
+/**
+ * The entry of a worker's sandboxed process. It loads the deployment's bundle (the worker's
+ * `export default new Worker()`), reports the manifest, then runs capabilities one at a time with
+ * the SDK's own `worker.run(key, input, { concreteOutput: true })`.
+ *
+ * Started with Node's permission model: it may read only this file, the bundle and the installed
+ * tree, and write only its scratch directory. So it imports nothing of ours but types.
+ */
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
+
+const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304"] = process.argv.slice(2);
+const LOG_LIMIT = Number(logLimitArg);
+const RESULT_LIMIT = Number(resultLimitArg);
+
+function send(message: FromChild): void {
+  process.send?.(message);
+}
+
+function serialize(error: unknown): SerializedError {
+  if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack };
+  return { name: "Error", message: typeof error === "string" ? error : JSON.stringify(error) ?? String(error) };
+}
+
+// Everything the worker prints reaches the server over IPC, in order with its result, tagged with
+// the run it belongs to and capped per run.
+let currentRun: string | null = null;
+let loggedBytes = 0;
+let truncatedNoticeSent = false;
+for (const stream of ["stdout", "stderr"] as const) {
+  const target = process[stream];
+  target.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown) => {
+    const data = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
+    if (loggedBytes < LOG_LIMIT) {
+      const room = LOG_LIMIT - loggedBytes;
+      const piece = data.length > room ? data.slice(0, room) : data;
+      loggedBytes += piece.length;
+      send({ type: "log", runId: currentRun, stream, data: piece });
+    } else if (!truncatedNoticeSent) {
+      truncatedNoticeSent = true;
+      send({ type: "log", runId: currentRun, stream: "stderr", data: `[workyard] output beyond ${LOG_LIMIT} bytes was dropped\n` });
+    }
+    const cb = typeof encoding === "function" ? encoding : callback;
+    if (typeof cb === "function") queueMicrotask(() => (cb as () => void)());
+    return true;
+  }) as typeof target.write;
+}
+
+function applyEnv(patch: EnvPatch): void {
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete process.env[key];
+    else process.env[key] = value;
+  }
+}
+
+// With concreteOutput the SDK rethrows a tool's error as a new ToolExecutionError carrying only the
+// message; wrapping `execute` keeps the original, whose stack (source-mapped) points at the
+// worker's own lines.
+let originalError: unknown;
+async function instrumentSdk(): Promise<void> {
+  try {
+    const sdkPath = createRequire(bundlePath).resolve("@notionhq/workers");
+    const sdk = (await import(pathToFileURL(sdkPath).href)) as { Worker?: { prototype: Record<string, unknown> } };
+    const proto = sdk.Worker?.prototype;
+    const tool = proto?.tool;
+    if (!proto || typeof tool !== "function") return;
+    proto.tool = function (this: unknown, key: string, config: { execute?: (...args: unknown[]) => unknown }) {
+      const execute = config?.execute;
+      if (typeof execute !== "function") return tool.call(this, key, config);
+      return tool.call(this, key, {
+        ...config,
+        execute: async (...args: unknown[]) => {
+          try {
+            return await execute(...args);
+          } catch (error) {
+            originalError = error;
+            throw error;
+          }
+        },
+      });
+    };
+  } catch {
+    // A bundle without the SDK: nothing to instrument; loading it reports the problem.
+  }
+}
+
+interface WorkerLike {
+  run(key: string, input: unknown, options: { concreteOutput: true }): Promise<unknown>;
+  manifest: unknown;
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  let worker: WorkerLike;
+  try {
+    await instrumentSdk();
+    const mod = (await import(pathToFileURL(bundlePath).href)) as { default?: WorkerLike };
+    const candidate = mod.default;
+    if (!candidate || typeof candidate.run !== "function" || typeof candidate !== "object") {
+      throw Object.assign(
+        new Error("src/index.ts must `export default` a Worker: `const worker = new Worker(); export default worker;`"),
+        { name: "NoWorkerExported" },
+      );
+    }
+    worker = candidate;
+    send({ type: "ready", manifest: JSON.parse(JSON.stringify(worker.manifest)), loadMs: performance.now() - started });
+  } catch (error) {
+    send({ type: "load_failed", error: serialize(error) });
+    process.exitCode = 1;
+    process.disconnect?.();
+    return;
+  }
+
+  process.on("message", (message: ToChild) => {
+    if (message.type === "env") {
+      applyEnv(message.env);
+      return;
+    }
+    if (message.type !== "run") return;
+    currentRun = message.runId;
+    loggedBytes = 0;
+    truncatedNoticeSent = false;
+    originalError = undefined;
+    applyEnv(message.env);
+    const runId = message.runId;
+    worker.run(message.key, message.input, { concreteOutput: true }).then(
+      (value) => {
+        const json = JSON.stringify(value ?? null);
+        if (json.length > RESULT_LIMIT) {
+          send({ type: "error", runId, error: { name: "ResultTooLarge", message: `The result is larger than ${RESULT_LIMIT} bytes.` } });
+        } else {
+          send({ type: "result", runId, value: JSON.parse(json) });
+        }
+        currentRun = null;
+      },
+      (error: unknown) => {
+        const thrown = serialize(error);
+        // The SDK's wrapper keeps the message; the original keeps the worker's own stack.
+        if (originalError !== undefined && thrown.name === "ToolExecutionError") {
+          const original = serialize(originalError);
+          thrown.stack = original.stack;
+        }
+        send({ type: "error", runId, error: thrown });
+        currentRun = null;
+      },
+    );
+  });
+}
+
+const crash = (error: unknown) => {
+  // Exit once the report is on its way; the timer covers a parent that stopped reading.
+  setTimeout(() => process.exit(1), 1000).unref();
+  process.send?.({ type: "crash", runId: currentRun, error: serialize(error) } satisfies FromChild, () => process.exit(1));
+};
+process.on("uncaughtException", crash);
+process.on("unhandledRejection", crash);
+process.on("disconnect", () => process.exit(0));
+
+void main();

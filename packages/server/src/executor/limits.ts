@@ -1,0 +1,23 @@
+/** Bounds of a run, and of the processes that run them. */
+export const LIMITS = {
+  /** stdout + stderr kept per run; the rest is dropped with a notice. */
+  logBytes: 1024 * 1024,
+  /** A run's result, as JSON. */
+  resultBytes: 4 * 1024 * 1024,
+  /** A run's input (`args`), as JSON. */
+  inputBytes: 1024 * 1024,
+  /** Time a process gets to load its bundle and report the manifest. */
+  loadTimeoutMs: 30_000,
+  /** Warm processes per deployment, and in all. */
+  processesPerDeployment: 4,
+  processesTotal: 32,
+  /** An idle process is stopped after this long. */
+  idleMs: 5 * 60 * 1000,
+  /** How often a running process's memory is checked. */
+  memoryPollMs: 200,
+  /** Resident memory beyond the heap cap (SDK, buffers) before a run counts as over its memory limit. */
+  rssHeadroomMb: 192,
+};
+
+/** Exit codes recorded for runs, as the wire protocol's `exitCode`. */
+export const EXIT_CODES = { ok: 0, error: 1, timeout: 124, memory: 137 } as const;

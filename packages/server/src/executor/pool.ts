@@ -1,0 +1,262 @@
+import path from "node:path";
+import type { Logger } from "../log.js";
+import { LIMITS } from "./limits.js";
+import type { EnvPatch } from "./protocol.js";
+import { SandboxProcess, type RunOptions, type RunOutcome, type SandboxSpec } from "./sandbox.js";
+
+/** What a run or a manifest read needs: the deployment on disk and the worker's secrets of a version. */
+export interface ExecTarget {
+  workerId: string;
+  deploymentId: string;
+  secretsVersion: number;
+  secrets: Record<string, string>;
+  /** Makes the deployment's files and installed tree present on this machine. */
+  materialise(): Promise<{ bundleDir: string; nodeModules: string }>;
+}
+
+interface Pool {
+  key: string;
+  /** The latest request's target: what a replacement process is started from. */
+  target: ExecTarget;
+  workerId: string;
+  deploymentId: string;
+  secretsVersion: number;
+  idle: { process: SandboxProcess; since: number }[];
+  busy: Set<SandboxProcess>;
+  starting: number;
+  waiters: ((process: SandboxProcess | Error) => void)[];
+  retired: boolean;
+}
+
+/**
+ * Warm worker processes, a pool per (deployment, secrets version): a process is reused across
+ * runs of its deployment, and never once the worker's secrets changed (module-level code read
+ * process.env at load). Bounded per deployment and in all; idle processes stop after a while.
+ */
+export class Executor {
+  private readonly pools = new Map<string, Pool>();
+  private total = 0;
+  private readonly reaper: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(
+    private readonly options: {
+      entry: string;
+      scratchRoot: string;
+      memoryMb: number;
+      user: { uid: number; gid: number } | undefined;
+      log: Logger;
+    },
+  ) {
+    this.reaper = setInterval(() => this.reapIdle(), Math.min(LIMITS.idleMs, 30_000));
+    this.reaper.unref();
+  }
+
+  private poolFor(target: ExecTarget): Pool {
+    const key = `${target.deploymentId}@${target.secretsVersion}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      // Older secrets versions of this worker are stale from now on.
+      for (const other of this.pools.values()) {
+        if (other.workerId === target.workerId && other.secretsVersion < target.secretsVersion) this.retire(other);
+      }
+      pool = {
+        key,
+        target,
+        workerId: target.workerId,
+        deploymentId: target.deploymentId,
+        secretsVersion: target.secretsVersion,
+        idle: [],
+        busy: new Set(),
+        starting: 0,
+        waiters: [],
+        retired: false,
+      };
+      this.pools.set(key, pool);
+    }
+    pool.target = target;
+    return pool;
+  }
+
+  private async spawn(target: ExecTarget): Promise<SandboxProcess> {
+    const { bundleDir, nodeModules } = await target.materialise();
+    const spec: SandboxSpec = {
+      entry: this.options.entry,
+      bundleDir,
+      nodeModules,
+      scratchDir: path.join(this.options.scratchRoot, `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`),
+      env: target.secrets,
+      memoryMb: this.options.memoryMb,
+      user: this.options.user,
+    };
+    this.total += 1;
+    try {
+      const process = await SandboxProcess.start(spec);
+      process.onExit(() => {
+        this.total -= 1;
+        this.forget(process);
+      });
+      return process;
+    } catch (error) {
+      this.total -= 1;
+      throw error;
+    }
+  }
+
+  /** Loads the deployment in a fresh process with these secrets; the process then joins the pool. */
+  async loadManifest(target: ExecTarget): Promise<{ manifest: unknown; loadMs: number }> {
+    const process = await this.spawn(target);
+    const pool = this.poolFor(target);
+    this.release(pool, process);
+    return { manifest: process.manifest, loadMs: process.loadMs };
+  }
+
+  /** A warm process of the target's pool, a new one, or the next one freed. */
+  private async acquire(target: ExecTarget): Promise<{ pool: Pool; process: SandboxProcess }> {
+    const pool = this.poolFor(target);
+    while (pool.idle.length > 0) {
+      const { process } = pool.idle.pop()!;
+      if (process.alive) {
+        pool.busy.add(process);
+        return { pool, process };
+      }
+    }
+    const size = pool.busy.size + pool.starting;
+    if (size < LIMITS.processesPerDeployment) {
+      if (this.total >= LIMITS.processesTotal) this.evictOneIdle();
+      pool.starting += 1;
+      try {
+        const process = await this.spawn(target);
+        pool.busy.add(process);
+        return { pool, process };
+      } finally {
+        pool.starting -= 1;
+      }
+    }
+    const next = await new Promise<SandboxProcess | Error>((resolve) => pool.waiters.push(resolve));
+    if (next instanceof Error) throw next;
+    pool.busy.add(next);
+    return { pool, process: next };
+  }
+
+  private release(pool: Pool, process: SandboxProcess): void {
+    pool.busy.delete(process);
+    if (!process.alive) return this.wakeWaiter(pool);
+    if (pool.retired || this.stopped) {
+      process.kill();
+      return;
+    }
+    const waiter = pool.waiters.shift();
+    if (waiter) {
+      waiter(process);
+      return;
+    }
+    pool.idle.push({ process, since: Date.now() });
+  }
+
+  /** A process died: let a waiter start a new one instead of waiting forever. */
+  private wakeWaiter(pool: Pool): void {
+    const waiter = pool.waiters.shift();
+    if (!waiter) return;
+    pool.starting += 1;
+    this.spawn(pool.target).then(
+      (process) => {
+        pool.starting -= 1;
+        waiter(process);
+      },
+      (error: Error) => {
+        pool.starting -= 1;
+        waiter(error);
+      },
+    );
+  }
+
+  /** Runs a capability in a warm process; a process that hit a limit or crashed is not reused. */
+  async run(target: ExecTarget, options: RunOptions, onStarted?: (process: SandboxProcess) => void): Promise<RunOutcome> {
+    const { pool, process } = await this.acquire(target);
+    onStarted?.(process);
+    try {
+      const outcome = await process.run(options);
+      if (!outcome.ok && outcome.processLost) process.kill();
+      return outcome;
+    } finally {
+      this.release(pool, process);
+    }
+  }
+
+  /** Sends changed variables to every process of the worker that is running now. */
+  pushEnv(workerId: string, env: EnvPatch): void {
+    for (const pool of this.pools.values()) {
+      if (pool.workerId !== workerId) continue;
+      for (const process of pool.busy) process.setEnv(env);
+    }
+  }
+
+  /** Stops every process of a worker (deleted, or its secrets changed). */
+  retireWorker(workerId: string): void {
+    for (const pool of this.pools.values()) if (pool.workerId === workerId) this.retire(pool);
+  }
+
+  private retire(pool: Pool): void {
+    pool.retired = true;
+    for (const { process } of pool.idle.splice(0)) process.kill();
+    // Busy processes finish their run and are stopped on release.
+    if (pool.busy.size === 0 && pool.starting === 0) {
+      this.pools.delete(pool.key);
+    }
+  }
+
+  private forget(process: SandboxProcess): void {
+    for (const pool of this.pools.values()) {
+      pool.idle = pool.idle.filter((entry) => entry.process !== process);
+      if (pool.retired && pool.busy.size === 0 && pool.idle.length === 0 && pool.starting === 0) {
+        this.pools.delete(pool.key);
+      }
+    }
+  }
+
+  private evictOneIdle(): void {
+    let oldest: { pool: Pool; index: number; since: number } | undefined;
+    for (const pool of this.pools.values()) {
+      pool.idle.forEach((entry, index) => {
+        if (!oldest || entry.since < oldest.since) oldest = { pool, index, since: entry.since };
+      });
+    }
+    if (oldest) {
+      const [entry] = oldest.pool.idle.splice(oldest.index, 1);
+      entry?.process.kill();
+    }
+  }
+
+  private reapIdle(): void {
+    const cutoff = Date.now() - LIMITS.idleMs;
+    for (const pool of this.pools.values()) {
+      const keep = [];
+      for (const entry of pool.idle) {
+        if (entry.since < cutoff) entry.process.kill();
+        else keep.push(entry);
+      }
+      pool.idle = keep;
+    }
+  }
+
+  /** Counts for benchmarks and status. */
+  stats(): { processes: number; pools: number } {
+    return { processes: this.total, pools: this.pools.size };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.reaper);
+    const exits: Promise<void>[] = [];
+    for (const pool of this.pools.values()) {
+      for (const process of [...pool.idle.map((e) => e.process), ...pool.busy]) {
+        exits.push(new Promise((resolve) => process.onExit(resolve)));
+        process.kill();
+      }
+      for (const waiter of pool.waiters.splice(0)) waiter(new Error("The server is stopping."));
+    }
+    this.pools.clear();
+    await Promise.all(exits);
+  }
+}

@@ -1,0 +1,304 @@
+import { fork, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { EXIT_CODES, LIMITS } from "./limits.js";
+import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
+
+/** The sandbox entry as built, next to this file (child.mts compiles to child.mjs). */
+const BUILT_CHILD_ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), "child.mjs");
+
+/**
+ * Copies the entry into the data dir (world-readable), so a worker process running as another
+ * user can read it wherever the server itself is installed.
+ */
+export function installChildEntry(runtimeDir: string): string {
+  fs.mkdirSync(runtimeDir, { recursive: true, mode: 0o755 });
+  fs.chmodSync(runtimeDir, 0o755);
+  const target = path.join(runtimeDir, "child.mjs");
+  const tmp = `${target}.${process.pid}.tmp`;
+  fs.copyFileSync(BUILT_CHILD_ENTRY, tmp);
+  fs.chmodSync(tmp, 0o644);
+  fs.renameSync(tmp, target);
+  return target;
+}
+
+export interface SandboxSpec {
+  /** The entry script (installChildEntry). */
+  entry: string;
+  /** Directory of the deployment on disk: index.mjs, its map, and a node_modules link. */
+  bundleDir: string;
+  /** Real path of the installed tree the node_modules link points at. */
+  nodeModules: string;
+  /** A directory of its own the process may write to (created and removed here). */
+  scratchDir: string;
+  /** The worker's secrets, as the process environment at load. */
+  env: Record<string, string>;
+  memoryMb: number;
+  /** When the server runs as root: the user the process runs as. */
+  user?: { uid: number; gid: number } | undefined;
+}
+
+export class LoadError extends Error {
+  constructor(
+    readonly error: SerializedError,
+    readonly logs: string,
+  ) {
+    super(error.message);
+    this.name = "LoadError";
+  }
+}
+
+export type RunOutcome =
+  | { ok: true; value: unknown; exitCode: 0 }
+  | { ok: false; error: SerializedError; exitCode: number; reason: "error" | "timeout" | "memory" | "crash"; processLost: boolean };
+
+export interface RunOptions {
+  runId: string;
+  key: string;
+  input: unknown;
+  env: EnvPatch;
+  timeoutMs: number;
+  onLog(stream: "stdout" | "stderr", data: string): void;
+}
+
+let nextProcessId = 1;
+
+/**
+ * One worker process: Node's permission model (read: this entry, the bundle, the installed tree;
+ * write: a scratch dir; no child processes, worker threads or addons), a heap cap, a clean
+ * environment holding only the worker's secrets, and, when the server runs as root, an
+ * unprivileged user. Runs one capability at a time.
+ */
+export class SandboxProcess {
+  readonly id = nextProcessId++;
+  manifest: unknown;
+  loadMs = 0;
+  private child!: ChildProcess;
+  private exited = false;
+  private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private rawStderr = "";
+  private running: { runId: string; finish(outcome: RunOutcome): void } | undefined;
+  private readonly exitListeners: (() => void)[] = [];
+
+  private constructor(readonly spec: SandboxSpec) {}
+
+  static async start(spec: SandboxSpec): Promise<SandboxProcess> {
+    const sandbox = new SandboxProcess(spec);
+    await sandbox.spawn();
+    return sandbox;
+  }
+
+  get alive(): boolean {
+    return !this.exited;
+  }
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  onExit(listener: () => void): void {
+    if (this.exited) listener();
+    else this.exitListeners.push(listener);
+  }
+
+  private async spawn(): Promise<void> {
+    const { spec } = this;
+    fs.mkdirSync(spec.scratchDir, { recursive: true, mode: 0o700 });
+    if (spec.user) fs.chownSync(spec.scratchDir, spec.user.uid, spec.user.gid);
+    const execArgv = [
+      "--experimental-permission",
+      "--disable-warning=ExperimentalWarning",
+      `--allow-fs-read=${spec.entry}`,
+      `--allow-fs-read=${spec.bundleDir}`,
+      `--allow-fs-read=${spec.nodeModules}`,
+      `--allow-fs-write=${spec.scratchDir}`,
+      "--enable-source-maps",
+      `--max-old-space-size=${spec.memoryMb}`,
+    ];
+    const env: Record<string, string> = {
+      ...spec.env,
+      HOME: spec.scratchDir,
+      TMPDIR: spec.scratchDir,
+      NODE_ENV: spec.env.NODE_ENV ?? "production",
+    };
+    this.child = fork(spec.entry, [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes)], {
+      execArgv,
+      env,
+      cwd: spec.scratchDir,
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+      serialization: "json",
+      ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
+    });
+    // What bypasses the child's own capture (V8's fatal errors, Node's warnings) arrives here.
+    this.child.stdout?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
+    this.child.stderr?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
+
+    const loadLogs: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.kill();
+        reject(new LoadError({ name: "LoadTimeout", message: `The worker did not load within ${LIMITS.loadTimeoutMs / 1000}s.` }, loadLogs.join("")));
+      }, LIMITS.loadTimeoutMs);
+      const onMessage = (message: FromChild) => {
+        if (message.type === "log") {
+          if (loadLogs.join("").length < LIMITS.logBytes) loadLogs.push(message.data);
+        } else if (message.type === "ready") {
+          clearTimeout(timer);
+          this.manifest = message.manifest;
+          this.loadMs = message.loadMs;
+          this.child.off("message", onMessage);
+          this.child.on("message", (m: FromChild) => this.onMessage(m));
+          resolve();
+        } else if (message.type === "load_failed" || message.type === "crash") {
+          clearTimeout(timer);
+          reject(new LoadError(message.error, loadLogs.join("")));
+        }
+      };
+      this.child.on("message", onMessage);
+      this.child.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        const detail = this.rawStderr.trim() ? `: ${this.rawStderr.trim().split("\n").slice(-5).join("\n")}` : "";
+        reject(new LoadError({ name: "ProcessExited", message: `The worker process exited while loading (${signal ?? `code ${code}`})${detail}` }, loadLogs.join("")));
+      });
+      this.child.once("error", (error) => {
+        clearTimeout(timer);
+        reject(new LoadError({ name: "SpawnFailed", message: `Could not start the worker process: ${error.message}` }, ""));
+      });
+    });
+
+    this.child.on("exit", (code, signal) => {
+      this.exited = true;
+      this.exitInfo = { code, signal };
+      this.finishOnExit();
+      fs.rm(spec.scratchDir, { recursive: true, force: true }, () => {});
+      for (const listener of this.exitListeners.splice(0)) listener();
+    });
+  }
+
+  private captureRaw(chunk: Buffer): void {
+    this.rawStderr = (this.rawStderr + chunk.toString("utf8")).slice(-16 * 1024);
+  }
+
+  private onMessage(message: FromChild): void {
+    const run = this.running;
+    if (message.type === "log") {
+      if (run && message.runId === run.runId) this.currentOnLog?.(message.stream, message.data);
+      return;
+    }
+    if (!run || ("runId" in message && message.runId !== null && message.runId !== run.runId)) return;
+    if (message.type === "result") run.finish({ ok: true, value: message.value, exitCode: 0 });
+    else if (message.type === "error") run.finish({ ok: false, error: message.error, exitCode: EXIT_CODES.error, reason: "error", processLost: false });
+    else if (message.type === "crash") run.finish({ ok: false, error: message.error, exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
+  }
+
+  private currentOnLog: RunOptions["onLog"] | undefined;
+  private killReason: { reason: "timeout" | "memory"; message: string } | undefined;
+
+  /** Runs one capability; resolves with its outcome (never rejects). */
+  run(options: RunOptions): Promise<RunOutcome> {
+    if (this.running) throw new Error("A sandbox process runs one capability at a time.");
+    if (this.exited) {
+      return Promise.resolve({
+        ok: false,
+        error: { name: "ProcessExited", message: "The worker process had exited." },
+        exitCode: EXIT_CODES.error,
+        reason: "crash",
+        processLost: true,
+      });
+    }
+    return new Promise<RunOutcome>((resolve) => {
+      const timer = setTimeout(() => {
+        this.killReason = { reason: "timeout", message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.` };
+        this.kill();
+      }, options.timeoutMs);
+      const rssLimitKb = (this.spec.memoryMb + LIMITS.rssHeadroomMb) * 1024;
+      const poll = setInterval(() => {
+        const rss = readRssKb(this.child.pid);
+        if (rss !== undefined && rss > rssLimitKb) {
+          this.killReason = { reason: "memory", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` };
+          this.kill();
+        }
+      }, LIMITS.memoryPollMs);
+      this.currentOnLog = options.onLog;
+      this.running = {
+        runId: options.runId,
+        finish: (outcome) => {
+          clearTimeout(timer);
+          clearInterval(poll);
+          this.running = undefined;
+          this.currentOnLog = undefined;
+          resolve(outcome);
+        },
+      };
+      this.send({ type: "run", runId: options.runId, key: options.key, input: options.input, env: options.env });
+    });
+  }
+
+  /** Pushes changed variables (a refreshed token) into the process while it runs. */
+  setEnv(env: EnvPatch): void {
+    if (!this.exited) this.send({ type: "env", env });
+  }
+
+  private send(message: ToChild): void {
+    try {
+      this.child.send(message);
+    } catch {
+      // The exit handler reports the run.
+    }
+  }
+
+  private finishOnExit(): void {
+    const run = this.running;
+    if (!run) return;
+    const { code, signal } = this.exitInfo ?? { code: null, signal: null };
+    if (this.killReason) {
+      const exitCode = this.killReason.reason === "timeout" ? EXIT_CODES.timeout : EXIT_CODES.memory;
+      run.finish({ ok: false, error: { name: "LimitExceeded", message: this.killReason.message }, exitCode, reason: this.killReason.reason, processLost: true });
+      return;
+    }
+    // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
+    if (signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
+      run.finish({
+        ok: false,
+        error: { name: "LimitExceeded", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` },
+        exitCode: EXIT_CODES.memory,
+        reason: "memory",
+        processLost: true,
+      });
+      return;
+    }
+    const tail = this.rawStderr.trim().split("\n").slice(-5).join("\n");
+    run.finish({
+      ok: false,
+      error: { name: "ProcessExited", message: `The worker process exited during the run (${signal ?? `code ${code}`})${tail ? `: ${tail}` : "."}` },
+      exitCode: EXIT_CODES.error,
+      reason: "crash",
+      processLost: true,
+    });
+  }
+
+  kill(): void {
+    if (this.exited) return;
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function readRssKb(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+    const match = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,214 @@
+import type { Kysely } from "kysely";
+import type { RunView, StreamLine } from "../api/contract.js";
+import type { StreamAnswer } from "../api/action.js";
+import type { Caller } from "../auth/tokens.js";
+import type { BuildService } from "../builder/service.js";
+import type { CapabilitySummary } from "../builder/manifest.js";
+import { AppError } from "../errors.js";
+import { EXIT_CODES, LIMITS } from "../executor/limits.js";
+import type { Executor } from "../executor/pool.js";
+import type { EnvPatch, SerializedError } from "../executor/protocol.js";
+import type { RunOutcome } from "../executor/sandbox.js";
+import { newId } from "../ids.js";
+import { LineQueue } from "../line-queue.js";
+import type { Logger } from "../log.js";
+import * as runsStore from "../store/runs.js";
+import type { Database, RunRow, WorkerRow } from "../store/schema.js";
+import type { WorkerService } from "../workers/service.js";
+
+/** Variables a run gets besides the worker's secrets: OAuth access tokens, valid at its start. */
+export type RunEnvSource = (worker: WorkerRow, capabilities: CapabilitySummary[]) => Promise<{ env: EnvPatch; hints: Map<string, string> }>;
+
+export interface RunService {
+  run(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean }): Promise<{ result: unknown; runId: string } | StreamAnswer>;
+  list(caller: Caller, workerId: string): Promise<RunView[]>;
+  logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunView }>;
+}
+
+export function runView(row: Omit<RunRow, "logs" | "deployment_id">): RunView {
+  return {
+    workerId: row.worker_id,
+    spaceId: row.workspace_id,
+    runId: row.id,
+    name: row.capability_key,
+    exitCode: row.exit_code,
+    startedAt: new Date(row.started_at).toISOString(),
+    endedAt: row.ended_at === null ? null : new Date(row.ended_at).toISOString(),
+    status: row.status,
+    durationMs: row.duration_ms,
+    error: row.error,
+  };
+}
+
+/** The SDK reports invalid input as ajv's error list in JSON; one readable line says more. */
+export function describeRunError(error: SerializedError): string {
+  if (error.name === "InvalidToolInputError" || error.name === "InvalidToolOutputError") {
+    try {
+      const issues = JSON.parse(error.message) as { instancePath?: string; message?: string; params?: Record<string, unknown> }[];
+      const what = error.name === "InvalidToolInputError" ? "Invalid input" : "Invalid output";
+      const parts = issues.map((i) => {
+        const extra = i.params?.additionalProperty ? ` (${String(i.params.additionalProperty)})` : "";
+        return `${i.instancePath || "(root)"} ${i.message ?? "is invalid"}${extra}`;
+      });
+      return `${what}: ${parts.join("; ")}`;
+    } catch {
+      return error.message;
+    }
+  }
+  return error.message;
+}
+
+export function createRunService(options: {
+  db: Kysely<Database>;
+  workers: WorkerService;
+  builder: BuildService;
+  executor: Executor;
+  runTimeoutMs: number;
+  runEnv?: RunEnvSource;
+  log: Logger;
+  now?: () => number;
+}): RunService {
+  const { db, workers, builder, executor, log } = options;
+  const now = options.now ?? Date.now;
+
+  async function prepare(caller: Caller, workerId: string, key: string, args: unknown) {
+    const worker = await workers.get(caller, workerId);
+    const deployment = await builder.liveDeployment(worker);
+    if (!deployment) {
+      throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
+    }
+    const capabilities = JSON.parse(deployment.capabilities ?? "[]") as CapabilitySummary[];
+    const capability = capabilities.find((c) => c.key === key);
+    if (!capability) {
+      throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
+        hint: "Run `ntn workers capabilities list` to see its capabilities.",
+      });
+    }
+    if (capability._tag === "oauth") {
+      throw new AppError("capability_not_runnable", `${JSON.stringify(key)} is an OAuth capability: it only provides configuration.`, {
+        hint: `Connect it with \`ntn workers oauth start ${key}\`; tools call its accessToken().`,
+      });
+    }
+    if (capability._tag !== "tool") {
+      throw new AppError("capability_not_supported", `Running ${capability._tag} capabilities is not supported by this server yet.`, {
+        hint: "Tools run with `ntn workers exec`; this capability deploys and lists, but does not run here.",
+      });
+    }
+    const input = args === undefined ? {} : args;
+    if (JSON.stringify(input).length > LIMITS.inputBytes) {
+      throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
+    }
+    const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>() };
+    return { worker, deployment, input, runtime };
+  }
+
+  async function execute(
+    caller: Caller,
+    request: { workerId: string; capabilityKey: string; args?: unknown },
+    onLine: (line: StreamLine) => void,
+  ): Promise<{ runId: string; outcome: RunOutcome; message?: string }> {
+    const { worker, deployment, input, runtime } = await prepare(caller, request.workerId, request.capabilityKey, request.args);
+    const runId = newId();
+    const startedAt = now();
+    await runsStore.insertRun(db, {
+      id: runId,
+      workspace_id: worker.workspace_id,
+      worker_id: worker.id,
+      deployment_id: deployment.id,
+      capability_key: request.capabilityKey,
+      status: "running",
+      exit_code: null,
+      started_at: startedAt,
+      ended_at: null,
+      duration_ms: null,
+      error: null,
+      logs: null,
+    });
+    onLine({ _tag: "run", runId });
+    let logs = "";
+    const onLog = (stream: "stdout" | "stderr", data: string) => {
+      if (logs.length < LIMITS.logBytes) logs += data;
+      // The SDK's console lines end in \n; the official CLI adds its own.
+      onLine({ _tag: "log", event: { stream, data: data.endsWith("\n") ? data.slice(0, -1) : data } });
+    };
+    let outcome: RunOutcome;
+    try {
+      const target = await builder.execTarget(worker, deployment);
+      outcome = await executor.run(target, {
+        runId,
+        key: request.capabilityKey,
+        input,
+        env: runtime.env,
+        timeoutMs: options.runTimeoutMs,
+        onLog,
+      });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      outcome = { ok: false, error: { name: "RunFailed", message }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true };
+      log.warn({ runId, workerId: worker.id, reason: message }, "run could not start");
+    }
+    let message: string | undefined;
+    if (!outcome.ok) {
+      message = describeRunError(outcome.error);
+      // A tool that asked for a connection that is not usable: say how to fix it.
+      const missing = /Missing OAuth access token env var "([^"]+)"/.exec(outcome.error.message);
+      const hint = missing ? runtime.hints.get(missing[1]!) : undefined;
+      if (hint) message = `${message}\n${hint}`;
+      const trace = outcome.error.stack && outcome.error.stack.includes("\n") ? outcome.error.stack : `${outcome.error.name}: ${outcome.error.message}`;
+      logs += `${logs && !logs.endsWith("\n") ? "\n" : ""}[workyard] run failed (exit ${outcome.exitCode}): ${trace}\n`;
+    }
+    const endedAt = now();
+    await runsStore.finishRun(db, runId, {
+      status: outcome.ok ? "succeeded" : "failed",
+      exit_code: outcome.exitCode,
+      ended_at: endedAt,
+      duration_ms: endedAt - startedAt,
+      error: message ?? null,
+      logs,
+    });
+    return message === undefined ? { runId, outcome } : { runId, outcome, message };
+  }
+
+  return {
+    async run(caller, request) {
+      if (request.stream) {
+        // Validation errors answer as plain errors before the stream starts.
+        await prepare(caller, request.workerId, request.capabilityKey, request.args);
+        const queue = new LineQueue<StreamLine>();
+        execute(caller, request, (line) => queue.push(line))
+          .then(({ runId, outcome, message }) => {
+            if (outcome.ok) queue.push({ _tag: "result", result: outcome.value, runId });
+            else queue.push({ _tag: "error", error: message ?? "Run failed.", code: "run_failed", runId });
+          })
+          .catch((error: unknown) => {
+            queue.push({ _tag: "error", error: error instanceof AppError ? error.message : "Run failed: internal error.", code: "run_failed" });
+            if (!(error instanceof AppError)) log.error({ err: error }, "streamed run failed");
+          })
+          .finally(() => queue.end());
+        return { stream: queue };
+      }
+      const { runId, outcome, message } = await execute(caller, request, () => {});
+      if (outcome.ok) return { result: outcome.value, runId };
+      throw new AppError("run_failed", message ?? "Run failed.", {
+        hint: `See the run's logs: ntn workers runs logs ${runId}`,
+        details: { runId, exitCode: outcome.exitCode },
+      });
+    },
+
+    async list(caller, workerId) {
+      const worker = await workers.get(caller, workerId);
+      return (await runsStore.listRuns(db, worker.id, 100)).map(runView);
+    },
+
+    async logs(caller, workerId, runId) {
+      const worker = await workers.get(caller, workerId);
+      const row = await runsStore.findRun(db, worker.id, runId);
+      if (!row) {
+        throw new AppError("run_not_found", `Run ${JSON.stringify(runId)} not found for this worker.`, {
+          hint: "Run `ntn workers runs list` to see its runs.",
+        });
+      }
+      return { logs: row.logs ?? "", run: runView(row) };
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import type { Kysely } from "kysely";
+import type { Database, NewRun, RunRow, RunUpdate } from "./schema.js";
+
+type Db = Kysely<Database>;
+
+export async function insertRun(db: Db, row: NewRun): Promise<void> {
+  await db.insertInto("runs").values(row).execute();
+}
+
+export async function finishRun(db: Db, id: string, fields: RunUpdate): Promise<void> {
+  await db.updateTable("runs").set(fields).where("id", "=", id).execute();
+}
+
+/** The newest runs of a worker, without their logs. */
+export async function listRuns(db: Db, workerId: string, limit: number) {
+  return db
+    .selectFrom("runs")
+    .select(["id", "workspace_id", "worker_id", "capability_key", "status", "exit_code", "started_at", "ended_at", "duration_ms", "error"])
+    .where("worker_id", "=", workerId)
+    .orderBy("started_at", "desc")
+    .orderBy("id", "desc")
+    .limit(limit)
+    .execute();
+}
+
+export async function findRun(db: Db, workerId: string, runId: string): Promise<RunRow | undefined> {
+  return db.selectFrom("runs").selectAll().where("worker_id", "=", workerId).where("id", "=", runId).executeTakeFirst();
+}
+
+/** Runs left "running" by a server that stopped: recorded as failed once it is back. */
+export async function failInterruptedRuns(db: Db, startedBefore: number, now: number): Promise<number> {
+  const result = await db
+    .updateTable("runs")
+    .set({ status: "failed", exit_code: 1, ended_at: now, error: "The run was interrupted (the server stopped)." })
+    .where("status", "=", "running")
+    .where("started_at", "<", startedBefore)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
