@@ -21,6 +21,7 @@ import envUnset from "./commands/workers/env/unset.js";
 import capabilitiesList from "./commands/workers/capabilities/list.js";
 import { disable as capabilitiesDisable, enable as capabilitiesEnable } from "./commands/workers/capabilities/toggle.js";
 import workersExec from "./commands/workers/exec.js";
+import workersNew from "./commands/workers/new.js";
 import runsList from "./commands/workers/runs/list.js";
 import runsLogs from "./commands/workers/runs/logs.js";
 
@@ -48,6 +49,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "workers create": workersCreate,
   "workers delete": workersDelete,
   "workers deploy": workersDeploy,
+  "workers new": workersNew,
   "workers env set": envSet,
   "workers env list": envList,
   "workers env unset": envUnset,
