@@ -76,7 +76,7 @@ describe.each(DIALECTS)("workers and secrets API on %s", (dialect) => {
     const workerId = body.worker.workerId;
     const key = "OAUTH_6769746875622D6F61757468_ACCESS_TOKEN";
     const set = await server.call("UpsertSecrets", { workerId, secrets: [{ key, value: "x" }, { key: "KEEP", value: "y" }] });
-    expect(set.body).toEqual({ updated: ["KEEP"], ignored: [key] });
+    expect(set.body).toEqual({ updated: ["KEEP"], ignored: [key], warnings: [] });
     expect((await server.call("ListSecrets", { workerId })).body.secrets.map((s: { key: string }) => s.key)).toEqual(["KEEP"]);
   });
 });

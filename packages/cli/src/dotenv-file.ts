@@ -67,13 +67,14 @@ export function envEntries(text: string): Map<string, string> {
 }
 
 /**
- * A value as the official CLI writes it: in double quotes when it is empty, starts with a space, tab
- * or `'`, ends with a space, or holds `#`, `"`, a newline or a carriage return; inside quotes
- * `\`, `"`, newline, carriage return and tab are escaped.
+ * A value as the official CLI writes it: in double quotes when it is empty, starts with white space
+ * or `'`, ends with white space, or holds `#`, `"`, a newline or a carriage return; inside quotes
+ * `\`, `"`, newline, carriage return and tab are escaped. (The official CLI quotes only a leading
+ * space or tab and a trailing space; other white space at the ends would not survive a re-read.)
  */
 export function renderValue(value: string): string {
-  const needsQuotes =
-    value === "" || /^[ \t']/.test(value) || value.endsWith(" ") || /[#"\n\r]/.test(value);
+  // Reading trims white space at both ends, so any (not just a space) must be quoted to survive.
+  const needsQuotes = value === "" || /^[\s']/.test(value) || /\s$/.test(value) || /[#"\n\r]/.test(value);
   if (!needsQuotes) return value;
   const escaped = value.replace(/[\\"\n\r\t]/g, (c) => ({ "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t" })[c]!);
   return `"${escaped}"`;

@@ -91,7 +91,8 @@ export async function run(options: RunOptions): Promise<number> {
     });
     const ctx = createContext({
       args,
-      opts: command.opts(),
+      // With the parent's options: `ntn server rotate-key --data-dir D` parses --data-dir on `server`.
+      opts: command.optsWithGlobals(),
       out,
       env,
       cwd: options.cwd ?? process.cwd(),

@@ -22,6 +22,9 @@ export function mintToken(): { token: string; hash: string } {
   return { token, hash: sha256Hex(token) };
 }
 
+/** A century: beyond it a lifetime is a typo, and far beyond it no longer a date. */
+const MAX_TOKEN_LIFETIME_MS = 100 * 365.25 * 86_400_000;
+
 /**
  * "30 days", "12h", "1 year", "never" (as the official CLI sends them) to a lifetime in ms,
  * or null for a token that does not expire.
@@ -30,9 +33,9 @@ export function parseExpiresIn(expiresIn: string | undefined): number | null {
   if (expiresIn === undefined || expiresIn.trim() === "" || /^(never|none|0)$/i.test(expiresIn.trim())) return null;
   const text = expiresIn.trim();
   const value = /^\d+$/.test(text) ? Number(text) * 86_400_000 : ms(text as ms.StringValue);
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > MAX_TOKEN_LIFETIME_MS) {
     throw new AppError("validation_error", `Cannot read expiresIn ${JSON.stringify(expiresIn)} as a duration.`, {
-      hint: 'Use a duration such as "30 days", "12h", "1 year", or "never".',
+      hint: 'Use a duration of at most 100 years such as "30 days", "12h", "1 year", or "never".',
     });
   }
   return value;

@@ -40,6 +40,20 @@ async function walkArchive(
 ): Promise<ArchiveListing> {
   const listing: ArchiveListing = { files: [], unpackedBytes: 0, skipped: [] };
   let entries = 0;
+  // A path cannot be both a file and a directory: such an archive could never be unpacked.
+  const filePaths = new Set<string>();
+  const dirPaths = new Set<string>();
+  const conflict = (relative: string, isFile: boolean): string | undefined => {
+    const parents = relative.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
+    const parentFile = parents.find((p) => filePaths.has(p));
+    if (parentFile) return `${JSON.stringify(relative)} lies under the file ${JSON.stringify(parentFile)}.`;
+    if (isFile && dirPaths.has(relative)) return `${JSON.stringify(relative)} is both a file and a directory.`;
+    if (!isFile && filePaths.has(relative)) return `${JSON.stringify(relative)} is both a file and a directory.`;
+    for (const p of parents) dirPaths.add(p);
+    if (isFile) filePaths.add(relative);
+    else dirPaths.add(relative);
+    return undefined;
+  };
   return new Promise((resolve, reject) => {
     let failed = false;
     const fail = (error: Error) => {
@@ -61,7 +75,19 @@ async function walkArchive(
           fail(invalid(`more than ${ARCHIVE_LIMITS.maxEntries} entries.`));
           return entry.resume();
         }
-        if (entry.type === "File" || entry.type === "OldFile" || entry.type === "ContiguousFile") {
+        const isFile = entry.type === "File" || entry.type === "OldFile" || entry.type === "ContiguousFile";
+        if (isFile && relative === "") {
+          fail(invalid("a file entry has no name."));
+          return entry.resume();
+        }
+        if ((isFile || entry.type === "Directory") && relative !== "") {
+          const problem = conflict(relative, isFile);
+          if (problem) {
+            fail(invalid(problem));
+            return entry.resume();
+          }
+        }
+        if (isFile) {
           listing.unpackedBytes += entry.size ?? 0;
           if (listing.unpackedBytes > ARCHIVE_LIMITS.maxUnpackedBytes) {
             fail(
@@ -100,19 +126,32 @@ export async function inspectArchive(archive: Buffer): Promise<ArchiveListing> {
 /** Unpacks regular files and directories under `dir` (which must exist and be empty). */
 export async function extractArchive(archive: Buffer, dir: string): Promise<ArchiveListing> {
   const writes: Promise<void>[] = [];
+  let failure: AppError | undefined;
+  const cannot = (relative: string, error: unknown) =>
+    (failure ??= invalid(`cannot unpack ${JSON.stringify(relative)}: ${(error as Error).message}`));
   const listing = await walkArchive(archive, (relative, entry) => {
     const target = path.join(dir, relative);
-    fs.mkdirSync(path.dirname(target), { recursive: true });
+    try {
+      fs.mkdirSync(path.dirname(target), { recursive: true });
+    } catch (error) {
+      cannot(relative, error);
+      entry.resume();
+      return;
+    }
     const chunks: Buffer[] = [];
     entry.on("data", (chunk: Buffer) => chunks.push(chunk));
     writes.push(
-      new Promise((resolve, reject) => {
+      new Promise((resolve) => {
         entry.on("end", () => {
-          fs.promises.writeFile(target, Buffer.concat(chunks), { mode: 0o644 }).then(resolve, reject);
+          fs.promises.writeFile(target, Buffer.concat(chunks), { mode: 0o644 }).then(resolve, (error: unknown) => {
+            cannot(relative, error);
+            resolve();
+          });
         });
       }),
     );
   });
   await Promise.all(writes);
+  if (failure) throw failure;
   return listing;
 }
