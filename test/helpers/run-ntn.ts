@@ -51,6 +51,8 @@ function runBinary(command: string, args: string[], argv: string[], options: Ntn
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A fast binary (the official ntn) may exit before reading stdin: EPIPE there is not a failure.
+    child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });
 }

@@ -33,15 +33,23 @@ export async function startTestServer(options: { dialect?: TestDialect } & Serve
   logStream.on("data", (chunk: Buffer) => {
     logText += chunk.toString("utf8");
   });
-  const server = await startServer({
-    host: "127.0.0.1",
-    port: 0,
-    dataDir: tmp.dir,
-    logStream,
-    logLevel: "info",
-    ...(schema ? { databaseUrl: schema.url } : {}),
-    ...rest,
-  });
+  let server: RunningServer;
+  try {
+    server = await startServer({
+      host: "127.0.0.1",
+      port: 0,
+      dataDir: tmp.dir,
+      logStream,
+      logLevel: "info",
+      ...(schema ? { databaseUrl: schema.url } : {}),
+      ...rest,
+    });
+  } catch (error) {
+    // A server that failed to start leaves nothing behind: no schema, no data dir.
+    await schema?.drop().catch(() => {});
+    tmp.cleanup();
+    throw error;
+  }
   const adminToken = fs.readFileSync(path.join(tmp.dir, "admin-token"), "utf8").trim();
   const call: TestServer["call"] = async (action, body = {}, token = adminToken) => {
     const headers: Record<string, string> = { "content-type": "application/json" };

@@ -35,7 +35,7 @@ export class Output {
 
   /** A status line on stderr. */
   status(text: string): void {
-    this.stderr.write(text.endsWith("\n") ? text : `${text}\n`);
+    this.stderr.write(text.endsWith("\n") && text !== "\n" ? text : `${text}\n`);
   }
 
   success(text: string): void {

@@ -41,6 +41,8 @@ export interface ApiDeps {
   extraActions?: ActionDefinition[];
   /** Server-rendered pages (CLI login approval, OAuth callback). */
   registerWeb?: (app: FastifyInstance, deps: ApiDeps) => void;
+  /** Pages of later concerns (the OAuth callback), registered among the web pages. */
+  webPages?: ((app: FastifyInstance, deps: ApiDeps) => void)[];
 }
 
 declare module "fastify" {
@@ -71,8 +73,9 @@ function bearerToken(request: FastifyRequest): string | undefined {
 /** Fastify's own request errors, each mapped to one of our stable codes. */
 function fromFrameworkError(error: FastifyError): AppError | undefined {
   if (error.validation) {
-    const detail = error.message.replace(/^body\/?/, "").replace(/^body /, "");
-    return new AppError("validation_error", `Invalid request body: ${detail || "does not match the schema"}.`);
+    const detail = error.message.replace(/^body\/?\s*/, "");
+    const text = /^must be object/.test(detail) ? "the body must be a JSON object" : detail || "it does not match the schema";
+    return new AppError("validation_error", `Invalid request body: ${text}.`);
   }
   switch (error.code) {
     case "FST_ERR_CTP_INVALID_JSON_BODY":
@@ -111,6 +114,9 @@ export function createApi(deps: ApiDeps): FastifyInstance {
     requestIdHeader: false,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, useDefaults: false } },
   });
+
+  // JSON only: Fastify would otherwise read text/plain bodies too.
+  app.removeContentTypeParser("text/plain");
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = isAppError(error) ? error : fromFrameworkError(error);

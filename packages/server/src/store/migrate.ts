@@ -2,12 +2,14 @@ import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } fr
 import type { Dialect } from "./db.js";
 import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001_core.js";
+import * as m002 from "./migrations/002_oauth.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
 /** Every migration, in order. One set serves SQLite and PostgreSQL. */
 const MIGRATIONS: Record<string, DialectMigration> = {
   "001_core": m001,
+  "002_oauth": m002,
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -113,7 +113,57 @@ export interface CliLoginSessionsTable {
   redeemed_at: number | null;
 }
 
+export interface OauthConnectionsTable {
+  worker_id: string;
+  capability_key: string;
+  workspace_id: string;
+  /** `connected`, or `needs_reauthorization` once the provider refused the refresh token. */
+  status: "connected" | "needs_reauthorization";
+  key_id: string;
+  /** Sealed JSON: access token, refresh token, token type, scope. The refresh token lives here only. */
+  sealed: Buffer;
+  has_refresh_token: number;
+  access_expires_at: number | null;
+  /** Where the expiry came from: `provider` (expires_in), `config` (accessTokenExpireMs), `default`, or `none`. */
+  expiry_source: "provider" | "config" | "default" | "none";
+  connected_at: number;
+  /** When the current access token was obtained (its lifetime starts here). */
+  obtained_at: number;
+  last_refresh_at: number | null;
+  next_refresh_at: number | null;
+  last_error: string | null;
+  last_error_at: number | null;
+  failure_count: number;
+  /** Bumped by every credential write; a write names the version it read (compare-and-set). */
+  version: number;
+  /** Refresh lease: a random owner id per acquisition, so a holder whose lease ran out cannot write. */
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+  updated_at: number;
+}
+
+export interface OauthFlowsTable {
+  id: string;
+  /** SHA-256 of the state: the state itself travels only through the browser. */
+  state_hash: string;
+  workspace_id: string;
+  worker_id: string;
+  capability_key: string;
+  key_id: string;
+  /** Sealed JSON: PKCE code verifier and redirect URI. */
+  sealed: Buffer;
+  created_at: number;
+  expires_at: number;
+  consumed_at: number | null;
+  status: "pending" | "connected" | "failed";
+  error: string | null;
+  hint: string | null;
+  completed_at: number | null;
+}
+
 export interface Database {
+  oauth_connections: OauthConnectionsTable;
+  oauth_flows: OauthFlowsTable;
   workspaces: WorkspacesTable;
   api_tokens: ApiTokensTable;
   workers: WorkersTable;
@@ -133,4 +183,6 @@ export type SecretRow = Selectable<SecretsTable>;
 export type RunRow = Selectable<RunsTable>;
 export type NewRun = Insertable<RunsTable>;
 export type RunUpdate = Updateable<RunsTable>;
+export type OauthConnectionRow = Selectable<OauthConnectionsTable>;
+export type OauthFlowRow = Selectable<OauthFlowsTable>;
 export type { Generated };

@@ -52,6 +52,8 @@ export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId:
   // Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite only honours with
   // foreign_keys on; both engines then behave the same.
   await db.deleteFrom("secrets").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("oauth_connections").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("oauth_flows").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("runs").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("deployments").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("uploads").where("worker_id", "=", workerId).execute();

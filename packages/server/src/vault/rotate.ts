@@ -1,6 +1,7 @@
 import { sql, type Kysely } from "kysely";
 import * as deploymentsStore from "../store/deployments.js";
 import type { Database } from "../store/schema.js";
+import * as oauthStore from "../store/oauth.js";
 import * as secretsStore from "../store/secrets.js";
 import type { Keyring } from "./keyring.js";
 import { aad, open, seal, type Sealed } from "./seal.js";
@@ -41,6 +42,28 @@ export const SEALED_KINDS: SealedKind[] = [
       });
     },
   },
+  {
+    name: "OAuth connections",
+    async stale(db, current, limit) {
+      const rows = await oauthStore.connectionsSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        value: { keyId: row.key_id, sealed: row.sealed },
+        aad: aad.oauthCredentials(row.workspace_id, row.worker_id, row.capability_key),
+        replace: (next: Sealed) => oauthStore.resealConnection(db, row, { key_id: next.keyId, sealed: next.sealed }),
+      }));
+    },
+  },
+  {
+    name: "OAuth flows",
+    async stale(db, current, limit) {
+      const rows = await oauthStore.flowsSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        value: { keyId: row.key_id, sealed: row.sealed },
+        aad: aad.oauthFlow(row.workspace_id, row.worker_id, row.id),
+        replace: (next: Sealed) => oauthStore.resealFlow(db, row, { key_id: next.keyId, sealed: next.sealed }),
+      }));
+    },
+  },
 ];
 
 /** The distinct key ids the store's ciphertexts were sealed under. */
@@ -48,6 +71,8 @@ export async function keyIdsInUse(db: Kysely<Database>): Promise<string[]> {
   const rows = await sql<{ key_id: string }>`
     select key_id from secrets
     union select manifest_key_id as key_id from deployments where manifest_key_id is not null
+    union select key_id from oauth_connections
+    union select key_id from oauth_flows
   `.execute(db);
   return rows.rows.map((r) => r.key_id);
 }

@@ -14,6 +14,7 @@ export default defineCommand({
     ctx.out.data(created.token);
     if (ctx.opts.plain) return;
     ctx.out.success("Token created");
-    ctx.out.status("Warning: Save this token now — it will not be shown again.\n");
+    ctx.out.status("Warning: Save this token now — it will not be shown again.");
+    ctx.out.status("");
   },
 });

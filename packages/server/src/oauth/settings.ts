@@ -1,0 +1,107 @@
+import { AppError } from "../errors.js";
+import type { WorkerManifest } from "../builder/manifest.js";
+import { quirksFor, type ProviderQuirks } from "./providers/load.js";
+
+/** What a worker's `worker.oauth(key, config)` becomes, with the catalog's quirks applied. */
+export interface OAuthSettings {
+  key: string;
+  /** The config's `name`; the runtime variable is derived from it. */
+  name: string;
+  envKey: string;
+  authorizationEndpoint: URL;
+  tokenEndpoint: URL;
+  /** As the provider wants it (the catalog's scope separator applied). */
+  scope: string;
+  clientId: string;
+  clientSecret: string;
+  authorizationParams: Record<string, string>;
+  redirectUri: string;
+  /** The worker's accessTokenExpireMs, else the catalog's default for the provider. */
+  accessTokenTtlMs: number | undefined;
+  accessTokenTtlSource: "config" | "catalog" | undefined;
+  tokenAuthMethod: "basic" | "post";
+  pkce: boolean;
+  extraTokenParams: Record<string, string>;
+  revocationEndpoint: URL | undefined;
+  quirks: ProviderQuirks | undefined;
+}
+
+/** `OAUTH_<upper-case hex of the UTF-8 name>_ACCESS_TOKEN`, exactly as the SDK computes it. */
+export function envKeyFor(name: string): string {
+  return `OAUTH_${Buffer.from(name, "utf8").toString("hex").toUpperCase()}_ACCESS_TOKEN`;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "[::1]", "localhost"]);
+
+/** https, or plain http for loopback; any other http needs --allow-insecure-oauth. */
+export function checkEndpoint(label: string, value: unknown, allowInsecure: boolean): URL {
+  let url: URL;
+  try {
+    url = new URL(String(value));
+  } catch {
+    throw new AppError("oauth_not_configured", `The ${label} ${JSON.stringify(value)} is not a URL.`, { hint: "Fix it in src/index.ts and deploy again." });
+  }
+  if (url.protocol === "https:") return url;
+  if (url.protocol === "http:" && (LOOPBACK.has(url.hostname) || allowInsecure)) return url;
+  throw new AppError("oauth_not_configured", `The ${label} ${url.href} is not https.`, {
+    hint: "OAuth endpoints must use https (plain http is allowed for 127.0.0.1, ::1 and localhost, or with `ntn server --allow-insecure-oauth`).",
+  });
+}
+
+type OAuthEntry = { _tag: string; key: string; config?: Record<string, unknown> };
+
+/** The OAuth capability `key` of a manifest, or a clear error. */
+export function oauthCapability(manifest: WorkerManifest, key: string): OAuthEntry {
+  const capability = manifest.capabilities.find((c) => c.key === key);
+  if (!capability) {
+    throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
+      hint: "Run `ntn workers capabilities list` to see its capabilities.",
+    });
+  }
+  if (capability._tag !== "oauth") {
+    throw new AppError("capability_not_found", `${JSON.stringify(key)} is a ${capability._tag} capability, not an OAuth one.`, {
+      hint: "Run `ntn workers capabilities list` to see its OAuth capabilities.",
+    });
+  }
+  return capability;
+}
+
+export function resolveSettings(capability: OAuthEntry, options: { publicUrl: string; allowInsecure: boolean }): OAuthSettings {
+  const config = capability.config ?? {};
+  const name = typeof config.name === "string" ? config.name : capability.key;
+  if (config.type === "notion_managed" || "provider" in config) {
+    throw new AppError("capability_not_supported", `${JSON.stringify(capability.key)} uses a Notion-managed OAuth provider, which is not supported by this server yet.`, {
+      hint: "Use a user-managed configuration: authorizationEndpoint, tokenEndpoint, clientId and clientSecret.",
+    });
+  }
+  const tokenEndpoint = checkEndpoint("tokenEndpoint", config.tokenEndpoint, options.allowInsecure);
+  const authorizationEndpoint = checkEndpoint("authorizationEndpoint", config.authorizationEndpoint, options.allowInsecure);
+  const quirks = quirksFor(tokenEndpoint.href);
+  const rawScope = typeof config.scope === "string" ? config.scope : "";
+  const scope = quirks?.scopeSeparator ? rawScope.trim().split(/\s+/).filter(Boolean).join(quirks.scopeSeparator) : rawScope;
+  const params = (config.authorizationParams ?? {}) as Record<string, unknown>;
+  const authorizationParams: Record<string, string> = { ...(quirks?.extraAuthorizeParams ?? {}) };
+  for (const [k, v] of Object.entries(params)) authorizationParams[k] = String(v);
+  const configTtl = typeof config.accessTokenExpireMs === "number" && config.accessTokenExpireMs > 0 ? config.accessTokenExpireMs : undefined;
+  const ttl = configTtl ?? quirks?.defaultAccessTokenTtlMs;
+  const redirectUri = typeof config.callbackUrl === "string" && config.callbackUrl ? config.callbackUrl : `${options.publicUrl}/workers/oauth/callback`;
+  return {
+    key: capability.key,
+    name,
+    envKey: envKeyFor(name),
+    authorizationEndpoint,
+    tokenEndpoint,
+    scope,
+    clientId: typeof config.clientId === "string" ? config.clientId : "",
+    clientSecret: typeof config.clientSecret === "string" ? config.clientSecret : "",
+    authorizationParams,
+    redirectUri,
+    accessTokenTtlMs: ttl,
+    accessTokenTtlSource: configTtl ? "config" : ttl ? "catalog" : undefined,
+    tokenAuthMethod: quirks?.tokenAuthMethod ?? "post",
+    pkce: quirks?.pkce !== "none",
+    extraTokenParams: quirks?.extraTokenParams ?? {},
+    revocationEndpoint: quirks?.revocationEndpoint ? new URL(quirks.revocationEndpoint) : undefined,
+    quirks,
+  };
+}

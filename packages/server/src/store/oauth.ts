@@ -1,0 +1,162 @@
+import type { Kysely } from "kysely";
+import type { Database, OauthConnectionRow, OauthFlowRow } from "./schema.js";
+
+type Db = Kysely<Database>;
+
+// ---- flows
+
+export async function insertFlow(db: Db, row: OauthFlowRow): Promise<void> {
+  await db.insertInto("oauth_flows").values(row).execute();
+}
+
+export async function findFlowByStateHash(db: Db, stateHash: string): Promise<OauthFlowRow | undefined> {
+  return db.selectFrom("oauth_flows").selectAll().where("state_hash", "=", stateHash).executeTakeFirst();
+}
+
+/** Single use: true for the one request that consumes an unexpired flow. */
+export async function consumeFlow(db: Db, id: string, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_flows")
+    .set({ consumed_at: now })
+    .where("id", "=", id)
+    .where("consumed_at", "is", null)
+    .where("expires_at", ">", now)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function completeFlow(
+  db: Db,
+  id: string,
+  outcome: { status: "connected" | "failed"; error?: string | null; hint?: string | null },
+  now: number,
+): Promise<void> {
+  await db
+    .updateTable("oauth_flows")
+    .set({ status: outcome.status, error: outcome.error ?? null, hint: outcome.hint ?? null, completed_at: now })
+    .where("id", "=", id)
+    .execute();
+}
+
+export async function deleteOldFlows(db: Db, before: number): Promise<void> {
+  await db.deleteFrom("oauth_flows").where("expires_at", "<", before).execute();
+}
+
+// ---- connections
+
+export async function findConnection(db: Db, workerId: string, key: string): Promise<OauthConnectionRow | undefined> {
+  return db
+    .selectFrom("oauth_connections")
+    .selectAll()
+    .where("worker_id", "=", workerId)
+    .where("capability_key", "=", key)
+    .executeTakeFirst();
+}
+
+export async function listConnections(db: Db, workerId: string): Promise<OauthConnectionRow[]> {
+  return db.selectFrom("oauth_connections").selectAll().where("worker_id", "=", workerId).orderBy("capability_key").execute();
+}
+
+/** A new authorization replaces whatever was stored, lease included; the version keeps counting. */
+export async function replaceConnection(db: Db, row: Omit<OauthConnectionRow, "version">): Promise<number> {
+  const existing = await findConnection(db, row.worker_id, row.capability_key);
+  const version = (existing?.version ?? 0) + 1;
+  if (existing) {
+    await db
+      .updateTable("oauth_connections")
+      .set({ ...row, version })
+      .where("worker_id", "=", row.worker_id)
+      .where("capability_key", "=", row.capability_key)
+      .execute();
+  } else {
+    await db.insertInto("oauth_connections").values({ ...row, version }).execute();
+  }
+  return version;
+}
+
+export async function deleteConnection(db: Db, workerId: string, key: string): Promise<boolean> {
+  const result = await db
+    .deleteFrom("oauth_connections")
+    .where("worker_id", "=", workerId)
+    .where("capability_key", "=", key)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows) > 0;
+}
+
+/**
+ * Takes the refresh lease if nobody holds a live one. The owner id is fresh per acquisition: a
+ * refresher whose lease ran out and was taken over can no longer write (see writeRefreshed).
+ */
+export async function acquireLease(db: Db, workerId: string, key: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_connections")
+    .set({ lease_owner: owner, lease_expires_at: now + ttlMs })
+    .where("worker_id", "=", workerId)
+    .where("capability_key", "=", key)
+    .where((eb) => eb.or([eb("lease_owner", "is", null), eb("lease_expires_at", "<", now)]))
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function releaseLease(db: Db, workerId: string, key: string, owner: string): Promise<void> {
+  await db
+    .updateTable("oauth_connections")
+    .set({ lease_owner: null, lease_expires_at: null })
+    .where("worker_id", "=", workerId)
+    .where("capability_key", "=", key)
+    .where("lease_owner", "=", owner)
+    .execute();
+}
+
+/**
+ * Stores refreshed credentials (and releases the lease) only while this owner still holds the
+ * lease and the row is at the version it read: fenced compare-and-set. False means someone else
+ * wrote meanwhile and this write was dropped.
+ */
+export async function writeRefreshed(
+  db: Db,
+  workerId: string,
+  key: string,
+  fence: { owner: string; version: number },
+  fields: Partial<Omit<OauthConnectionRow, "worker_id" | "capability_key" | "workspace_id" | "version">>,
+): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_connections")
+    .set({ ...fields, version: fence.version + 1, lease_owner: null, lease_expires_at: null })
+    .where("worker_id", "=", workerId)
+    .where("capability_key", "=", key)
+    .where("lease_owner", "=", fence.owner)
+    .where("version", "=", fence.version)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** Rotation: connections and flows sealed under another key. */
+export async function connectionsSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number): Promise<OauthConnectionRow[]> {
+  return db.selectFrom("oauth_connections").selectAll().where("key_id", "!=", currentKeyId).limit(limit).execute();
+}
+
+export async function resealConnection(db: Db, row: OauthConnectionRow, next: { key_id: string; sealed: Buffer }): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_connections")
+    .set({ ...next, version: row.version + 1 })
+    .where("worker_id", "=", row.worker_id)
+    .where("capability_key", "=", row.capability_key)
+    .where("version", "=", row.version)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function flowsSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number): Promise<OauthFlowRow[]> {
+  return db.selectFrom("oauth_flows").selectAll().where("key_id", "!=", currentKeyId).limit(limit).execute();
+}
+
+export async function resealFlow(db: Db, row: OauthFlowRow, next: { key_id: string; sealed: Buffer }): Promise<boolean> {
+  const result = await db
+    .updateTable("oauth_flows")
+    .set(next)
+    .where("id", "=", row.id)
+    .where("key_id", "=", row.key_id)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}

@@ -1,0 +1,820 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  closedPort,
+  ISO,
+  modeOf,
+  newFileMode,
+  normalise,
+  renderPlain,
+  renderTable,
+  UUID,
+  withoutNotionVars,
+  workerProject,
+} from "../helpers/cli.js";
+import { OUR_NTN } from "../helpers/paths.js";
+import { baseEnv, ntn, type NtnResult } from "../helpers/run-ntn.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { tempDir } from "../helpers/tmp.js";
+
+/**
+ * Our built ntn against a real Workyard server, as a user runs it: a worker project folder, the
+ * NOTION_* variables (or a stored login), no terminal. Exit codes, stdout and stderr are asserted
+ * apart; the expected text is the official ntn 0.4.0's as FINDINGS.md records it, unless a comment
+ * says why ours differs.
+ */
+
+const NO_WORKER_ID =
+  "error: No worker ID found. Provide a worker ID or run from a directory with workers.json.\n" +
+  "  hint: Run `ntn workers deploy` first, or pass a worker ID explicitly.\n";
+const CANNOT_CONFIRM = "error: Cannot confirm in a non-interactive environment.\n  hint: Use --yes to skip the confirmation prompt.\n";
+const CANARY = "canary-ours-cli-5e1f0c";
+
+function expectOk(result: NtnResult): void {
+  expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
+}
+
+describe("our ntn against a Workyard server", () => {
+  let server: TestServer;
+  let home: { dir: string; cleanup(): void };
+  let project: { dir: string; cleanup(): void };
+  let env: Record<string, string | undefined>;
+  const cleanups: (() => void)[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    home = tempDir("wy-ours-home-");
+    project = workerProject("wy-ours-project-");
+    env = {
+      ...baseEnv(home.dir),
+      NOTION_API_BASE_URL: server.url,
+      NOTION_API_TOKEN: server.adminToken,
+      NOTION_WORKSPACE_ID: server.workspaceId,
+    };
+  });
+  afterAll(async () => {
+    await server?.stop();
+    home?.cleanup();
+    project?.cleanup();
+    for (const cleanup of cleanups) cleanup();
+  });
+
+  const run = (argv: string[], options: { cwd?: string; env?: Record<string, string | undefined>; input?: string } = {}) =>
+    ntn(argv, { cwd: options.cwd ?? project.dir, env: options.env ?? env, ...(options.input !== undefined ? { input: options.input } : {}) });
+
+  /** A folder of its own (no workers.json), removed after the file. */
+  function scratchDir(prefix: string): string {
+    const dir = tempDir(prefix);
+    cleanups.push(dir.cleanup);
+    return dir.dir;
+  }
+
+  function workersJson(dir = project.dir): { workerId: string; workspaceId: string } {
+    return JSON.parse(fs.readFileSync(path.join(dir, "workers.json"), "utf8"));
+  }
+
+  describe("workers", () => {
+    let workerId: string;
+
+    it("create --name writes workers.json exactly as the official CLI does", async () => {
+      const result = await run(["workers", "create", "--name", "alpha"]);
+      expectOk(result);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toBe("✔ Worker created\n");
+      const text = fs.readFileSync(path.join(project.dir, "workers.json"), "utf8");
+      const parsed = JSON.parse(text);
+      workerId = parsed.workerId;
+      expect(workerId).toMatch(new RegExp(`^${UUID.source}$`));
+      // Pretty JSON, fixed key order, no trailing newline.
+      expect(text).toBe(
+        `{\n  "version": "1",\n  "environment": "prod",\n  "workspaceId": "${server.workspaceId}",\n  "workerId": "${workerId}"\n}`,
+      );
+      const got = await server.call("GetWorker", { workerId });
+      expect(got.body.worker).toMatchObject({ name: "alpha", spaceId: server.workspaceId });
+    });
+
+    it("create refuses a folder that already has a worker, without a request", async () => {
+      const before = (await server.call("ListWorkers", {})).body.workers.length;
+      const result = await run(["workers", "create", "--name", "again"]);
+      expect(result.code).toBe(5);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toBe(
+        `error: This directory already has a worker (${workerId}).\n` +
+          "  hint: Delete workers.json to create a new worker, or run `ntn workers deploy` to update the existing one.\n",
+      );
+      expect((await server.call("ListWorkers", {})).body.workers.length).toBe(before);
+    });
+
+    it("create without --name and without a terminal cannot prompt (exit 1)", async () => {
+      const dir = scratchDir("wy-ours-noname-");
+      const result = await run(["workers", "create"], { cwd: dir });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^error: Prompt failed\n/);
+      expect(fs.existsSync(path.join(dir, "workers.json"))).toBe(false);
+    });
+
+    it("list prints the table: header ID  NAME  CREATED  UPDATED, columns padded, last one not", async () => {
+      // A second worker with a longer name, so the NAME column is padded.
+      await server.call("CreateWorker", { name: "a much longer worker name", uploadType: "source" });
+      const { workers } = (await server.call("ListWorkers", {})).body;
+      const result = await run(["workers", "list"]);
+      expectOk(result);
+      expect(result.stderr).toBe("");
+      expect(result.stdout).toBe(
+        renderTable(
+          ["ID", "NAME", "CREATED", "UPDATED"],
+          workers.map((w: any) => [w.workerId, w.name, w.createdAt, w.updatedAt]),
+        ),
+      );
+      const lines = result.stdout.split("\n");
+      expect(lines[0]).toBe(`ID${" ".repeat(36)}NAME${" ".repeat(23)}CREATED${" ".repeat(19)}UPDATED`);
+      expect(normalise(result.stdout)).toContain(`<ID>  ${"alpha".padEnd(27)}<TIME>  <TIME>\n`);
+      for (const line of lines) expect(line).not.toMatch(/ $/);
+      // The `ls` alias.
+      expect((await run(["workers", "ls"])).stdout).toBe(result.stdout);
+    });
+
+    it("list --json prints the workers as the API returns them; --plain as tab-separated rows", async () => {
+      const { workers } = (await server.call("ListWorkers", {})).body;
+      const json = await run(["workers", "list", "--json"]);
+      expectOk(json);
+      expect(json.stdout).toBe(`${JSON.stringify(workers, null, 2)}\n`);
+      for (const w of JSON.parse(json.stdout)) {
+        expect(Object.keys(w)).toEqual(["workerId", "name", "spaceId", "createdAt", "updatedAt"]);
+        expect(w.createdAt).toMatch(new RegExp(`^${ISO.source}$`));
+      }
+      const plain = await run(["workers", "list", "--plain"]);
+      expectOk(plain);
+      expect(plain.stdout).toBe(renderPlain(workers.map((w: any) => [w.workerId, w.name, w.createdAt, w.updatedAt])));
+      expect(plain.stderr).toBe("");
+    });
+
+    it("get shows the worker of workers.json, or the one named; --json and --plain", async () => {
+      const { worker } = (await server.call("GetWorker", { workerId })).body;
+      const result = await run(["workers", "get"]);
+      expectOk(result);
+      expect(result.stdout).toBe(
+        `ID           ${workerId}\n` +
+          "Name         alpha\n" +
+          `Space ID     ${server.workspaceId}\n` +
+          `Created at   ${worker.createdAt}\n` +
+          `Updated at   ${worker.updatedAt}\n`,
+      );
+      const named = await run(["workers", "get", workerId], { cwd: scratchDir("wy-ours-get-") });
+      expect(named.stdout).toBe(result.stdout);
+      const json = await run(["workers", "get", "--json"]);
+      expect(JSON.parse(json.stdout)).toEqual(worker);
+      const plain = await run(["workers", "get", "--plain"]);
+      expect(plain.stdout).toBe(`${[workerId, "alpha", server.workspaceId, worker.createdAt, worker.updatedAt].join("\t")}\n`);
+    });
+
+    it("get of an unknown worker fails with the server's message (exit 5)", async () => {
+      const result = await run(["workers", "get", "no-such-worker"]);
+      expect(result.code).toBe(5);
+      expect(result.stdout).toBe("");
+      // Ours prints the server's message and hint; the official CLI prefixes
+      // `Failed to get worker (404 Not Found worker_not_found): ` (see official.test.ts).
+      expect(result.stderr).toBe(
+        'error: Worker "no-such-worker" not found.\n  hint: Run `ntn workers list` to see the workers of this workspace.\n',
+      );
+    });
+  });
+
+  describe("env", () => {
+    it("set KEY=VALUE... stores them and says how many", async () => {
+      const two = await run(["workers", "env", "set", "A=1", "B=2"]);
+      expectOk(two);
+      expect(two.stdout).toBe("");
+      expect(two.stderr).toBe("✔ Set 2 environment variables\n");
+      const one = await run(["workers", "env", "set", "ONE=1"]);
+      expectOk(one);
+      expect(one.stderr).toBe("✔ Set environment variable 'ONE'\n");
+      const canary = await run(["workers", "env", "set", `CANARY=${CANARY}`]);
+      expectOk(canary);
+      expect(canary.stdout + canary.stderr).not.toContain(CANARY);
+      const { env: pulled } = (await server.call("PullEnv", { workerId: workersJson().workerId })).body;
+      expect(pulled).toEqual(
+        expect.arrayContaining([
+          { key: "A", value: "1" },
+          { key: "B", value: "2" },
+          { key: "ONE", value: "1" },
+          { key: "CANARY", value: CANARY },
+        ]),
+      );
+    });
+
+    it("set without '=' fails before any request (exit 5), and so does an empty key", async () => {
+      const noEq = await run(["workers", "env", "set", "GOOD=1", "NOEQ"]);
+      expect(noEq.code).toBe(5);
+      expect(noEq.stdout).toBe("");
+      expect(noEq.stderr).toBe("error: Invalid format 'NOEQ': expected KEY=VALUE\n");
+      const emptyKey = await run(["workers", "env", "set", "=v"]);
+      expect(emptyKey.code).toBe(5);
+      expect(emptyKey.stderr).toBe("error: Invalid format '=v': key must not be empty\n");
+      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
+      expect(names).not.toContain("GOOD");
+    });
+
+    it("set with a name the server refuses fails with its message (exit 5) and stores nothing", async () => {
+      const result = await run(["workers", "env", "set", "FINE=1", "1A=x"]);
+      expect(result.code).toBe(5);
+      expect(result.stderr).toMatch(/^error: "1A" is not a valid environment variable name\.\n {2}hint: /);
+      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
+      expect(names).not.toContain("FINE");
+    });
+
+    it("list shows names and dates, never values", async () => {
+      const { secrets } = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body;
+      const table = await run(["workers", "env", "list"]);
+      expectOk(table);
+      expect(table.stdout).toBe(renderTable(["KEY", "CREATED AT"], secrets.map((s: any) => [s.key, s.createdAt])));
+      expect(normalise(table.stdout)).toBe("KEY     CREATED AT\nA       <TIME>\nB       <TIME>\nCANARY  <TIME>\nONE     <TIME>\n");
+      const json = await run(["workers", "env", "ls", "--json"]);
+      expectOk(json);
+      expect(JSON.parse(json.stdout)).toEqual(secrets.map((s: any) => ({ key: s.key, createdAt: s.createdAt })));
+      const plain = await run(["workers", "env", "list", "--plain"]);
+      expect(plain.stdout).toBe(renderPlain(secrets.map((s: any) => [s.key, s.createdAt])));
+      for (const result of [table, json, plain]) {
+        expect(result.stdout + result.stderr).not.toContain(CANARY);
+        expect(result.stderr).toBe("");
+      }
+    });
+
+    it("unset removes one variable; unsetting it again fails (exit 5)", async () => {
+      const result = await run(["workers", "env", "unset", "ONE"]);
+      expectOk(result);
+      expect(result.stderr).toBe("✔ Unset environment variable 'ONE'\n");
+      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
+      expect(names).toEqual(["A", "B", "CANARY"]);
+      const again = await run(["workers", "env", "rm", "ONE"]);
+      expect(again.code).toBe(5);
+      expect(again.stderr).toMatch(/^error: .*"ONE"/);
+    });
+
+    it("list of a worker without variables says so on stderr", async () => {
+      const { body } = await server.call("CreateWorker", { name: "empty-env", uploadType: "source" });
+      const result = await run(["workers", "env", "list", body.worker.workerId]);
+      expectOk(result);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toBe("No environment variables found for this worker.\n");
+    });
+
+    describe("pull", () => {
+      let dir: string;
+      let workerId: string;
+      const remote = {
+        SAME: "v1",
+        CHANGED: "new",
+        QUOTED_SAME: "a b #c",
+        DUP: "remote",
+        NEW_Z: "z",
+        NEW_A: "a b",
+        SPACED: "sv",
+        SQ_SAME: "single",
+        EMPTY: "",
+        NL: "line1\nline2",
+      };
+
+      beforeAll(async () => {
+        dir = scratchDir("wy-ours-pull-");
+        const { body } = await server.call("CreateWorker", { name: "pull", uploadType: "source" });
+        workerId = body.worker.workerId;
+        fs.writeFileSync(
+          path.join(dir, "workers.json"),
+          JSON.stringify({ version: "1", environment: "prod", workspaceId: server.workspaceId, workerId }, null, 2),
+        );
+        const set = await server.call("UpsertSecrets", {
+          workerId,
+          secrets: Object.entries(remote).map(([key, value]) => ({ key, value })),
+        });
+        expect(set.status).toBe(200);
+      });
+
+      it("writes a new .env without asking, keys sorted, values quoted as the official CLI does", async () => {
+        const result = await run(["workers", "env", "pull"], { cwd: dir });
+        expectOk(result);
+        expect(result.stdout).toBe("");
+        expect(result.stderr).toBe("✔ Environment variables written to .env\n");
+        const file = path.join(dir, ".env");
+        expect(fs.readFileSync(file, "utf8")).toBe(
+          [
+            "CHANGED=new",
+            "DUP=remote",
+            'EMPTY=""',
+            "NEW_A=a b",
+            "NEW_Z=z",
+            'NL="line1\\nline2"',
+            'QUOTED_SAME="a b #c"',
+            "SAME=v1",
+            "SPACED=sv",
+            "SQ_SAME=single",
+            "",
+          ].join("\n"),
+        );
+        expect(modeOf(file)).toBe(newFileMode());
+        const again = await run(["workers", "env", "pull"], { cwd: dir });
+        expectOk(again);
+        expect(again.stderr).toBe("✔ .env is already up to date\n");
+      });
+
+      // The worked example of FINDINGS 9.4, less its `export` line (next test).
+      const existing = [
+        "# header comment",
+        "",
+        "SAME=v1",
+        "CHANGED=old # inline comment",
+        'QUOTED_SAME="a b #c"',
+        "DUP=first",
+        "DUP=second",
+        "FOREIGN=keepme",
+        "  SPACED = sv ",
+        "SQ_SAME='single'",
+        'EMPTY=""',
+        'NL="line1\\nline2"',
+        "not a valid line",
+        "# trailing comment",
+      ].join("\n");
+
+      it("asks before changing an existing file: without --yes and a terminal it shows the diff, exits 1, changes nothing", async () => {
+        const file = path.join(dir, "merge.env");
+        fs.writeFileSync(file, existing);
+        const result = await run(["workers", "env", "pull", "--file", "merge.env"], { cwd: dir });
+        expect(result.code).toBe(1);
+        expect(result.stdout).toBe("");
+        expect(result.stderr).toBe(
+          "The following changes will be made to merge.env:\n  + NEW_A\n  + NEW_Z\n  ~ CHANGED\n  ~ DUP\n" + CANNOT_CONFIRM,
+        );
+        expect(fs.readFileSync(file, "utf8")).toBe(existing);
+      });
+
+      it("with --yes merges: comments, blank, foreign and invalid lines stay, keys update in place, new ones are appended sorted", async () => {
+        const file = path.join(dir, "merge.env");
+        fs.writeFileSync(file, existing);
+        fs.chmodSync(file, 0o600);
+        const result = await run(["workers", "env", "pull", "--file", "merge.env", "--yes"], { cwd: dir });
+        expectOk(result);
+        // No diff with --yes, just the status line.
+        expect(result.stderr).toBe("✔ Environment variables written to merge.env\n");
+        expect(fs.readFileSync(file, "utf8")).toBe(
+          [
+            "# header comment",
+            "",
+            "SAME=v1",
+            "CHANGED=new",
+            'QUOTED_SAME="a b #c"',
+            "DUP=remote",
+            "DUP=remote",
+            "FOREIGN=keepme",
+            "SPACED=sv",
+            "SQ_SAME=single",
+            'EMPTY=""',
+            'NL="line1\\nline2"',
+            "not a valid line",
+            "# trailing comment",
+            "NEW_A=a b",
+            "NEW_Z=z",
+            "",
+          ].join("\n"),
+        );
+        // Written in place: the file keeps its mode.
+        expect(modeOf(file)).toBe(0o600);
+        const again = await run(["workers", "env", "pull", "--file", "merge.env"], { cwd: dir });
+        expect(again.stderr).toBe("✔ merge.env is already up to date\n");
+      });
+
+      // A deliberate difference (README): the official CLI keeps `export SAME=...` as a foreign line
+      // and appends SAME=...; ours updates the line in place and keeps its `export`.
+      it("updates an `export KEY=...` line in place, keeping the export", async () => {
+        const file = path.join(dir, "export.env");
+        fs.writeFileSync(file, "export SAME=local\nFOREIGN=x\n");
+        const result = await run(["workers", "env", "pull", "--file", "export.env", "--yes"], { cwd: dir });
+        expectOk(result);
+        const text = fs.readFileSync(file, "utf8");
+        expect(text.split("\n").slice(0, 2)).toEqual(["export SAME=v1", "FOREIGN=x"]);
+        expect(text).not.toMatch(/^SAME=/m);
+      });
+
+      it("--no-file --yes prints the variables on stdout, sorted, and writes nothing", async () => {
+        const before = fs.readdirSync(dir).sort();
+        const result = await run(["workers", "env", "pull", "--no-file", "--yes"], { cwd: dir });
+        expectOk(result);
+        expect(result.stderr).toBe("");
+        const lines = result.stdout.trimEnd().split("\n");
+        expect(lines).toEqual([...lines].sort());
+        expect(lines).toEqual([
+          "CHANGED=new",
+          "DUP=remote",
+          'EMPTY=""',
+          "NEW_A=a b",
+          "NEW_Z=z",
+          'NL="line1\\nline2"',
+          'QUOTED_SAME="a b #c"',
+          "SAME=v1",
+          "SPACED=sv",
+          "SQ_SAME=single",
+        ]);
+        expect(fs.readdirSync(dir).sort()).toEqual(before);
+      });
+
+      it("--no-file without --yes warns and needs a terminal (exit 1), printing no value", async () => {
+        const result = await run(["workers", "env", "pull", "--no-file"], { cwd: dir });
+        expect(result.code).toBe(1);
+        expect(result.stdout).toBe("");
+        expect(result.stderr).toBe(`warning: This will print potentially secret values to the terminal.\n${CANNOT_CONFIRM}`);
+      });
+    });
+
+    describe("push", () => {
+      let dir: string;
+      let workerId: string;
+
+      beforeAll(async () => {
+        dir = scratchDir("wy-ours-push-");
+        const { body } = await server.call("CreateWorker", { name: "push", uploadType: "source" });
+        workerId = body.worker.workerId;
+        fs.writeFileSync(
+          path.join(dir, "workers.json"),
+          JSON.stringify({ version: "1", environment: "prod", workspaceId: server.workspaceId, workerId }, null, 2),
+        );
+        await server.call("UpsertSecrets", {
+          workerId,
+          secrets: [
+            { key: "KEEP", value: "same" },
+            { key: "CHANGE", value: "old" },
+            { key: "REMOTE_ONLY", value: "stays" },
+          ],
+        });
+      });
+
+      const pulled = async () =>
+        Object.fromEntries((await server.call("PullEnv", { workerId })).body.env.map((e: any) => [e.key, e.value]));
+
+      it("fails to read a missing file (exit 1) before any request", async () => {
+        const result = await run(["workers", "env", "push"], { cwd: dir });
+        expect(result.code).toBe(1);
+        expect(result.stderr).toMatch(/^error: Failed to read \.env\n/);
+      });
+
+      it("shows the diff and needs --yes without a terminal (exit 1), pushing nothing", async () => {
+        fs.writeFileSync(path.join(dir, ".env"), "# local\nKEEP=same\nCHANGE=new\nADDED=\"two words\"\n");
+        const result = await run(["workers", "env", "push"], { cwd: dir });
+        expect(result.code).toBe(1);
+        expect(result.stdout).toBe("");
+        expect(result.stderr).toBe(`The following changes will be pushed to the remote environment:\n  + ADDED\n  ~ CHANGE\n${CANNOT_CONFIRM}`);
+        expect(await pulled()).toEqual({ KEEP: "same", CHANGE: "old", REMOTE_ONLY: "stays" });
+      });
+
+      it("with --yes upserts the file's variables and never deletes remote ones", async () => {
+        const result = await run(["workers", "env", "push", "--yes"], { cwd: dir });
+        expectOk(result);
+        expect(result.stderr).toBe("✔ Environment variables pushed successfully\n");
+        expect(await pulled()).toEqual({ KEEP: "same", CHANGE: "new", ADDED: "two words", REMOTE_ONLY: "stays" });
+      });
+
+      it("says when the remote is already up to date", async () => {
+        const result = await run(["workers", "env", "push"], { cwd: dir });
+        expectOk(result);
+        expect(result.stderr).toBe("✔ Remote environment variables are already up to date\n");
+      });
+    });
+  });
+
+  describe("tokens", () => {
+    let tokenId: string;
+    let token: string;
+
+    it("create prints the token on stdout and the status on stderr", async () => {
+      const result = await run(["tokens", "create", "ci token"]);
+      expectOk(result);
+      expect(result.stdout).toMatch(/^wy_[A-Za-z0-9_-]{20,}\n$/);
+      token = result.stdout.trim();
+      const listed = (await server.call("ListTokens", {})).body.tokens;
+      tokenId = listed.find((t: any) => t.name === "ci token").id;
+      const me = await run(["whoami", "--json"], { env: { ...env, NOTION_API_TOKEN: token } });
+      expect(JSON.parse(me.stdout).tokenName).toBe("ci token");
+      // Byte for byte the official CLI's (FINDINGS 14), blank line at the end included.
+      expect(result.stderr).toBe("✔ Token created\nWarning: Save this token now — it will not be shown again.\n\n");
+    });
+
+    it("create --plain prints the token alone", async () => {
+      const result = await run(["tokens", "create", "plain token", "--plain"]);
+      expectOk(result);
+      expect(result.stdout).toMatch(/^wy_[A-Za-z0-9_-]{20,}\n$/);
+      expect(result.stderr).toBe("");
+    });
+
+    it("list prints the tokens (EXPIRES AT 'never', an empty REVOKED AT), --json and --plain", async () => {
+      const { tokens } = (await server.call("ListTokens", {})).body;
+      const rows = tokens.map((t: any) => [t.id, t.name, t.issuedAt, t.expiresAt, t.revokedAt ?? ""]);
+      const table = await run(["tokens", "list"]);
+      expectOk(table);
+      expect(table.stdout).toBe(renderTable(["ID", "NAME", "ISSUED AT", "EXPIRES AT", "REVOKED AT"], rows));
+      // An empty last cell still leaves the two-space separator.
+      expect(normalise(table.stdout)).toContain(`<ID>  ${"ci token".padEnd(13)}<TIME>  ${"never".padEnd(12)}\n`);
+      expect(table.stdout).not.toContain("wy_");
+      const json = await run(["tokens", "ls", "--json"]);
+      expectOk(json);
+      expect(JSON.parse(json.stdout)).toEqual(
+        tokens.map((t: any) => ({ id: t.id, name: t.name, issuedAt: t.issuedAt, expiresAt: t.expiresAt, revokedAt: t.revokedAt ?? null })),
+      );
+      const plain = await run(["tokens", "list", "--plain"]);
+      expect(plain.stdout).toBe(renderPlain(rows));
+    });
+
+    it("revoke without --yes needs a terminal (exit 1) and revokes nothing", async () => {
+      const result = await run(["tokens", "revoke", tokenId]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(CANNOT_CONFIRM);
+      expect((await server.call("ListWorkers", {}, token)).status).toBe(200);
+    });
+
+    it("revoke --yes revokes; the token then gets exit 4 on any command", async () => {
+      const result = await run(["tokens", "revoke", tokenId, "--yes"]);
+      expectOk(result);
+      expect(result.stderr).toBe("✔ Token revoked\n");
+      const revokedEnv = { ...env, NOTION_API_TOKEN: token };
+      for (const argv of [["workers", "list"], ["workers", "get"], ["workers", "env", "list"], ["tokens", "list"], ["whoami"]]) {
+        const denied = await run(argv, { env: revokedEnv });
+        expect(denied.code, `${argv.join(" ")}: ${denied.stderr}`).toBe(4);
+        expect(denied.stdout).toBe("");
+        expect(denied.stderr).toMatch(/^error: This API token was revoked\.\n {2}hint: /);
+        expect(denied.stderr).not.toContain(token);
+      }
+      const listed = await run(["tokens", "list", "--json"]);
+      expect(JSON.parse(listed.stdout).find((t: any) => t.id === tokenId).revokedAt).toMatch(new RegExp(`^${ISO.source}$`));
+    });
+  });
+
+  describe("errors and usage", () => {
+    it("a command that needs a worker, with no workers.json and no id, exits 5", async () => {
+      const dir = scratchDir("wy-ours-noworker-");
+      for (const argv of [
+        ["workers", "get"],
+        ["workers", "delete", "--yes"],
+        ["workers", "env", "list"],
+        ["workers", "env", "set", "A=1"],
+        ["workers", "env", "unset", "A"],
+        ["workers", "env", "pull"],
+      ]) {
+        const result = await run(argv, { cwd: dir });
+        expect(result.code, argv.join(" ")).toBe(5);
+        expect(result.stdout).toBe("");
+        expect(result.stderr).toBe(NO_WORKER_ID);
+      }
+    });
+
+    it.each([
+      [["workers", "list", "--bogus"], /--bogus/],
+      [["tokens", "create"], /NAME/],
+      [["workers", "env", "set"], /VARS/],
+      [["workers", "list", "--json", "--plain"], /--json.*--plain|--plain.*--json/],
+      [["frobnicate"], /frobnicate/],
+      [["workers", "frobnicate"], /frobnicate/],
+    ])("usage error %j exits 2 with a message and the --help pointer", async (argv, pattern) => {
+      const result = await run(argv);
+      expect(result.code).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(/^error: /);
+      expect(result.stderr).toMatch(pattern);
+      expect(result.stderr).toContain("--help");
+    });
+
+    it("`ntn workers` alone prints its help on stderr and exits 2", async () => {
+      const result = await run(["workers"]);
+      expect(result.code).toBe(2);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(/Usage: ntn workers/);
+      for (const command of ["create", "delete", "deploy", "env", "get", "list"]) expect(result.stderr).toContain(command);
+    });
+
+    it("--version and --help go to stdout, exit 0", async () => {
+      const version = await run(["--version"]);
+      expectOk(version);
+      expect(version.stdout).toMatch(/^ntn \d+\.\d+\.\d+/);
+      expect(version.stderr).toBe("");
+      expect((await run(["-V"])).stdout).toBe(version.stdout);
+      const help = await run(["workers", "env", "--help"]);
+      expectOk(help);
+      expect(help.stdout).toMatch(/Usage: ntn workers env/);
+    });
+
+    it("a server that is not running: exit 5 naming the URL", async () => {
+      const port = await closedPort();
+      const url = `http://127.0.0.1:${port}`;
+      const result = await run(["workers", "list"], { env: { ...env, NOTION_API_BASE_URL: url } });
+      expect(result.code).toBe(5);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toMatch(new RegExp(`^error: .*${url.replaceAll(".", "\\.")}`));
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    });
+  });
+
+  describe("whoami, login, logout", () => {
+    it("whoami names the server, workspace and token; --json has {url, workspaceId, workspaceName, tokenName}", async () => {
+      const text = await run(["whoami"]);
+      expectOk(text);
+      expect(text.stdout).toContain(server.url);
+      expect(text.stdout).toContain(server.workspaceId);
+      expect(text.stdout).not.toContain(server.adminToken);
+      const json = await run(["whoami", "--json"]);
+      expectOk(json);
+      expect(JSON.parse(json.stdout)).toEqual({
+        url: server.url,
+        workspaceId: server.workspaceId,
+        workspaceName: "Default workspace",
+        tokenName: "admin",
+      });
+    });
+
+    it("login URL --with-token stores the login; commands then work with no NOTION_* variable; logout ends it", async () => {
+      const loginHome = tempDir("wy-ours-login-");
+      cleanups.push(loginHome.cleanup);
+      const bare = withoutNotionVars(baseEnv(loginHome.dir));
+      const dir = scratchDir("wy-ours-login-project-");
+
+      const before = await run(["workers", "list"], { cwd: dir, env: bare });
+      expect(before.code).toBe(4);
+      expect(before.stderr).toMatch(/^error: Not logged in/);
+
+      const login = await run(["login", server.url, "--with-token"], { cwd: dir, env: bare, input: `${server.adminToken}\n` });
+      expectOk(login);
+      expect(login.stdout).toBe("");
+      expect(login.stderr).toBe(`✔ Logged in to ${server.url} (workspace Default workspace)\n`);
+      expect(login.stderr + login.stdout).not.toContain(server.adminToken);
+      const state = path.join(loginHome.dir, ".config", "workyard", "auth.json");
+      expect(modeOf(state)).toBe(0o600);
+      // Never the official CLI's files.
+      expect(fs.existsSync(path.join(loginHome.dir, ".config", "notion"))).toBe(false);
+      expect(fs.existsSync(path.join(loginHome.dir, ".notion"))).toBe(false);
+
+      const listed = await run(["workers", "list", "--json"], { cwd: dir, env: bare });
+      expectOk(listed);
+      expect(JSON.parse(listed.stdout).map((w: any) => w.name)).toContain("alpha");
+      const me = await run(["whoami", "--json"], { cwd: dir, env: bare });
+      expect(JSON.parse(me.stdout)).toEqual({
+        url: server.url,
+        workspaceId: server.workspaceId,
+        workspaceName: "Default workspace",
+        tokenName: "admin",
+      });
+      const created = await run(["workers", "create", "--name", "from-login"], { cwd: dir, env: bare });
+      expectOk(created);
+      expect(workersJson(dir).workspaceId).toBe(server.workspaceId);
+
+      const logout = await run(["logout"], { cwd: dir, env: bare });
+      expectOk(logout);
+      expect(logout.stderr).toBe(`✔ Logged out of ${server.url}\n`);
+      const after = await run(["workers", "list"], { cwd: dir, env: bare });
+      expect(after.code).toBe(4);
+      expect(after.stderr).toMatch(/^error: Not logged in/);
+    });
+
+    it("login with a wrong token exits 4 and stores nothing; with no token on stdin it fails", async () => {
+      const loginHome = tempDir("wy-ours-badlogin-");
+      cleanups.push(loginHome.cleanup);
+      const bare = withoutNotionVars(baseEnv(loginHome.dir));
+      const wrong = await run(["login", server.url, "--with-token"], { env: bare, input: "wy_wrong\n" });
+      expect(wrong.code).toBe(4);
+      expect(wrong.stderr).toMatch(/^error: Invalid API token\./);
+      expect(fs.existsSync(path.join(loginHome.dir, ".config", "workyard", "auth.json"))).toBe(false);
+      const empty = await run(["login", server.url, "--with-token"], { env: bare, input: "" });
+      expect(empty.code).toBe(5);
+      expect(empty.stderr).toMatch(/^error: No token on stdin\./);
+    });
+  });
+
+  describe("delete", () => {
+    it("delete without --yes needs a terminal (exit 1); with --yes deletes and keeps workers.json", async () => {
+      const { workerId } = workersJson();
+      const refused = await run(["workers", "delete"]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(CANNOT_CONFIRM);
+      expect((await server.call("GetWorker", { workerId })).status).toBe(200);
+
+      const before = fs.readFileSync(path.join(project.dir, "workers.json"), "utf8");
+      const result = await run(["workers", "delete", "--yes"]);
+      expectOk(result);
+      expect(result.stdout).toBe("");
+      expect(result.stderr).toBe("✔ Worker deleted\n");
+      expect((await server.call("GetWorker", { workerId })).status).toBe(404);
+      expect(fs.readFileSync(path.join(project.dir, "workers.json"), "utf8")).toBe(before);
+
+      const gone = await run(["workers", "get"]);
+      expect(gone.code).toBe(5);
+      expect(gone.stderr).toContain(`Worker "${workerId}" not found.`);
+    });
+  });
+});
+
+describe("ntn server as a subprocess", () => {
+  let home: { dir: string; cleanup(): void };
+  let data: string;
+  let child: ChildProcess | undefined;
+  let stdout = "";
+  let stderr = "";
+  let url: string;
+  let workspaceId: string;
+  let exited: Promise<number | null>;
+
+  beforeAll(async () => {
+    home = tempDir("wy-ours-server-home-");
+    data = path.join(home.dir, "data");
+    child = spawn(process.execPath, [OUR_NTN, "server", "--port", "0", "--data-dir", data], {
+      cwd: home.dir,
+      env: baseEnv(home.dir),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    exited = new Promise((resolve) => child!.on("exit", (code) => resolve(code)));
+    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")));
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+    url = await new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const match = /^Listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(stdout);
+        if (match) {
+          child!.stdout!.off("data", check);
+          resolve(match[1]!);
+        }
+      };
+      child!.stdout!.on("data", check);
+      child!.on("exit", (code) => reject(new Error(`ntn server exited with ${code} before listening.\n${stdout}\n${stderr}`)));
+    });
+    workspaceId = /NOTION_WORKSPACE_ID=(\S+)/.exec(stdout)![1]!;
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    home?.cleanup();
+  });
+
+  const bare = () => withoutNotionVars(baseEnv(home.dir));
+
+  it("prints how to point the official CLI at it: the command for the token, never the token", async () => {
+    const token = fs.readFileSync(path.join(data, "admin-token"), "utf8").trim();
+    expect(token).toMatch(/^wy_/);
+    expect(stdout).toMatch(new RegExp(`^ {2}(export )?NOTION_API_BASE_URL=${url.replaceAll(".", "\\.")}$`, "m"));
+    expect(stdout).toMatch(new RegExp(`^ {2}(export )?NOTION_WORKSPACE_ID=${UUID.source}$`, "m"));
+    expect(stdout).toContain(`NOTION_API_TOKEN="$(cat ${path.join(data, "admin-token")})"\n`);
+    expect(stdout).not.toContain(token);
+    expect(stderr).not.toContain(token);
+    // Listening comes last, once it accepts requests.
+    expect(stdout.trimEnd().split("\n").at(-1)).toBe(`Listening on ${url}`);
+  });
+
+  it("writes the admin token with mode 0600", () => {
+    expect(modeOf(path.join(data, "admin-token"))).toBe(0o600);
+  });
+
+  it("logs this machine's CLI in: workers list works with only XDG_CONFIG_HOME", async () => {
+    const dir = path.join(home.dir, "project");
+    fs.mkdirSync(dir);
+    const empty = await ntn(["workers", "list"], { cwd: dir, env: bare() });
+    expect(empty.code, empty.stderr).toBe(0);
+    expect(empty.stderr).toBe("No workers found in this workspace.\n");
+    const created = await ntn(["workers", "create", "--name", "first-workspace-worker"], { cwd: dir, env: bare() });
+    expect(created.code, created.stderr).toBe(0);
+    const listed = await ntn(["workers", "list", "--json"], { cwd: dir, env: bare() });
+    expect(JSON.parse(listed.stdout).map((w: any) => w.name)).toEqual(["first-workspace-worker"]);
+    const me = await ntn(["whoami", "--json"], { cwd: dir, env: bare() });
+    expect(JSON.parse(me.stdout)).toMatchObject({ url, workspaceId });
+  });
+
+  it("server workspace create makes a workspace whose token (a 0600 file) works and sees no other workspace's workers", async () => {
+    const result = await ntn(["server", "workspace", "create", "Second team", "--data-dir", data], { cwd: home.dir, env: bare() });
+    expect(result.code, result.stderr).toBe(0);
+    const secondId = result.stdout.trim();
+    expect(secondId).toMatch(new RegExp(`^${UUID.source}$`));
+    expect(secondId).not.toBe(workspaceId);
+    const tokenFile = /its token is in (\S+)\n/.exec(result.stderr)![1]!;
+    // In the store given by --data-dir (the one the running server uses), not the default one.
+    expect(tokenFile).toBe(path.join(data, "workspaces", `${secondId}.token`));
+    expect(fs.existsSync(path.join(home.dir, ".local", "share", "workyard"))).toBe(false);
+    expect(modeOf(tokenFile)).toBe(0o600);
+    const token = fs.readFileSync(tokenFile, "utf8").trim();
+    expect(result.stdout + result.stderr).not.toContain(token);
+
+    const env = { ...bare(), NOTION_API_BASE_URL: url, NOTION_API_TOKEN: token, NOTION_WORKSPACE_ID: secondId };
+    const dir = path.join(home.dir, "second");
+    fs.mkdirSync(dir);
+    const listed = await ntn(["workers", "list"], { cwd: dir, env });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toBe("");
+    expect(listed.stderr).toBe("No workers found in this workspace.\n");
+    const me = await ntn(["whoami", "--json"], { cwd: dir, env });
+    expect(JSON.parse(me.stdout)).toMatchObject({ workspaceId: secondId, workspaceName: "Second team" });
+    // The first workspace's worker, by id, answers like an unknown one.
+    const firstWorker = JSON.parse(fs.readFileSync(path.join(home.dir, "project", "workers.json"), "utf8")).workerId;
+    const foreign = await ntn(["workers", "get", firstWorker], { cwd: dir, env });
+    expect(foreign.code).toBe(5);
+    expect(foreign.stderr).toContain(`Worker "${firstWorker}" not found.`);
+  });
+
+  it("stops on SIGTERM", async () => {
+    child!.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(stderr).not.toMatch(/\n\s+at /);
+  });
+});
