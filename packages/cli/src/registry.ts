@@ -23,6 +23,11 @@ import { disable as capabilitiesDisable, enable as capabilitiesEnable } from "./
 import workersExec from "./commands/workers/exec.js";
 import workersNew from "./commands/workers/new.js";
 import runsList from "./commands/workers/runs/list.js";
+import oauthRedirect from "./commands/workers/oauth/show-redirect-url.js";
+import oauthStart from "./commands/workers/oauth/start.js";
+import oauthToken from "./commands/workers/oauth/token.js";
+import oauthStatus from "./commands/workers/oauth/status.js";
+import oauthRevoke from "./commands/workers/oauth/revoke.js";
 import runsLogs from "./commands/workers/runs/logs.js";
 
 /** Groups: summaries and aliases of commands that only hold subcommands. */
@@ -32,6 +37,7 @@ export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
   "workers env": { summary: "Manage worker environment variables" },
   "workers capabilities": { summary: "Manage worker capabilities" },
   "workers runs": { summary: "Manage worker runs" },
+  "workers oauth": { summary: "Manage OAuth connections for a worker" },
   "server workspace": { summary: "Manage workspaces (admin)" },
 };
 
@@ -58,6 +64,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "workers exec": workersExec,
   "workers get": workersGet,
   "workers list": workersList,
+  "workers oauth show-redirect-url": oauthRedirect,
+  "workers oauth start": oauthStart,
+  "workers oauth token": oauthToken,
+  "workers oauth status": oauthStatus,
+  "workers oauth revoke": oauthRevoke,
   "workers runs list": runsList,
   "workers runs logs": runsLogs,
   server: serverStart,

@@ -16,6 +16,8 @@ import { Executor } from "./executor/pool.js";
 import { sandboxUser } from "./executor/user.js";
 import { installChildEntry } from "./executor/sandbox.js";
 import { createRunService } from "./runs/service.js";
+import { createOAuthService, type OAuthService } from "./oauth/service.js";
+import { registerOAuthCallback } from "./web/oauth-callback.js";
 import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
 import { createWorkerService } from "./workers/service.js";
@@ -51,10 +53,29 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const dirs = layout(config.dataDir);
   const user = sandboxUser(config.dataDir, log);
   const executor = new Executor({ entry: installChildEntry(dirs.runtime), scratchRoot: dirs.scratch, memoryMb: config.runMemoryMb, user, log });
+  // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
+  // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
-  const secrets = createSecretService({ db, keyring, workers, onChanged: (worker) => builder!.onSecretsChanged(worker) });
+  let oauth: OAuthService | undefined;
+  const secrets = createSecretService({
+    db,
+    keyring,
+    workers,
+    onChanged: (worker) => builder!.onSecretsChanged(worker),
+    runtimeEnv: (worker) => oauth!.pullEnv(worker),
+  });
   builder = createBuildService({ db, keyring, dataDir: config.dataDir, executor, workers, secrets, log });
-  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, log });
+  oauth = createOAuthService({
+    db,
+    keyring,
+    log,
+    workers,
+    builder,
+    executor,
+    publicUrl: () => publicUrl,
+    allowInsecure: config.allowInsecureOauth,
+  });
+  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, log });
   const login = createLoginService(db, tokens);
   // A server that stopped mid-build or mid-run left rows behind: record them as failed.
   const staleBefore = Date.now() - 30 * 60 * 1000;
@@ -74,9 +95,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     login,
     builder,
     runs,
+    oauth,
     publicUrl: () => publicUrl,
     limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit },
     registerWeb,
+    webPages: [registerOAuthCallback],
   };
   const app = createApi(deps);
   try {

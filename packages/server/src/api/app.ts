@@ -13,6 +13,8 @@ import type { UploadService } from "../workers/uploads.js";
 import type { WorkerService } from "../workers/service.js";
 import type { BuildService } from "../builder/service.js";
 import type { RunService } from "../runs/service.js";
+import type { OAuthService } from "../oauth/service.js";
+import { oauthActions } from "./actions/oauth.js";
 import { isStreamAnswer, type ActionDefinition } from "./action.js";
 import { buildActions } from "./actions/builds.js";
 import { runActions } from "./actions/runs.js";
@@ -34,6 +36,7 @@ export interface ApiDeps {
   login: LoginService;
   builder: BuildService;
   runs: RunService;
+  oauth: OAuthService;
   /** The public base URL (no trailing slash), known once the server listens. */
   publicUrl(): string;
   limits: { bodyLimit: number; uploadLimit: number };
@@ -57,6 +60,7 @@ export const CORE_ACTIONS: ActionDefinition[] = [
   ...workerActions,
   ...buildActions,
   ...runActions,
+  ...oauthActions,
   ...secretActions,
   ...tokenActions,
   ...loginActions,

@@ -74,6 +74,22 @@ export type StreamLine =
   | { _tag: "error"; error: string; code?: string; runId?: string }
   | { _tag: "run"; runId: string };
 
+export interface ConnectionStatusView {
+  key: string;
+  name: string;
+  envKey: string;
+  status: "connected" | "not_connected" | "needs_reauthorization";
+  expiresAt: string | null;
+  expirySource: string | null;
+  hasRefreshToken: boolean;
+  connectedAt: string | null;
+  lastRefreshAt: string | null;
+  nextRefreshAt: string | null;
+  lastError: string | null;
+  lastErrorAt: string | null;
+  defaultRefreshIntervalMs: number;
+}
+
 export interface ErrorBody {
   object: "error";
   status: number;
@@ -145,8 +161,11 @@ export interface Actions {
     request: { workerId: string; state: string; waitMs?: number };
     response: { status: "pending" | "connected" | "failed"; error?: string; hint?: string };
   };
-  GetOauthStatus: { request: { workerId: string; oauthCapabilityKey?: string }; response: { connections: unknown[] } };
-  RevokeOauth: { request: { workerId: string; oauthCapabilityKey: string }; response: { revokedAtProvider: boolean } };
+  GetOauthStatus: { request: { workerId: string; oauthCapabilityKey?: string }; response: { connections: ConnectionStatusView[] } };
+  RevokeOauth: {
+    request: { workerId: string; oauthCapabilityKey: string };
+    response: { revokedAtProvider: boolean; deleted: boolean; message?: string };
+  };
 }
 
 export type ActionName = keyof Actions;

@@ -114,9 +114,11 @@ async function install(
 
 function runNpm(args: string[], cwd: string, onLog: (stream: "stdout" | "stderr", line: string) => void): Promise<number> {
   return new Promise((resolve) => {
+    // The server's own npm settings (npm_* variables, when it was started by `npm start`) stay out.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)));
     const child = spawn("npm", args, {
       cwd,
-      env: { ...process.env, npm_config_update_notifier: "false", NODE_OPTIONS: "" },
+      env: { ...env, npm_config_update_notifier: "false", NODE_OPTIONS: "" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const forward = (stream: "stdout" | "stderr") => {
@@ -124,7 +126,7 @@ function runNpm(args: string[], cwd: string, onLog: (stream: "stdout" | "stderr"
       return (chunk: Buffer) => {
         const lines = (rest + chunk.toString("utf8")).split("\n");
         rest = lines.pop() ?? "";
-        for (const line of lines) if (line.trim() && !/Unknown user config "nodedir"/.test(line)) onLog(stream, line);
+        for (const line of lines) if (line.trim() && !/Unknown (user|env) config "nodedir"/.test(line)) onLog(stream, line);
       };
     };
     child.stdout.on("data", forward("stdout"));

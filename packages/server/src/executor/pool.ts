@@ -111,6 +111,13 @@ export class Executor {
     return { manifest: process.manifest, loadMs: process.loadMs };
   }
 
+  /** Loads the deployment once with the target's (possibly altered) environment, reports its manifest, and stops. */
+  async probe(target: ExecTarget): Promise<unknown> {
+    const process = await this.spawn(target);
+    process.kill();
+    return process.manifest;
+  }
+
   /** A warm process of the target's pool, a new one, or the next one freed. */
   private async acquire(target: ExecTarget): Promise<{ pool: Pool; process: SandboxProcess }> {
     const pool = this.poolFor(target);

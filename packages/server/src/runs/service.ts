@@ -16,8 +16,15 @@ import * as runsStore from "../store/runs.js";
 import type { Database, RunRow, WorkerRow } from "../store/schema.js";
 import type { WorkerService } from "../workers/service.js";
 
-/** Variables a run gets besides the worker's secrets: OAuth access tokens, valid at its start. */
-export type RunEnvSource = (worker: WorkerRow, capabilities: CapabilitySummary[]) => Promise<{ env: EnvPatch; hints: Map<string, string> }>;
+/**
+ * Variables a run gets besides the worker's secrets: OAuth access tokens, valid at its start;
+ * hints for tokens it could not get; and renewals to run while it goes on (a refreshed token is
+ * pushed into the running process).
+ */
+export type RunEnvSource = (
+  worker: WorkerRow,
+  capabilities: CapabilitySummary[],
+) => Promise<{ env: EnvPatch; hints: Map<string, string>; renewals: { at: number; renew: () => Promise<unknown> }[] }>;
 
 export interface RunService {
   run(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean }): Promise<{ result: unknown; runId: string } | StreamAnswer>;
@@ -98,7 +105,7 @@ export function createRunService(options: {
     if (JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
     }
-    const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>() };
+    const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>(), renewals: [] };
     return { worker, deployment, input, runtime };
   }
 
@@ -132,6 +139,12 @@ export function createRunService(options: {
       onLine({ _tag: "log", event: { stream, data: data.endsWith("\n") ? data.slice(0, -1) : data } });
     };
     let outcome: RunOutcome;
+    const timers = runtime.renewals.map((renewal) =>
+      setTimeout(
+        () => void renewal.renew().catch((error: unknown) => log.warn({ runId, reason: (error as Error).message }, "token renewal during a run failed")),
+        Math.max(0, renewal.at - now()),
+      ),
+    );
     try {
       const target = await builder.execTarget(worker, deployment);
       outcome = await executor.run(target, {
@@ -146,6 +159,8 @@ export function createRunService(options: {
       const message = error instanceof Error ? error.message : String(error);
       outcome = { ok: false, error: { name: "RunFailed", message }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true };
       log.warn({ runId, workerId: worker.id, reason: message }, "run could not start");
+    } finally {
+      for (const timer of timers) clearTimeout(timer);
     }
     let message: string | undefined;
     if (!outcome.ok) {

@@ -25,7 +25,7 @@ export const buildActions = [
     auth: "workspace",
     schema: object({ workerId: id }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      return { capabilities: await deps.builder.capabilities(caller, body.workerId) };
+      return { capabilities: await deps.oauth.annotate(caller, body.workerId, await deps.builder.capabilities(caller, body.workerId)) };
     },
   }),
   defineAction({

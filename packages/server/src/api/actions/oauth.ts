@@ -1,0 +1,49 @@
+import { defineAction, id, object } from "../action.js";
+
+const capabilityKey = { type: "string", minLength: 1, maxLength: 200 } as const;
+
+export const oauthActions = [
+  defineAction({
+    name: "StartOauth",
+    auth: "workspace",
+    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey }, ["workerId", "oauthCapabilityKey"]),
+    async handle({ caller, deps, body }) {
+      return deps.oauth.start(caller, body.workerId, body.oauthCapabilityKey);
+    },
+  }),
+  defineAction({
+    name: "GetOauthFlow",
+    auth: "workspace",
+    schema: object({ workerId: id, state: { type: "string", minLength: 1, maxLength: 200 }, waitMs: { type: "integer", minimum: 0 } }, [
+      "workerId",
+      "state",
+    ]),
+    async handle({ caller, deps, body }) {
+      return deps.oauth.flowStatus(caller, body.workerId, body.state, body.waitMs);
+    },
+  }),
+  defineAction({
+    name: "GetOauthToken",
+    auth: "workspace",
+    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey }, ["workerId", "oauthCapabilityKey"]),
+    async handle({ caller, deps, body }) {
+      return deps.oauth.token(caller, body.workerId, body.oauthCapabilityKey);
+    },
+  }),
+  defineAction({
+    name: "GetOauthStatus",
+    auth: "workspace",
+    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey }, ["workerId"]),
+    async handle({ caller, deps, body }) {
+      return { connections: await deps.oauth.status(caller, body.workerId, body.oauthCapabilityKey) };
+    },
+  }),
+  defineAction({
+    name: "RevokeOauth",
+    auth: "workspace",
+    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey }, ["workerId", "oauthCapabilityKey"]),
+    async handle({ caller, deps, body }) {
+      return deps.oauth.revoke(caller, body.workerId, body.oauthCapabilityKey);
+    },
+  }),
+];
