@@ -18,6 +18,8 @@ export interface ServerOptions {
   logLevel?: string;
   /** Where logs go; defaults to stderr. Tests pass a stream to capture them. */
   logStream?: NodeJS.WritableStream;
+  /** Extra OAuth provider quirks (a YAML file in the catalog's format); WORKYARD_PROVIDER_CATALOG. */
+  providerCatalog?: string;
   /** Maximum JSON body of an action, bytes. */
   bodyLimit?: number;
   /** Maximum uploaded source archive, bytes. */
@@ -38,6 +40,7 @@ export interface Config {
   allowInsecureOauth: boolean;
   logLevel: string;
   logStream: NodeJS.WritableStream;
+  providerCatalog: string | undefined;
   bodyLimit: number;
   uploadLimit: number;
 }
@@ -103,6 +106,7 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     allowInsecureOauth: options.allowInsecureOauth ?? env.WORKYARD_ALLOW_INSECURE_OAUTH === "1",
     logLevel: options.logLevel ?? env.WORKYARD_LOG_LEVEL ?? "info",
     logStream: options.logStream ?? process.stderr,
+    providerCatalog: options.providerCatalog ?? (env.WORKYARD_PROVIDER_CATALOG || undefined),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
   };

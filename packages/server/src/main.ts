@@ -18,12 +18,13 @@ import { installChildEntry } from "./executor/sandbox.js";
 import { createRunService } from "./runs/service.js";
 import { createOAuthService, type OAuthService } from "./oauth/service.js";
 import { registerOAuthCallback } from "./web/oauth-callback.js";
+import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
 import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
 
-export { ConfigError, KeyringError, resolveConfig, openPlatform };
+export { ConfigError, KeyringError, CatalogError, resolveConfig, openPlatform };
 export type { ServerOptions, Config };
 
 export const VERSION = "0.1.0";
@@ -43,6 +44,8 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const config = resolveConfig(options);
   const log = createLogger({ level: config.logLevel, stream: config.logStream });
+  // The provider catalog is checked before anything else starts: a bad entry stops the server.
+  const catalog = loadCatalog(config.providerCatalog);
   const { store, keyring } = await openPlatform(config);
   const { db } = store;
 
@@ -74,6 +77,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     executor,
     publicUrl: () => publicUrl,
     allowInsecure: config.allowInsecureOauth,
+    catalog,
   });
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, log });
   const login = createLoginService(db, tokens);

@@ -18,7 +18,8 @@ import { classify } from "./classify.js";
 import { clientSecretsHint, Connections, DEFAULT_REFRESH_INTERVAL_MS, refreshMargin } from "./connections.js";
 import { exchangeCode, flowExpired, startFlow, takeFlow } from "./flow.js";
 import { authorizationServer, client, clientAuth, requestOptions } from "./http.js";
-import { envKeyFor, oauthCapability, resolveSettings, type OAuthSettings } from "./settings.js";
+import type { ProviderQuirks } from "./providers/load.js";
+import { envKeyFor, oauthCapability, resolveSettings, type OAuthSettings, type SettingsContext } from "./settings.js";
 
 export interface ConnectionStatus {
   key: string;
@@ -57,10 +58,13 @@ export function createOAuthService(options: {
   executor: Executor;
   publicUrl: () => string;
   allowInsecure: boolean;
+  catalog: ProviderQuirks[];
   now?: () => number;
 }) {
   const { db, keyring, log, workers, builder, executor } = options;
   const now = options.now ?? Date.now;
+
+  const context = (): SettingsContext => ({ publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure, catalog: options.catalog });
 
   /** The env var names a bundle reads (process.env.NAME / process.env["NAME"]). */
   function referencedEnvNames(bundle: string): string[] {
@@ -108,7 +112,7 @@ export function createOAuthService(options: {
   async function settingsFor(worker: WorkerRow, key: string): Promise<OAuthSettings> {
     const live = await builder.liveManifest(worker);
     if (!live) throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
-    return resolveSettings(oauthCapability(live.manifest, key), { publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure });
+    return resolveSettings(oauthCapability(live.manifest, key), context());
   }
 
   /** Every OAuth capability of the live manifest, as settings (those that cannot resolve are left out with their error). */
@@ -118,7 +122,7 @@ export function createOAuthService(options: {
     for (const capability of live?.manifest.capabilities ?? []) {
       if (capability._tag !== "oauth") continue;
       try {
-        result.settings.push(resolveSettings(capability, { publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure }));
+        result.settings.push(resolveSettings(capability, context()));
       } catch (error) {
         if (!isAppError(error)) throw error;
         const name = typeof capability.config?.name === "string" ? capability.config.name : capability.key;
@@ -293,10 +297,11 @@ export function createOAuthService(options: {
       let message: string | undefined;
       try {
         const settings = await settingsFor(worker, key);
-        if (settings.revocationEndpoint) {
+        const revocationEndpoint = settings.revocationEndpoint ?? (await discoverRevocationEndpoint(settings));
+        if (revocationEndpoint) {
           const credentials = connections.open(row);
           const token = credentials.refresh_token ?? credentials.access_token;
-          const as = authorizationServer(settings);
+          const as = { ...authorizationServer(settings), revocation_endpoint: revocationEndpoint.href };
           const response = await oauth.revocationRequest(as, client(settings), clientAuth(settings), token, requestOptions(settings));
           await oauth.processRevocationResponse(response);
           revokedAtProvider = true;
@@ -342,3 +347,25 @@ export function createOAuthService(options: {
 }
 
 export type OAuthService = ReturnType<typeof createOAuthService>;
+
+/**
+ * The provider's RFC 7009 endpoint from its RFC 8414 (or OpenID) metadata at the token endpoint's
+ * origin, when it publishes one; undefined otherwise (GitHub, for one, has none).
+ */
+async function discoverRevocationEndpoint(settings: OAuthSettings): Promise<URL | undefined> {
+  const issuer = new URL(settings.tokenEndpoint.origin);
+  for (const algorithm of ["oauth2", "oidc"] as const) {
+    try {
+      const response = await oauth.discoveryRequest(issuer, {
+        algorithm,
+        signal: AbortSignal.timeout(5000),
+        ...(issuer.protocol === "http:" ? { [oauth.allowInsecureRequests]: true } : {}),
+      });
+      const metadata = await oauth.processDiscoveryResponse(issuer, response);
+      if (typeof metadata.revocation_endpoint === "string") return new URL(metadata.revocation_endpoint);
+    } catch {
+      // No metadata there: try the other well-known location, then give up.
+    }
+  }
+  return undefined;
+}

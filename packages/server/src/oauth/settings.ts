@@ -2,6 +2,12 @@ import { AppError } from "../errors.js";
 import type { WorkerManifest } from "../builder/manifest.js";
 import { quirksFor, type ProviderQuirks } from "./providers/load.js";
 
+export interface SettingsContext {
+  publicUrl: string;
+  allowInsecure: boolean;
+  catalog: ProviderQuirks[];
+}
+
 /** What a worker's `worker.oauth(key, config)` becomes, with the catalog's quirks applied. */
 export interface OAuthSettings {
   key: string;
@@ -66,7 +72,7 @@ export function oauthCapability(manifest: WorkerManifest, key: string): OAuthEnt
   return capability;
 }
 
-export function resolveSettings(capability: OAuthEntry, options: { publicUrl: string; allowInsecure: boolean }): OAuthSettings {
+export function resolveSettings(capability: OAuthEntry, options: SettingsContext): OAuthSettings {
   const config = capability.config ?? {};
   const name = typeof config.name === "string" ? config.name : capability.key;
   if (config.type === "notion_managed" || "provider" in config) {
@@ -76,7 +82,7 @@ export function resolveSettings(capability: OAuthEntry, options: { publicUrl: st
   }
   const tokenEndpoint = checkEndpoint("tokenEndpoint", config.tokenEndpoint, options.allowInsecure);
   const authorizationEndpoint = checkEndpoint("authorizationEndpoint", config.authorizationEndpoint, options.allowInsecure);
-  const quirks = quirksFor(tokenEndpoint.href);
+  const quirks = quirksFor(tokenEndpoint.href, options.catalog);
   const rawScope = typeof config.scope === "string" ? config.scope : "";
   const scope = quirks?.scopeSeparator ? rawScope.trim().split(/\s+/).filter(Boolean).join(quirks.scopeSeparator) : rawScope;
   const params = (config.authorizationParams ?? {}) as Record<string, unknown>;

@@ -19,6 +19,7 @@ export default defineCommand({
     { flags: "--run-memory-mb <MB>", description: "Heap limit of a worker process, in MiB", default: "256" },
     { flags: "--no-background-refresh", description: "Refresh OAuth tokens only when a request needs them" },
     { flags: "--allow-insecure-oauth", description: "Allow plain-http OAuth endpoints that are not on loopback" },
+    { flags: "--provider-catalog <FILE>", description: "Extra OAuth provider quirks, a YAML file in the catalog's format (WORKYARD_PROVIDER_CATALOG)" },
     { flags: "--log-level <LEVEL>", description: "fatal, error, warn, info, debug or trace", default: "info" },
   ],
   async run(ctx) {
@@ -37,10 +38,13 @@ export default defineCommand({
         runMemoryMb: Number(o.runMemoryMb),
         backgroundRefresh: o.backgroundRefresh !== false,
         allowInsecureOauth: Boolean(o.allowInsecureOauth),
+        providerCatalog: o.providerCatalog as string | undefined,
         logLevel: o.logLevel as string,
       });
     } catch (error) {
-      if (error instanceof server.ConfigError || error instanceof server.KeyringError) throw new UserError(error.message);
+      if (error instanceof server.ConfigError || error instanceof server.KeyringError || error instanceof server.CatalogError) {
+        throw new UserError(error.message);
+      }
       throw error;
     }
     const { bootstrap, publicUrl, config, store } = running;

@@ -43,14 +43,23 @@ export function parseCatalog(yamlText: string, schema: object): ProviderQuirks[]
   return providers;
 }
 
-let cached: ProviderQuirks[] | undefined;
+const cached = new Map<string, ProviderQuirks[]>();
 
-export function loadCatalog(): ProviderQuirks[] {
-  cached ??= parseCatalog(
-    fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"),
-    JSON.parse(fs.readFileSync(path.join(DATA_DIR, "schema.json"), "utf8")) as object,
-  );
-  return cached;
+/**
+ * The built-in catalog, with an operator's own entries first when `extraFile` names one (same
+ * format, same schema): quirks for a provider Workyard does not know, without a fork.
+ */
+export function loadCatalog(extraFile?: string): ProviderQuirks[] {
+  const key = extraFile ?? "";
+  let catalog = cached.get(key);
+  if (!catalog) {
+    const schema = JSON.parse(fs.readFileSync(path.join(DATA_DIR, "schema.json"), "utf8")) as object;
+    const builtIn = parseCatalog(fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"), schema);
+    const extra = extraFile ? parseCatalog(fs.readFileSync(extraFile, "utf8"), schema) : [];
+    catalog = [...extra, ...builtIn.filter((entry) => !extra.some((e) => e.name === entry.name))];
+    cached.set(key, catalog);
+  }
+  return catalog;
 }
 
 function matches(pattern: string, origin: string): boolean {
@@ -61,7 +70,7 @@ function matches(pattern: string, origin: string): boolean {
 }
 
 /** The catalog entry for a token endpoint, by its origin. */
-export function quirksFor(tokenEndpoint: string, catalog: ProviderQuirks[] = loadCatalog()): ProviderQuirks | undefined {
+export function quirksFor(tokenEndpoint: string, catalog: ProviderQuirks[]): ProviderQuirks | undefined {
   let origin: string;
   try {
     origin = new URL(tokenEndpoint).origin;
