@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { run } from "./main.js";
 
-// The one place the CLI exits. stdout and stderr are synchronous for files and pipes on Linux and
-// macOS, so nothing written is lost.
+// The one place the CLI exits: once stdout has drained, so a large result piped to another
+// program arrives whole.
 const code = await run({ argv: process.argv.slice(2) });
-process.exit(code);
+process.stdout.write("", () => process.exit(code));

@@ -40,7 +40,10 @@ export function sealManifest(keyring: Keyring, deployment: Pick<DeploymentRow, "
   return seal(keyring, JSON.stringify(manifest), aad.manifest(deployment.workspace_id, deployment.worker_id, deployment.id));
 }
 
-export function openManifest(keyring: Keyring, deployment: DeploymentRow): WorkerManifest | undefined {
+export function openManifest(
+  keyring: Keyring,
+  deployment: Pick<DeploymentRow, "id" | "workspace_id" | "worker_id" | "manifest_key_id" | "manifest_sealed">,
+): WorkerManifest | undefined {
   if (!deployment.manifest_key_id || !deployment.manifest_sealed) return undefined;
   const text = openText(
     keyring,

@@ -27,7 +27,8 @@ const inFlight = new Map<string, Promise<{ bundleDir: string; nodeModules: strin
  */
 export function materialise(
   dataDir: string,
-  deployment: Pick<DeploymentRow, "id" | "bundle" | "source_map" | "lockfile_hash">,
+  deployment: Pick<DeploymentRow, "id" | "lockfile_hash">,
+  readBundle: () => Promise<Pick<DeploymentRow, "bundle" | "source_map"> | undefined>,
   readArchive: () => Promise<Buffer | undefined>,
 ): Promise<{ bundleDir: string; nodeModules: string }> {
   const dirs = layout(dataDir);
@@ -38,7 +39,7 @@ export function materialise(
   }
   let pending = inFlight.get(deployment.id);
   if (!pending) {
-    pending = write(dirs, bundleDir, deployment, readArchive).finally(() => inFlight.delete(deployment.id));
+    pending = write(dirs, bundleDir, deployment, readBundle, readArchive).finally(() => inFlight.delete(deployment.id));
     inFlight.set(deployment.id, pending);
   }
   return pending;
@@ -47,10 +48,12 @@ export function materialise(
 async function write(
   dirs: ReturnType<typeof layout>,
   bundleDir: string,
-  deployment: Pick<DeploymentRow, "id" | "bundle" | "source_map" | "lockfile_hash">,
+  deployment: Pick<DeploymentRow, "id" | "lockfile_hash">,
+  readBundle: () => Promise<Pick<DeploymentRow, "bundle" | "source_map"> | undefined>,
   readArchive: () => Promise<Buffer | undefined>,
 ): Promise<{ bundleDir: string; nodeModules: string }> {
-  if (!deployment.bundle || !deployment.lockfile_hash) {
+  const files = await readBundle();
+  if (!files?.bundle || !deployment.lockfile_hash) {
     throw new AppError("no_live_deployment", "This deployment has no bundle.", { hint: "Run `ntn workers deploy`." });
   }
   let nodeModules = path.join(dirs.deps, deployment.lockfile_hash, "node_modules");
@@ -70,8 +73,8 @@ async function write(
   fs.mkdirSync(dirs.deployments, { recursive: true, mode: 0o755 });
   const tmp = fs.mkdtempSync(`${bundleDir}.tmp-`);
   fs.chmodSync(tmp, 0o755);
-  fs.writeFileSync(path.join(tmp, "index.mjs"), deployment.bundle, { mode: 0o644 });
-  if (deployment.source_map) fs.writeFileSync(path.join(tmp, "index.mjs.map"), deployment.source_map, { mode: 0o644 });
+  fs.writeFileSync(path.join(tmp, "index.mjs"), files.bundle, { mode: 0o644 });
+  if (files.source_map) fs.writeFileSync(path.join(tmp, "index.mjs.map"), files.source_map, { mode: 0o644 });
   fs.symlinkSync(fs.realpathSync(nodeModules), path.join(tmp, "node_modules"));
   try {
     fs.renameSync(tmp, bundleDir);

@@ -11,6 +11,7 @@ import { LineQueue } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
 import * as deploymentsStore from "../store/deployments.js";
+import type { DeploymentMeta } from "../store/deployments.js";
 import type { Database, DeploymentRow, WorkerRow } from "../store/schema.js";
 import * as uploadsStore from "../store/uploads.js";
 import * as workersStore from "../store/workers.js";
@@ -34,12 +35,14 @@ export interface BuildService {
    * The live deployment's manifest as the worker's current secrets make it: re-read in the sandbox
    * when the secrets changed since it was read (here or in another server process).
    */
-  liveManifest(worker: WorkerRow): Promise<{ deployment: DeploymentRow; manifest: WorkerManifest } | undefined>;
+  liveManifest(worker: WorkerRow, options?: { workerIsFresh?: boolean }): Promise<{ deployment: DeploymentMeta; manifest: WorkerManifest } | undefined>;
   /** After a secrets change: re-reads the live manifest now, so what depends on it is current. */
   onSecretsChanged(worker: WorkerRow): Promise<string[]>;
   /** What the executor needs to run a deployment with the worker's current secrets. */
-  execTarget(worker: WorkerRow, deployment: DeploymentRow): Promise<ExecTarget>;
-  liveDeployment(worker: WorkerRow): Promise<DeploymentRow | undefined>;
+  execTarget(worker: WorkerRow, deployment: DeploymentMeta, options?: { workerIsFresh?: boolean }): Promise<ExecTarget>;
+  liveDeployment(worker: WorkerRow): Promise<DeploymentMeta | undefined>;
+  /** The live deployment's bundle text (for reading which env names it uses). */
+  liveBundle(worker: WorkerRow): Promise<string | undefined>;
 }
 
 export function createBuildService(options: {
@@ -56,26 +59,35 @@ export function createBuildService(options: {
   const now = options.now ?? Date.now;
   const dirs = layout(dataDir);
 
-  async function execTarget(worker: WorkerRow, deployment: DeploymentRow): Promise<ExecTarget> {
-    const fresh = await workersStore.findWorker(db, worker.workspace_id, worker.id);
-    const current = fresh ?? worker;
+  async function execTarget(
+    worker: WorkerRow,
+    deployment: DeploymentMeta,
+    options: { workerIsFresh?: boolean; bundle?: Pick<DeploymentRow, "bundle" | "source_map"> } = {},
+  ): Promise<ExecTarget> {
+    const current = options.workerIsFresh ? worker : ((await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker);
     return {
       workerId: worker.id,
       deploymentId: deployment.id,
       secretsVersion: current.secrets_version,
       secrets: await secrets.secretsOf(current),
-      materialise: () => materialise(dataDir, deployment, () => uploadsStore.readArchive(db, deployment.upload_id)),
+      materialise: () =>
+        materialise(
+          dataDir,
+          deployment,
+          async () => options.bundle ?? deploymentsStore.findDeploymentBundle(db, deployment.id),
+          () => uploadsStore.readArchive(db, deployment.upload_id),
+        ),
     };
   }
 
-  async function liveDeployment(worker: WorkerRow): Promise<DeploymentRow | undefined> {
+  async function liveDeployment(worker: WorkerRow): Promise<DeploymentMeta | undefined> {
     if (!worker.live_deployment_id) return undefined;
     return deploymentsStore.findDeployment(db, worker.live_deployment_id);
   }
 
   /** Loads the deployment with the worker's current secrets and stores the manifest it reports. */
-  async function rereadManifest(worker: WorkerRow, deployment: DeploymentRow): Promise<WorkerManifest> {
-    const target = await execTarget(worker, deployment);
+  async function rereadManifest(worker: WorkerRow, deployment: DeploymentMeta): Promise<WorkerManifest> {
+    const target = await execTarget(worker, deployment, { workerIsFresh: true });
     const { manifest: raw } = await executor.loadManifest(target);
     const manifest = asManifest(raw);
     const sealed = sealManifest(keyring, deployment, manifest);
@@ -142,11 +154,11 @@ export function createBuildService(options: {
 
       say("stdout", "Bundling src/index.ts with esbuild.");
       const bundle = await bundleWorker(workDir, (line) => say("stderr", line));
-      const built: DeploymentRow = { ...deployment, bundle: bundle.code, source_map: bundle.sourceMap, lockfile_hash: installed.hash };
+      const built: DeploymentRow = { ...deployment, lockfile_hash: installed.hash };
 
       say("stdout", "Loading the worker to read its manifest.");
       let manifest: WorkerManifest;
-      const target = await execTarget(worker, built);
+      const target = await execTarget(worker, built, { bundle: { bundle: bundle.code, source_map: bundle.sourceMap } });
       try {
         manifest = asManifest((await executor.loadManifest(target)).manifest);
       } catch (error) {
@@ -228,8 +240,8 @@ export function createBuildService(options: {
       return deployment?.capabilities ? (JSON.parse(deployment.capabilities) as CapabilitySummary[]) : [];
     },
 
-    async liveManifest(worker) {
-      const fresh = (await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker;
+    async liveManifest(worker, options = {}) {
+      const fresh = options.workerIsFresh ? worker : ((await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker);
       const deployment = await liveDeployment(fresh);
       if (!deployment) return undefined;
       if (deployment.manifest_secrets_version !== fresh.secrets_version) {
@@ -253,7 +265,11 @@ export function createBuildService(options: {
       }
     },
 
-    execTarget,
+    execTarget: (worker, deployment, options) => execTarget(worker, deployment, options),
     liveDeployment,
+    async liveBundle(worker) {
+      if (!worker.live_deployment_id) return undefined;
+      return (await deploymentsStore.findDeploymentBundle(db, worker.live_deployment_id))?.bundle ?? undefined;
+    },
   };
 }

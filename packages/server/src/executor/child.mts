@@ -19,7 +19,17 @@ function send(message: FromChild): void {
 }
 
 function serialize(error: unknown): SerializedError {
-  if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack };
+  if (error instanceof Error) {
+    const { code, permission, resource } = error as Error & { code?: unknown; permission?: unknown; resource?: unknown };
+    return {
+      name: error.name,
+      message: error.message,
+      stack: error.stack,
+      ...(typeof code === "string" ? { code } : {}),
+      ...(typeof permission === "string" ? { permission } : {}),
+      ...(typeof resource === "string" ? { resource } : {}),
+    };
+  }
   return { name: "Error", message: typeof error === "string" ? error : JSON.stringify(error) ?? String(error) };
 }
 
@@ -138,8 +148,8 @@ async function main(): Promise<void> {
         const thrown = serialize(error);
         // The SDK's wrapper keeps the message; the original keeps the worker's own stack.
         if (originalError !== undefined && thrown.name === "ToolExecutionError") {
-          const original = serialize(originalError);
-          thrown.stack = original.stack;
+          const { stack, code, permission, resource } = serialize(originalError);
+          Object.assign(thrown, { stack, code, permission, resource });
         }
         send({ type: "error", runId, error: thrown });
         currentRun = null;

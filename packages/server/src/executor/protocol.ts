@@ -8,6 +8,11 @@ export interface SerializedError {
   name: string;
   message: string;
   stack?: string | undefined;
+  /** Node's error code, e.g. ERR_ACCESS_DENIED when the permission model refused something. */
+  code?: string | undefined;
+  /** For ERR_ACCESS_DENIED: what was refused (FileSystemRead, ChildProcess, ...) and on what. */
+  permission?: string | undefined;
+  resource?: string | undefined;
 }
 
 /** Process environment changes: a string sets the variable, null removes it. */

@@ -118,6 +118,7 @@ export class SandboxProcess {
       `--allow-fs-read=${spec.entry}`,
       `--allow-fs-read=${spec.bundleDir}`,
       `--allow-fs-read=${spec.nodeModules}`,
+      `--allow-fs-read=${spec.scratchDir}`,
       `--allow-fs-write=${spec.scratchDir}`,
       "--enable-source-maps",
       `--max-old-space-size=${spec.memoryMb}`,

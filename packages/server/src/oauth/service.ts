@@ -79,8 +79,9 @@ export function createOAuthService(options: {
    */
   async function clientSecretNames(worker: WorkerRow, key?: string): Promise<string[]> {
     const deployment = await builder.liveDeployment(worker);
-    if (!deployment?.bundle) return [];
-    const candidates = referencedEnvNames(deployment.bundle);
+    const bundle = await builder.liveBundle(worker);
+    if (!deployment || !bundle) return [];
+    const candidates = referencedEnvNames(bundle);
     if (candidates.length === 0) return [];
     const target = await builder.execTarget(worker, deployment);
     const markers = Object.fromEntries(candidates.map((name) => [name, `__workyard_probe_${name}__`]));
@@ -116,8 +117,9 @@ export function createOAuthService(options: {
   }
 
   /** Every OAuth capability of the live manifest, as settings (those that cannot resolve are left out with their error). */
-  async function allSettings(worker: WorkerRow): Promise<{ settings: OAuthSettings[]; broken: { key: string; name: string; error: AppError }[] }> {
-    const live = await builder.liveManifest(worker);
+  async function allSettings(worker: WorkerRow, workerIsFresh = false): Promise<{ settings: OAuthSettings[]; broken: { key: string; name: string; error: AppError }[] }> {
+    if (!worker.live_deployment_id && workerIsFresh) return { settings: [], broken: [] };
+    const live = await builder.liveManifest(worker, { workerIsFresh });
     const result = { settings: [] as OAuthSettings[], broken: [] as { key: string; name: string; error: AppError }[] };
     for (const capability of live?.manifest.capabilities ?? []) {
       if (capability._tag !== "oauth") continue;
@@ -160,8 +162,8 @@ export function createOAuthService(options: {
   }
 
   /** Valid tokens for every OAuth capability; a capability that has none says why. */
-  async function collectTokens(worker: WorkerRow) {
-    const { settings, broken } = await allSettings(worker);
+  async function collectTokens(worker: WorkerRow, workerIsFresh = false) {
+    const { settings, broken } = await allSettings(worker, workerIsFresh);
     const tokens: { settings: OAuthSettings; accessToken: string; expiresAt: number | null }[] = [];
     const failures: { key: string; envKey: string; error: AppError }[] = broken.map((b) => ({ key: b.key, envKey: envKeyFor(b.name), error: b.error }));
     for (const s of settings) {
@@ -318,7 +320,8 @@ export function createOAuthService(options: {
 
     /** PullEnv's runtime part: a fresh token per connected capability, notices for the others. */
     async pullEnv(worker: WorkerRow): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }> {
-      const { tokens, failures } = await collectTokens(worker);
+      // The worker row was read in this same request.
+      const { tokens, failures } = await collectTokens(worker, true);
       return {
         env: tokens.map((t) => ({ key: t.settings.envKey, value: t.accessToken, expiresAt: iso(t.expiresAt) })),
         notices: failures

@@ -49,6 +49,10 @@ export function runView(row: Omit<RunRow, "logs" | "deployment_id">): RunView {
 
 /** The SDK reports invalid input as ajv's error list in JSON; one readable line says more. */
 export function describeRunError(error: SerializedError): string {
+  if (error.code === "ERR_ACCESS_DENIED") {
+    const what = error.permission ? `: ${error.permission}${error.resource ? ` ${error.resource}` : ""}` : "";
+    return `${error.message} (ERR_ACCESS_DENIED${what}). The sandbox allows reading only the worker's own files and writing only its scratch directory, and no child processes, threads or addons.`;
+  }
   if (error.name === "InvalidToolInputError" || error.name === "InvalidToolOutputError") {
     try {
       const issues = JSON.parse(error.message) as { instancePath?: string; message?: string; params?: Record<string, unknown> }[];
@@ -63,6 +67,18 @@ export function describeRunError(error: SerializedError): string {
     }
   }
   return error.message;
+}
+
+/**
+ * A worker's stack as the worker's author wants it: the sandbox's own frame dropped, and the
+ * server's paths to installed packages shortened to `node_modules/...`.
+ */
+export function tidyStack(stack: string): string {
+  return stack
+    .split("\n")
+    .filter((line) => !/\/runtime\/child\.mjs:|executor\/child\.m[jt]s:/.test(line))
+    .map((line) => line.replace(/(file:\/\/)?\/\S*?\/deps\/[0-9a-f]+\/node_modules\//g, "node_modules/"))
+    .join("\n");
 }
 
 export function createRunService(options: {
@@ -134,7 +150,8 @@ export function createRunService(options: {
     onLine({ _tag: "run", runId });
     let logs = "";
     const onLog = (stream: "stdout" | "stderr", data: string) => {
-      if (logs.length < LIMITS.logBytes) logs += data;
+      // The worker process caps its output; its own notice of that always gets in.
+      if (logs.length < LIMITS.logBytes || data.startsWith("[workyard]")) logs += data;
       // The SDK's console lines end in \n; the official CLI adds its own.
       onLine({ _tag: "log", event: { stream, data: data.endsWith("\n") ? data.slice(0, -1) : data } });
     };
@@ -146,7 +163,7 @@ export function createRunService(options: {
       ),
     );
     try {
-      const target = await builder.execTarget(worker, deployment);
+      const target = await builder.execTarget(worker, deployment, { workerIsFresh: true });
       outcome = await executor.run(target, {
         runId,
         key: request.capabilityKey,
@@ -169,7 +186,7 @@ export function createRunService(options: {
       const missing = /Missing OAuth access token env var "([^"]+)"/.exec(outcome.error.message);
       const hint = missing ? runtime.hints.get(missing[1]!) : undefined;
       if (hint) message = `${message}\n${hint}`;
-      const trace = outcome.error.stack && outcome.error.stack.includes("\n") ? outcome.error.stack : `${outcome.error.name}: ${outcome.error.message}`;
+      const trace = tidyStack(outcome.error.stack && outcome.error.stack.includes("\n") ? outcome.error.stack : `${outcome.error.name}: ${outcome.error.message}`);
       logs += `${logs && !logs.endsWith("\n") ? "\n" : ""}[workyard] run failed (exit ${outcome.exitCode}): ${trace}\n`;
     }
     const endedAt = now();

@@ -33,13 +33,40 @@ async function openSqlite(file: string): Promise<Store> {
   database.pragma("foreign_keys = ON");
   // Other processes (ntn server rotate-key, a second server) may hold the write lock briefly.
   database.pragma("busy_timeout = 5000");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
   return {
     db,
     dialect: "sqlite",
     location: file,
     close: () => db.destroy(),
   };
+}
+
+/**
+ * Kysely prepares every query anew; better-sqlite3 statements are reusable, so keep the compiled
+ * ones (the query shapes are a fixed, small set, bounded here anyway).
+ */
+function withStatementCache(database: import("better-sqlite3").Database): import("better-sqlite3").Database {
+  const cache = new Map<string, import("better-sqlite3").Statement>();
+  const prepare = database.prepare.bind(database);
+  return new Proxy(database, {
+    get(target, property, receiver) {
+      if (property !== "prepare") {
+        const value = Reflect.get(target, property, receiver) as unknown;
+        // Native methods need the real Database as `this`.
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      }
+      return (sql: string) => {
+        let statement = cache.get(sql);
+        if (!statement) {
+          statement = prepare(sql);
+          if (cache.size >= 500) cache.delete(cache.keys().next().value!);
+          cache.set(sql, statement);
+        }
+        return statement;
+      };
+    },
+  });
 }
 
 async function openPostgres(url: string): Promise<Store> {

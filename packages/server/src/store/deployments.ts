@@ -7,8 +7,32 @@ export async function insertDeployment(db: Db, row: DeploymentRow): Promise<void
   await db.insertInto("deployments").values(row).execute();
 }
 
-export async function findDeployment(db: Db, id: string): Promise<DeploymentRow | undefined> {
-  return db.selectFrom("deployments").selectAll().where("id", "=", id).executeTakeFirst();
+/** A deployment without its bundle, map and log: what every request needs, cheaply. */
+export type DeploymentMeta = Omit<DeploymentRow, "bundle" | "source_map" | "build_log">;
+
+const META = [
+  "id",
+  "workspace_id",
+  "worker_id",
+  "upload_id",
+  "created_at",
+  "finished_at",
+  "status",
+  "lockfile_hash",
+  "capabilities",
+  "manifest_key_id",
+  "manifest_sealed",
+  "manifest_secrets_version",
+  "error",
+] as const;
+
+export async function findDeployment(db: Db, id: string): Promise<DeploymentMeta | undefined> {
+  return db.selectFrom("deployments").select(META).where("id", "=", id).executeTakeFirst();
+}
+
+/** The bundle and its source map, read when a machine materialises the deployment. */
+export async function findDeploymentBundle(db: Db, id: string): Promise<{ bundle: string | null; source_map: string | null } | undefined> {
+  return db.selectFrom("deployments").select(["bundle", "source_map"]).where("id", "=", id).executeTakeFirst();
 }
 
 /** Rotation: deployments whose manifest is sealed under another key than `currentKeyId`. */

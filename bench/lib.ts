@@ -1,0 +1,146 @@
+/**
+ * Shared bench tools: a keep-alive HTTP client, a closed-loop load runner, percentiles, and the
+ * baselines every figure is compared with in the same run (a bare Node HTTP server; one IPC round
+ * trip to a warm child). Machines are shared and noisy: read ratios, not absolute numbers.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+
+export interface Stats {
+  count: number;
+  p50: number;
+  p99: number;
+  mean: number;
+  throughput: number;
+}
+
+export function stats(samplesMs: number[], wallMs: number): Stats {
+  const sorted = [...samplesMs].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  return {
+    count: sorted.length,
+    p50: at(0.5),
+    p99: at(0.99),
+    mean: sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length),
+    throughput: (sorted.length / wallMs) * 1000,
+  };
+}
+
+export function fmt(s: Stats): string {
+  return `p50 ${(s.p50 * 1000).toFixed(0)} µs  p99 ${(s.p99 * 1000).toFixed(0)} µs  ${s.throughput.toFixed(0)} req/s  (n=${s.count})`;
+}
+
+/** A keep-alive JSON POST client for one origin. */
+export function client(baseUrl: string, maxSockets: number) {
+  const url = new URL(baseUrl);
+  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  return {
+    post(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+      const payload = JSON.stringify(body);
+      return new Promise((resolve, reject) => {
+        const req = http.request(
+          {
+            agent,
+            host: url.hostname,
+            port: url.port,
+            method: "POST",
+            path,
+            headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers },
+          },
+          (res) => {
+            let text = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (text += c));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on("error", reject);
+        req.end(payload);
+      });
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/** Runs `op` from `concurrency` closed-loop clients for `durationMs` after a warm-up; latency per op. */
+export async function load(op: () => Promise<unknown>, options: { concurrency: number; durationMs: number; warmupMs?: number }): Promise<Stats> {
+  const until = (deadline: number, samples?: number[]) =>
+    (async () => {
+      while (performance.now() < deadline) {
+        const t0 = performance.now();
+        await op();
+        samples?.push(performance.now() - t0);
+      }
+    })();
+  const warm = performance.now() + (options.warmupMs ?? 500);
+  await Promise.all(Array.from({ length: options.concurrency }, () => until(warm)));
+  const samples: number[] = [];
+  const start = performance.now();
+  await Promise.all(Array.from({ length: options.concurrency }, () => until(start + options.durationMs, samples)));
+  return stats(samples, performance.now() - start);
+}
+
+/** A bare Node HTTP server that answers every POST with the same JSON: the HTTP floor. */
+export async function bareServer(answer: unknown): Promise<{ url: string; stop(): Promise<void> }> {
+  const body = JSON.stringify(answer);
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.setHeader("content-type", "application/json");
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stop: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A bare HTTP server that forwards each request over IPC to a warm child and answers its reply. */
+export async function ipcServer(): Promise<{ url: string; stop(): Promise<void> }> {
+  const child: ChildProcess = fork("-e", [], {
+    execArgv: ["-e", "process.on('message', (m) => process.send({ id: m.id, result: { ok: true } }))"],
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  const pending = new Map<number, (v: unknown) => void>();
+  let next = 0;
+  child.on("message", (m: { id: number; result: unknown }) => {
+    pending.get(m.id)?.(m.result);
+    pending.delete(m.id);
+  });
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      const id = next++;
+      pending.set(id, (result) => {
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ result }));
+      });
+      child.send({ id });
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stop: async () => {
+      child.kill();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  return `${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.versions.node}, ${os.platform()} ${os.release()}`;
+}
+
+export function header(title: string): void {
+  console.log(`\n== ${title}`);
+  console.log(`machine: ${machine()}`);
+  console.log(`date: ${new Date().toISOString()}`);
+}

@@ -1,0 +1,212 @@
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ntn, officialNtn } from "../helpers/run-ntn.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { tempDir } from "../helpers/tmp.js";
+import { cliEnv, echoResult, lineOf, makeDeps, npmCacheOf, PROBE_SOURCE, writeProject } from "./fixtures.js";
+
+/** SPEC section 1: the example that goes with the seed's guide, as written. */
+const SEED_SOURCE = `import { Worker } from "@notionhq/workers";
+import { j } from "@notionhq/workers/schema-builder";
+
+const worker = new Worker();
+export default worker;
+
+const githubAuth = worker.oauth("githubAuth", {
+  name: "github-oauth",
+  authorizationEndpoint: "https://github.com/login/oauth/authorize",
+  tokenEndpoint: "https://github.com/login/oauth/access_token",
+  scope: "repo user",
+  clientId: process.env.GITHUB_CLIENT_ID ?? "",
+  clientSecret: process.env.GITHUB_CLIENT_SECRET ?? "",
+});
+
+worker.tool("getGitHubRepos", {
+  title: "Get GitHub Repos",
+  description: "Fetch the user's repositories",
+  schema: j.object({}),
+  execute: async () => {
+    const token = await githubAuth.accessToken();
+    const response = await fetch("https://api.github.com/user/repos", {
+      headers: { Authorization: \`Bearer \${token}\` },
+    });
+    return response.json();
+  },
+});
+`;
+
+describe("the official ntn 0.4.0 builds and runs workers on Workyard", () => {
+  let server: TestServer;
+  let tmp: { dir: string; cleanup(): void };
+  let env: Record<string, string | undefined>;
+  let scaffold: string;
+  let seed: string;
+  const official = (cwd: string, argv: string[], input?: string) => officialNtn(argv, { cwd, env, ...(input === undefined ? {} : { input }) });
+  const runsOf = async (cwd: string) => {
+    const listed = await official(cwd, ["workers", "runs", "list", "--json"]);
+    expect(listed.code, listed.stderr).toBe(0);
+    return JSON.parse(listed.stdout) as { runId: string; name: string; exitCode: number | null; startedAt: string; endedAt: string | null }[];
+  };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    tmp = tempDir("wy-official-");
+    env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
+    const made = await ntn(["workers", "new", "hello", "--no-git"], { cwd: tmp.dir, env });
+    expect(made.code, made.stderr).toBe(0);
+    scaffold = path.join(tmp.dir, "hello");
+    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    seed = writeProject(path.join(tmp.dir, "seed"), deps, SEED_SOURCE);
+  });
+  afterAll(async () => {
+    await server?.stop();
+    tmp?.cleanup();
+  });
+
+  it("deploys the scaffolded worker with --name and runs its tool, plain and streamed", async () => {
+    const deployed = await official(scaffold, ["workers", "deploy", "--name", "hello"]);
+    expect(deployed.code, deployed.stderr).toBe(0);
+    expect(deployed.stdout).toBe("");
+    expect(deployed.stderr).toMatch(/^\[build\] Bundling src\/index\.ts/m);
+    expect(deployed.stderr).toContain("✔ Worker created");
+    expect(deployed.stderr).toMatch(/^ {4}\+ tool {2}sayHello$/m);
+    const workersJson = JSON.parse(fs.readFileSync(path.join(scaffold, "workers.json"), "utf8"));
+    expect(workersJson).toMatchObject({ version: "1", workspaceId: server.workspaceId });
+
+    const hello = '{\n  "message": "Hello, World!"\n}\n';
+    expect(await official(scaffold, ["workers", "exec", "sayHello", "-d", '{"name":"World"}'])).toEqual({ code: 0, stdout: hello, stderr: "" });
+    const streamed = await official(scaffold, ["workers", "exec", "sayHello", "--stream", "-d", '{"name":"World"}']);
+    expect(streamed).toMatchObject({ code: 0, stdout: hello });
+  });
+
+  it("updates it with more capabilities and prints the +/- diff", async () => {
+    fs.writeFileSync(path.join(scaffold, "src", "index.ts"), PROBE_SOURCE);
+    const deployed = await official(scaffold, ["workers", "deploy"]);
+    expect(deployed.code, deployed.stderr).toBe(0);
+    expect(deployed.stderr).toContain("✔ Worker updated");
+    const block = deployed.stderr.slice(deployed.stderr.indexOf("Capabilities:"));
+    expect(block.split("\n").filter((line) => line.startsWith("    "))).toEqual([
+      "    + automation  onPage",
+      "    + oauth       demoAuth",
+      "    + tool        boom",
+      "    + tool        echo",
+      "    + tool        greet",
+      "    - tool        sayHello",
+    ]);
+    const caps = await official(scaffold, ["workers", "capabilities", "list"]);
+    expect(caps.code).toBe(0);
+    expect(caps.stdout.split("\n")[0]).toMatch(/^TYPE\s+KEY$/);
+    expect(caps.stdout).toMatch(/^automation {2}onPage$/m);
+    expect(caps.stdout).toMatch(/^tool {8}echo$/m);
+  });
+
+  it("exec prints the result with sorted keys; input from -d or stdin", async () => {
+    expect(await official(scaffold, ["workers", "exec", "echo", "-d", '{"text":"official"}'])).toEqual({ code: 0, stdout: echoResult("official"), stderr: "" });
+    const piped = await official(scaffold, ["workers", "exec", "echo"], '{"text":"piped"}');
+    expect(piped).toMatchObject({ code: 0, stdout: echoResult("piped") });
+  });
+
+  it("exec --stream prints [worker] / [worker:err] lines on stderr and the result on stdout", async () => {
+    const result = await official(scaffold, ["workers", "exec", "echo", "--stream", "-d", '{"text":"streamed"}']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toBe(echoResult("streamed"));
+    expect(result.stderr).toContain("[worker] echo says streamed\n");
+    expect(result.stderr).toContain("[worker:err] echo warns streamed\n");
+  });
+
+  it("failures exit 5 with the server's message; malformed -d exits 1", async () => {
+    const invalid = await official(scaffold, ["workers", "exec", "echo", "-d", '{"text":5}']);
+    expect(invalid.code).toBe(5);
+    expect(invalid.stderr).toMatch(/^error: .*Invalid input.*\/text.*must be string/m);
+
+    const thrown = await official(scaffold, ["workers", "exec", "boom"]);
+    expect(thrown.code).toBe(5);
+    expect(thrown.stdout).toBe("");
+    expect(thrown.stderr).toMatch(/^error: .*kaboom: the tool failed on purpose/m);
+
+    const streamed = await official(scaffold, ["workers", "exec", "boom", "--stream"]);
+    expect(streamed.code).toBe(5);
+    expect(streamed.stderr).toContain("error: kaboom: the tool failed on purpose\n");
+    expect(streamed.stderr).toContain("error: Run failed.\n");
+
+    const unknown = await official(scaffold, ["workers", "exec", "nope"]);
+    expect(unknown.code).toBe(5);
+    expect(unknown.stderr).toContain('"nope"');
+
+    const oauth = await official(scaffold, ["workers", "exec", "demoAuth"]);
+    expect(oauth.code).toBe(5);
+    expect(oauth.stderr).toContain("only provides configuration");
+
+    const automation = await official(scaffold, ["workers", "exec", "onPage"]);
+    expect(automation.code).toBe(5);
+    expect(automation.stderr).toContain("not supported by this server yet");
+
+    const malformed = await official(scaffold, ["workers", "exec", "echo", "-d", "{text:"]);
+    expect(malformed.code).toBe(1);
+    expect(malformed.stderr).toMatch(/^error: Invalid JSON in --data$/m);
+  });
+
+  it("runs list and runs logs show the runs, with a stack at /src/index.ts for the one that threw", async () => {
+    const table = await official(scaffold, ["workers", "runs", "list"]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout.split("\n")[0]).toMatch(/^RUN ID\s+NAME\s+EXIT CODE\s+STARTED AT\s+ENDED AT$/);
+    expect(table.stdout).toMatch(/^\S+\s+echo\s+0\s+\S+Z\s+\S+Z$/m);
+    expect(table.stdout).toMatch(/^\S+\s+boom\s+1\s+\S+Z\s+\S+Z$/m);
+
+    const runs = await runsOf(scaffold);
+    expect(runs.filter((r) => r.name === "sayHello").map((r) => r.exitCode)).toEqual([0, 0]);
+    const boom = runs.find((r) => r.name === "boom")!;
+    expect(boom).toMatchObject({ exitCode: 1, endedAt: expect.any(String) });
+
+    const logs = await official(scaffold, ["workers", "runs", "logs", boom.runId]);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout).toContain("kaboom: the tool failed on purpose");
+    expect(logs.stdout).toContain(`/src/index.ts:${lineOf(PROBE_SOURCE, "kaboom: the tool failed")}:`);
+
+    const echo = runs.find((r) => r.name === "echo" && r.exitCode === 0)!;
+    const echoLogs = await official(scaffold, ["workers", "runs", "logs", echo.runId]);
+    expect(echoLogs.stdout).toMatch(/echo says \w+\necho warns \w+\n/);
+  });
+
+  it("deploys the seed's worker with empty client credentials and lists its capabilities", async () => {
+    const deployed = await official(seed, ["workers", "deploy", "--name", "seed"]);
+    expect(deployed.code, deployed.stderr).toBe(0);
+    expect(deployed.stderr).toContain("✔ Worker created");
+    expect(deployed.stderr).toMatch(/^ {4}\+ oauth {2}githubAuth$/m);
+    expect(deployed.stderr).toMatch(/^ {4}\+ tool {3}getGitHubRepos$/m);
+
+    const caps = await official(seed, ["workers", "capabilities", "list"]);
+    expect(caps).toEqual({ code: 0, stdout: "TYPE   KEY\noauth  githubAuth\ntool   getGitHubRepos\n", stderr: "" });
+  });
+
+  it("runs the seed's tool remotely: without a connection it fails (exit 5) and the run is listed", async () => {
+    const oauth = await official(seed, ["workers", "exec", "githubAuth"]);
+    expect(oauth.code).toBe(5);
+    expect(oauth.stderr).toContain("only provides configuration");
+
+    const result = await official(seed, ["workers", "exec", "getGitHubRepos", "-d", "{}"]);
+    expect(result.code).toBe(5);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toMatch(/OAuth/);
+
+    const runs = await runsOf(seed);
+    expect(runs.map((r) => [r.name, r.exitCode])).toEqual([["getGitHubRepos", 1]]);
+    const logs = await official(seed, ["workers", "runs", "logs", runs[0]!.runId]);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout).toContain("OAUTH_6769746875622D6F61757468_ACCESS_TOKEN");
+  });
+
+  it("a project without src/index.ts fails the build on the server and leaves the previous version live", async () => {
+    fs.renameSync(path.join(seed, "src", "index.ts"), path.join(seed, "src", "main.ts"));
+    const deployed = await official(seed, ["workers", "deploy"]);
+    expect(deployed.code).toBe(5);
+    expect(deployed.stderr).toMatch(/^\[build:error\] .*src\/index\.ts/m);
+    expect(deployed.stderr).toContain("error: Worker build failed.");
+
+    const caps = await official(seed, ["workers", "capabilities", "list"]);
+    expect(caps.stdout).toBe("TYPE   KEY\noauth  githubAuth\ntool   getGitHubRepos\n");
+    const oauth = await official(seed, ["workers", "exec", "githubAuth"]);
+    expect(oauth.stderr).toContain("only provides configuration");
+  });
+});
