@@ -3,7 +3,7 @@
  * baselines every figure is compared with in the same run (a bare Node HTTP server; one IPC round
  * trip to a warm child). Machines are shared and noisy: read ratios, not absolute numbers.
  */
-import { fork, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -102,8 +102,7 @@ export async function bareServer(answer: unknown): Promise<{ url: string; stop()
 
 /** A bare HTTP server that forwards each request over IPC to a warm child and answers its reply. */
 export async function ipcServer(): Promise<{ url: string; stop(): Promise<void> }> {
-  const child: ChildProcess = fork("-e", [], {
-    execArgv: ["-e", "process.on('message', (m) => process.send({ id: m.id, result: { ok: true } }))"],
+  const child: ChildProcess = spawn(process.execPath, ["-e", "process.on('message', (m) => process.send({ id: m.id, result: { ok: true } }))"], {
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
   const pending = new Map<number, (v: unknown) => void>();

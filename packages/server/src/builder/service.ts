@@ -69,7 +69,7 @@ export function createBuildService(options: {
       workerId: worker.id,
       deploymentId: deployment.id,
       secretsVersion: current.secrets_version,
-      secrets: await secrets.secretsOf(current),
+      secrets: () => secrets.secretsOf(current),
       materialise: () =>
         materialise(
           dataDir,
@@ -78,6 +78,22 @@ export function createBuildService(options: {
           () => uploadsStore.readArchive(db, deployment.upload_id),
         ),
     };
+  }
+
+  // Opened manifests by deployment, for as long as the sealed bytes stay the same: runs and token
+  // reads need them on every request, and opening means a decryption and a JSON parse.
+  const manifestCache = new Map<string, { keyId: string; version: number | null; sealed: Buffer; manifest: WorkerManifest }>();
+  function cachedManifest(deployment: DeploymentMeta): WorkerManifest | undefined {
+    if (!deployment.manifest_sealed || !deployment.manifest_key_id) return undefined;
+    const hit = manifestCache.get(deployment.id);
+    if (hit && hit.keyId === deployment.manifest_key_id && hit.version === deployment.manifest_secrets_version && hit.sealed.equals(deployment.manifest_sealed)) {
+      return hit.manifest;
+    }
+    const manifest = openManifest(keyring, deployment);
+    if (!manifest) return undefined;
+    if (manifestCache.size >= 500) manifestCache.delete(manifestCache.keys().next().value!);
+    manifestCache.set(deployment.id, { keyId: deployment.manifest_key_id, version: deployment.manifest_secrets_version, sealed: deployment.manifest_sealed, manifest });
+    return manifest;
   }
 
   async function liveDeployment(worker: WorkerRow): Promise<DeploymentMeta | undefined> {
@@ -247,7 +263,7 @@ export function createBuildService(options: {
       if (deployment.manifest_secrets_version !== fresh.secrets_version) {
         return { deployment, manifest: await rereadManifest(fresh, deployment) };
       }
-      const manifest = openManifest(keyring, deployment);
+      const manifest = cachedManifest(deployment);
       return manifest ? { deployment, manifest } : { deployment, manifest: await rereadManifest(fresh, deployment) };
     },
 

@@ -9,7 +9,8 @@ export interface ExecTarget {
   workerId: string;
   deploymentId: string;
   secretsVersion: number;
-  secrets: Record<string, string>;
+  /** The worker's secrets of that version, read only when a process must be started. */
+  secrets(): Promise<Record<string, string>>;
   /** Makes the deployment's files and installed tree present on this machine. */
   materialise(): Promise<{ bundleDir: string; nodeModules: string }>;
 }
@@ -85,7 +86,7 @@ export class Executor {
       bundleDir,
       nodeModules,
       scratchDir: path.join(this.options.scratchRoot, `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`),
-      env: target.secrets,
+      env: await target.secrets(),
       memoryMb: this.options.memoryMb,
       user: this.options.user,
     };

@@ -85,7 +85,7 @@ export function createOAuthService(options: {
     if (candidates.length === 0) return [];
     const target = await builder.execTarget(worker, deployment);
     const markers = Object.fromEntries(candidates.map((name) => [name, `__workyard_probe_${name}__`]));
-    const manifest = (await executor.probe({ ...target, secrets: { ...target.secrets, ...markers } })) as {
+    const manifest = (await executor.probe({ ...target, secrets: async () => ({ ...(await target.secrets()), ...markers }) })) as {
       capabilities?: { _tag: string; key: string; config?: Record<string, unknown> }[];
     };
     const found: string[] = [];
@@ -178,8 +178,10 @@ export function createOAuthService(options: {
     return { tokens, failures };
   }
 
-  const runEnv: RunEnvSource = async (worker) => {
-    const { tokens, failures } = await collectTokens(worker);
+  const runEnv: RunEnvSource = async (worker, capabilities) => {
+    // Most tools' workers have no OAuth capability: nothing to look up.
+    if (!capabilities.some((c) => c._tag === "oauth")) return { env: {}, hints: new Map(), renewals: [] };
+    const { tokens, failures } = await collectTokens(worker, true);
     const env: EnvPatch = {};
     const hints = new Map<string, string>();
     const renewals: { at: number; renew: () => Promise<unknown> }[] = [];

@@ -13,6 +13,7 @@ import { newId } from "../ids.js";
 import { LineQueue } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import * as runsStore from "../store/runs.js";
+import { RunJournal } from "./journal.js";
 import type { Database, RunRow, WorkerRow } from "../store/schema.js";
 import type { WorkerService } from "../workers/service.js";
 
@@ -31,6 +32,9 @@ export interface RunService {
   list(caller: Caller, workerId: string): Promise<RunView[]>;
   logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunView }>;
 }
+
+/** A run still going after this long appears in `runs list` as running. */
+export const RECORD_RUNNING_AFTER_MS = 200;
 
 export function runView(row: Omit<RunRow, "logs" | "deployment_id">): RunView {
   return {
@@ -93,6 +97,7 @@ export function createRunService(options: {
 }): RunService {
   const { db, workers, builder, executor, log } = options;
   const now = options.now ?? Date.now;
+  const journal = new RunJournal(db);
 
   async function prepare(caller: Caller, workerId: string, key: string, args: unknown) {
     const worker = await workers.get(caller, workerId);
@@ -133,20 +138,27 @@ export function createRunService(options: {
     const { worker, deployment, input, runtime } = await prepare(caller, request.workerId, request.capabilityKey, request.args);
     const runId = newId();
     const startedAt = now();
-    await runsStore.insertRun(db, {
+    const startRow = {
       id: runId,
       workspace_id: worker.workspace_id,
       worker_id: worker.id,
       deployment_id: deployment.id,
       capability_key: request.capabilityKey,
-      status: "running",
+      status: "running" as const,
       exit_code: null,
       started_at: startedAt,
       ended_at: null,
       duration_ms: null,
       error: null,
       logs: null,
-    });
+    };
+    // Most runs end in a few milliseconds: they are recorded once, whole, in one commit. A run
+    // still going after RECORD_RUNNING_AFTER_MS is recorded as running, then updated when it ends.
+    let recordedStart: Promise<void> | undefined;
+    const startTimer = setTimeout(() => {
+      recordedStart = journal.start(startRow);
+      recordedStart.catch((error: unknown) => log.error({ err: error, runId }, "recording a run's start failed"));
+    }, RECORD_RUNNING_AFTER_MS);
     onLine({ _tag: "run", runId });
     let logs = "";
     const onLog = (stream: "stdout" | "stderr", data: string) => {
@@ -190,14 +202,21 @@ export function createRunService(options: {
       logs += `${logs && !logs.endsWith("\n") ? "\n" : ""}[workyard] run failed (exit ${outcome.exitCode}): ${trace}\n`;
     }
     const endedAt = now();
-    await runsStore.finishRun(db, runId, {
-      status: outcome.ok ? "succeeded" : "failed",
+    clearTimeout(startTimer);
+    const end = {
+      status: outcome.ok ? ("succeeded" as const) : ("failed" as const),
       exit_code: outcome.exitCode,
       ended_at: endedAt,
       duration_ms: endedAt - startedAt,
       error: message ?? null,
       logs,
-    });
+    };
+    if (recordedStart) {
+      await recordedStart;
+      await journal.finish(runId, end);
+    } else {
+      await journal.whole({ ...startRow, ...end });
+    }
     return message === undefined ? { runId, outcome } : { runId, outcome, message };
   }
 
