@@ -41,6 +41,8 @@ export async function startTestServer(options: { dialect?: TestDialect } & Serve
       dataDir: tmp.dir,
       logStream,
       logLevel: "info",
+      // Tests of on-demand refresh count provider requests: background refresh is opt-in here.
+      backgroundRefresh: false,
       ...(schema ? { databaseUrl: schema.url } : {}),
       ...rest,
     });

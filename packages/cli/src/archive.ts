@@ -1,6 +1,5 @@
 import fs from "node:fs";
 import path from "node:path";
-import { create } from "tar";
 import { LocalError } from "./errors.js";
 
 /**
@@ -48,6 +47,8 @@ export function listSourceFiles(root: string): string[] {
 /** The project as `archive.tar.gz`: file entries only, modes kept, no owner names. */
 export async function packSource(root: string): Promise<{ archive: Buffer; files: string[] }> {
   const files = listSourceFiles(root);
+  // tar loads here, not with every ntn command.
+  const { create } = await import("tar");
   const chunks: Buffer[] = [];
   const stream = create({ gzip: true, cwd: root, portable: true, follow: true, noDirRecurse: true }, files);
   for await (const chunk of stream as unknown as AsyncIterable<Buffer>) chunks.push(chunk);

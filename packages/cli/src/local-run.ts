@@ -4,7 +4,6 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FromChild, SerializedError, ToChild } from "@workyard/server/executor-protocol";
-import { build } from "esbuild";
 import { expiryComments, parseEnvFile } from "./dotenv-file.js";
 import { LocalError, UserError } from "./errors.js";
 import type { Output } from "./output.js";
@@ -47,6 +46,8 @@ function localEnv(options: LocalRunOptions): { env: Record<string, string>; expi
 }
 
 async function bundle(cwd: string, entry: string, outfile: string): Promise<void> {
+  // esbuild loads here, not with every ntn command.
+  const { build } = await import("esbuild");
   try {
     await build({
       entryPoints: [entry],

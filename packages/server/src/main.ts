@@ -17,6 +17,7 @@ import { sandboxUser } from "./executor/user.js";
 import { installChildEntry } from "./executor/sandbox.js";
 import { createRunService } from "./runs/service.js";
 import { createOAuthService, type OAuthService } from "./oauth/service.js";
+import { RefreshScheduler } from "./oauth/scheduler.js";
 import { registerOAuthCallback } from "./web/oauth-callback.js";
 import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
 import * as deploymentsStore from "./store/deployments.js";
@@ -44,8 +45,10 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const config = resolveConfig(options);
   const log = createLogger({ level: config.logLevel, stream: config.logStream });
-  // The provider catalog is checked before anything else starts: a bad entry stops the server.
-  const catalog = loadCatalog(config.providerCatalog);
+  // An operator's provider catalog is checked before anything else starts: a bad entry stops the
+  // server. The built-in one alone is read on first use.
+  if (config.providerCatalog) await loadCatalog(config.providerCatalog);
+  const catalog = () => loadCatalog(config.providerCatalog);
   const { store, keyring } = await openPlatform(config);
   const { db } = store;
 
@@ -79,6 +82,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     allowInsecure: config.allowInsecureOauth,
     catalog,
   });
+  const scheduler = config.backgroundRefresh
+    ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log })
+    : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, log });
   const login = createLoginService(db, tokens);
   // A server that stopped mid-build or mid-run left rows behind: record them as failed.
@@ -119,6 +125,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const address = app.server.address() as AddressInfo;
   const url = urlForAddress(config.host, address.port);
   if (!publicUrl) publicUrl = url;
+  scheduler?.start();
   log.info({ url, publicUrl, store: store.location, dialect: store.dialect, keySource: keyring.source }, "server listening");
 
   let stopped = false;
@@ -132,6 +139,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     async stop() {
       if (stopped) return;
       stopped = true;
+      await scheduler?.stop();
       await app.close();
       await executor.stop();
       await store.close();

@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import { Readable } from "node:stream";
 import multipart from "@fastify/multipart";
+import { Ajv, type ValidateFunction } from "ajv";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Kysely } from "kysely";
 import type { Caller, TokenService } from "../auth/tokens.js";
@@ -74,6 +75,26 @@ function bearerToken(request: FastifyRequest): string | undefined {
   return match?.[1];
 }
 
+/**
+ * One ajv for every action's body schema, compiled on the first request of each action. No type
+ * coercion and nothing removed: a body is valid as sent, or refused.
+ */
+function lazyValidators(): (route: { schema: unknown }) => (data: unknown) => boolean {
+  let ajv: Ajv | undefined;
+  return ({ schema }) => {
+    let validate: ValidateFunction | undefined;
+    const check = (data: unknown) => {
+      ajv ??= new Ajv({ coerceTypes: false, removeAdditional: false, allErrors: false, useDefaults: false, strict: false });
+      validate ??= ajv.compile(schema as object);
+      const valid = validate(data);
+      check.errors = validate.errors ?? null;
+      return valid;
+    };
+    check.errors = null as ValidateFunction["errors"];
+    return check;
+  };
+}
+
 /** Fastify's own request errors, each mapped to one of our stable codes. */
 function fromFrameworkError(error: FastifyError): AppError | undefined {
   if (error.validation) {
@@ -116,9 +137,10 @@ export function createApi(deps: ApiDeps): FastifyInstance {
     return503OnClosing: true,
     genReqId: () => `req_${crypto.randomBytes(8).toString("hex")}`,
     requestIdHeader: false,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, useDefaults: false } },
   });
 
+  // Request schemas compile on their first request, not all at start: starting stays fast.
+  app.setValidatorCompiler(lazyValidators());
   // JSON only: Fastify would otherwise read text/plain bodies too.
   app.removeContentTypeParser("text/plain");
 

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import { Parser, type ReadEntry } from "tar";
+import type { ReadEntry } from "tar";
 import { AppError } from "../errors.js";
 
 /** Bounds on what a source archive may unpack to: a gzip bomb stops here, not on the disk. */
@@ -38,6 +38,8 @@ async function walkArchive(
   archive: Buffer,
   onFile: (relative: string, entry: ReadEntry) => void,
 ): Promise<ArchiveListing> {
+  // tar loads on the first upload, not when the server starts.
+  const { Parser } = await import("tar");
   const listing: ArchiveListing = { files: [], unpackedBytes: 0, skipped: [] };
   let entries = 0;
   // A path cannot be both a file and a directory: such an archive could never be unpacked.

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import { build, formatMessages, type Message } from "esbuild";
+import type { Message } from "esbuild";
 import { AppError } from "../errors.js";
 
 export interface Bundle {
@@ -20,6 +20,8 @@ export async function bundleWorker(projectDir: string, onLog: (line: string) => 
       hint: "A worker's entry is src/index.ts, exporting `new Worker()` as default.",
     });
   }
+  // esbuild loads on the first build, not when the server starts.
+  const { build } = await import("esbuild");
   let result;
   try {
     result = await build({
@@ -54,6 +56,7 @@ export async function bundleWorker(projectDir: string, onLog: (line: string) => 
 
 async function formatLines(messages: Message[], kind: "error" | "warning"): Promise<string[]> {
   if (messages.length === 0) return [];
+  const { formatMessages } = await import("esbuild");
   const formatted = await formatMessages(messages, { kind, color: false });
   return formatted.flatMap((text) => text.split("\n")).filter((line) => line.trim());
 }

@@ -1,18 +1,12 @@
 import { fork, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../package-root.js";
 import { EXIT_CODES, LIMITS } from "./limits.js";
 import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
 
-/**
- * The sandbox entry as built: next to this file in dist (child.mts compiles to child.mjs); when
- * this module runs from source (tests), the built one in dist.
- */
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const BUILT_CHILD_ENTRY = fs.existsSync(path.join(HERE, "child.mjs"))
-  ? path.join(HERE, "child.mjs")
-  : path.resolve(HERE, "../../dist/executor/child.mjs");
+/** The sandbox entry as built (child.mts compiles to child.mjs), whether this runs from source, dist or the bundle. */
+const BUILT_CHILD_ENTRY = path.join(PACKAGE_ROOT, "dist", "executor", "child.mjs");
 
 /**
  * Copies the entry into the data dir (world-readable), so a worker process running as another

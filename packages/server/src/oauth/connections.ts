@@ -54,10 +54,22 @@ export function expiryOf(
   return { expiresAt: null, source: "none" };
 }
 
-/** When the background refresher should renew this token: its expiry less the margin. */
+/**
+ * A refresh token left unused this long is refreshed anyway: some providers expire idle refresh
+ * tokens (Google after six months, others after days), and a connection should not die unseen.
+ */
+export const KEEP_ALIVE_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * When the background refresher should renew this token: its expiry less the margin, or the
+ * keep-alive interval after it was obtained, whichever comes first; never for a token that cannot
+ * be refreshed.
+ */
 export function nextRefreshOf(expiresAt: number | null, obtainedAt: number, refreshable: boolean): number | null {
-  if (!refreshable || expiresAt === null) return null;
-  return expiresAt - refreshMargin(expiresAt - obtainedAt);
+  if (!refreshable) return null;
+  const keepAlive = obtainedAt + KEEP_ALIVE_MS;
+  if (expiresAt === null) return keepAlive;
+  return Math.min(expiresAt - refreshMargin(expiresAt - obtainedAt), keepAlive);
 }
 
 export function notConnected(key: string): AppError {
@@ -171,6 +183,28 @@ export class Connections {
       this.inFlight.set(flightKey, pending);
     }
     return pending;
+  }
+
+  /**
+   * The background refresher's entry: refreshes a due connection if this process gets its lease at
+   * once (another process holding it is already refreshing), and reports what happened.
+   */
+  async refreshInBackground(worker: WorkerRow, settings: OAuthSettings, seen: OauthConnectionRow): Promise<"refreshed" | "skipped" | "failed"> {
+    const { db } = this.options;
+    const owner = randomToken(16);
+    if (!(await oauthStore.acquireLease(db, worker.id, settings.key, owner, this.now(), LEASE_TTL_MS))) return "skipped";
+    try {
+      const row = await oauthStore.findConnection(db, worker.id, settings.key);
+      if (!row || row.status !== "connected" || row.version !== seen.version || (row.next_refresh_at ?? Infinity) > this.now()) {
+        await oauthStore.releaseLease(db, worker.id, settings.key, owner);
+        return "skipped";
+      }
+      await this.refresh(worker, settings, row, owner);
+      return "refreshed";
+    } catch {
+      await oauthStore.releaseLease(db, worker.id, settings.key, owner).catch(() => {});
+      return "failed";
+    }
   }
 
   /** Takes the lease (or waits for whoever has it), then refreshes unless someone just did. */

@@ -58,13 +58,14 @@ export function createOAuthService(options: {
   executor: Executor;
   publicUrl: () => string;
   allowInsecure: boolean;
-  catalog: ProviderQuirks[];
+  /** The provider catalog, read on first use (an operator's extra file is checked at start). */
+  catalog: () => Promise<ProviderQuirks[]>;
   now?: () => number;
 }) {
   const { db, keyring, log, workers, builder, executor } = options;
   const now = options.now ?? Date.now;
 
-  const context = (): SettingsContext => ({ publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure, catalog: options.catalog });
+  const context = async (): Promise<SettingsContext> => ({ publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure, catalog: await options.catalog() });
 
   /** The env var names a bundle reads (process.env.NAME / process.env["NAME"]). */
   function referencedEnvNames(bundle: string): string[] {
@@ -113,7 +114,7 @@ export function createOAuthService(options: {
   async function settingsFor(worker: WorkerRow, key: string): Promise<OAuthSettings> {
     const live = await builder.liveManifest(worker);
     if (!live) throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
-    return resolveSettings(oauthCapability(live.manifest, key), context());
+    return resolveSettings(oauthCapability(live.manifest, key), await context());
   }
 
   /** Every OAuth capability of the live manifest, as settings (those that cannot resolve are left out with their error). */
@@ -121,10 +122,11 @@ export function createOAuthService(options: {
     if (!worker.live_deployment_id && workerIsFresh) return { settings: [], broken: [] };
     const live = await builder.liveManifest(worker, { workerIsFresh });
     const result = { settings: [] as OAuthSettings[], broken: [] as { key: string; name: string; error: AppError }[] };
+    const ctx = await context();
     for (const capability of live?.manifest.capabilities ?? []) {
       if (capability._tag !== "oauth") continue;
       try {
-        result.settings.push(resolveSettings(capability, context()));
+        result.settings.push(resolveSettings(capability, ctx));
       } catch (error) {
         if (!isAppError(error)) throw error;
         const name = typeof capability.config?.name === "string" ? capability.config.name : capability.key;
@@ -206,6 +208,7 @@ export function createOAuthService(options: {
   return {
     connections,
     runEnv,
+    settingsFor,
 
     async start(caller: Caller, workerId: string, key: string) {
       const worker = await workers.get(caller, workerId);

@@ -160,3 +160,28 @@ export async function resealFlow(db: Db, row: OauthFlowRow, next: { key_id: stri
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
 }
+
+/** Connections whose refresh is due: connected, refreshable, next refresh at or before `until`. */
+export async function dueConnections(db: Db, until: number, limit: number): Promise<OauthConnectionRow[]> {
+  return db
+    .selectFrom("oauth_connections")
+    .selectAll()
+    .where("status", "=", "connected")
+    .where("has_refresh_token", "=", 1)
+    .where("next_refresh_at", "<=", until)
+    .where((eb) => eb.or([eb("lease_owner", "is", null), eb("lease_expires_at", "<", until)]))
+    .orderBy("next_refresh_at")
+    .limit(limit)
+    .execute();
+}
+
+/** Puts off a connection's next background refresh (its configuration cannot be read now). */
+export async function postponeRefresh(db: Db, row: OauthConnectionRow, next: number, error: string, now: number): Promise<void> {
+  await db
+    .updateTable("oauth_connections")
+    .set({ next_refresh_at: next, last_error: error, last_error_at: now, failure_count: row.failure_count + 1, version: row.version + 1 })
+    .where("worker_id", "=", row.worker_id)
+    .where("capability_key", "=", row.capability_key)
+    .where("version", "=", row.version)
+    .execute();
+}

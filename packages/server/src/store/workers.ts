@@ -64,3 +64,8 @@ export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId:
     .executeTakeFirst();
   return Number(result.numDeletedRows) > 0;
 }
+
+/** A worker by id alone: for the server's own background work, never for a request. */
+export async function findWorkerById(db: Db, workerId: string): Promise<WorkerRow | undefined> {
+  return db.selectFrom("workers").selectAll().where("id", "=", workerId).executeTakeFirst();
+}

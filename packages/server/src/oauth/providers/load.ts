@@ -1,8 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { Ajv } from "ajv";
-import YAML from "yaml";
+import { PACKAGE_ROOT } from "../../package-root.js";
 
 /** The quirks a catalog entry may add; each is implemented once, generically, in oauth/. */
 export interface ProviderQuirks {
@@ -19,14 +17,15 @@ export interface ProviderQuirks {
   revocationEndpoint?: string;
 }
 
-// The data files stay in src; dist/oauth/providers/load.js and src/oauth/providers/load.ts are at
-// the same depth, so one relative path reaches them from both.
-const DATA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../src/oauth/providers");
+// The data files stay beside their loader's source.
+const DATA_DIR = path.join(PACKAGE_ROOT, "src", "oauth", "providers");
 
 export class CatalogError extends Error {}
 
 /** Parses and checks a catalog: unknown keys, bad values and duplicate names are errors. */
-export function parseCatalog(yamlText: string, schema: object): ProviderQuirks[] {
+export async function parseCatalog(yamlText: string, schema: object): Promise<ProviderQuirks[]> {
+  // yaml and ajv load with the first catalog, not with the server.
+  const [{ default: YAML }, { Ajv }] = await Promise.all([import("yaml"), import("ajv")]);
   const data = YAML.parse(yamlText) as unknown;
   const ajv = new Ajv({ allErrors: true });
   const validate = ajv.compile(schema);
@@ -43,21 +42,35 @@ export function parseCatalog(yamlText: string, schema: object): ProviderQuirks[]
   return providers;
 }
 
-const cached = new Map<string, ProviderQuirks[]>();
+const cached = new Map<string, Promise<ProviderQuirks[]>>();
+
+async function readCatalog(extraFile: string | undefined): Promise<ProviderQuirks[]> {
+  const schema = JSON.parse(fs.readFileSync(path.join(DATA_DIR, "schema.json"), "utf8")) as object;
+  let extraText: string | undefined;
+  if (extraFile) {
+    try {
+      extraText = fs.readFileSync(extraFile, "utf8");
+    } catch (error) {
+      throw new CatalogError(`Cannot read the provider catalog ${extraFile}: ${(error as Error).message}`);
+    }
+  }
+  const builtIn = await parseCatalog(fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"), schema);
+  const extra = extraText === undefined ? [] : await parseCatalog(extraText, schema);
+  return [...extra, ...builtIn.filter((entry) => !extra.some((e) => e.name === entry.name))];
+}
 
 /**
- * The built-in catalog, with an operator's own entries first when `extraFile` names one (same
- * format, same schema): quirks for a provider Workyard does not know, without a fork.
+ * The built-in catalog (checked against schema.json when first read, and by the test suite), with
+ * an operator's own entries first when `extraFile` names one (same format and schema): quirks for
+ * a provider Workyard does not know, without a fork.
  */
-export function loadCatalog(extraFile?: string): ProviderQuirks[] {
+export function loadCatalog(extraFile?: string): Promise<ProviderQuirks[]> {
   const key = extraFile ?? "";
   let catalog = cached.get(key);
   if (!catalog) {
-    const schema = JSON.parse(fs.readFileSync(path.join(DATA_DIR, "schema.json"), "utf8")) as object;
-    const builtIn = parseCatalog(fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"), schema);
-    const extra = extraFile ? parseCatalog(fs.readFileSync(extraFile, "utf8"), schema) : [];
-    catalog = [...extra, ...builtIn.filter((entry) => !extra.some((e) => e.name === entry.name))];
+    catalog = readCatalog(extraFile);
     cached.set(key, catalog);
+    catalog.catch(() => cached.delete(key));
   }
   return catalog;
 }
