@@ -1,4 +1,7 @@
 import path from "node:path";
+import type { Kysely } from "kysely";
+import type { Database } from "./store/schema.js";
+import type { Keyring } from "./vault/keyring.js";
 import { createTokenService } from "./auth/tokens.js";
 import { resolveConfig } from "./config.js";
 import { openPlatform } from "./platform.js";
@@ -22,6 +25,33 @@ export interface RotationResult {
 /** How long running servers take at most to notice a new key file (keyring.ts checks once a second). */
 const KEY_PICKUP_MS = 2000;
 
+/**
+ * Rotation itself, for the offline command and the RotateKey action alike: with a key file, a new
+ * key goes first in it (and running servers get time to pick it up); then every value is re-sealed
+ * under the current key, and keys nothing uses any more leave the file.
+ */
+export async function rotateKeys(
+  db: Kysely<Database>,
+  keyring: Keyring,
+  options: { keepOldKeys?: boolean; onProgress?: (line: string) => void } = {},
+): Promise<RotationResult> {
+  if (keyring.source === "file") {
+    const fresh = keyring.prependToFile(generateKey());
+    options.onProgress?.(`New master key ${fresh.id} added to ${keyring.file}; waiting for running servers to pick it up...`);
+    // From here on, running servers seal new values under the new key.
+    await new Promise((resolve) => setTimeout(resolve, KEY_PICKUP_MS));
+  }
+  const report = await resealAll(db, keyring);
+  let removedKeyIds: string[] = [];
+  if (keyring.source === "file" && !options.keepOldKeys) {
+    const inUse = new Set(await keyIdsInUse(db));
+    inUse.add(report.keyId);
+    removedKeyIds = keyring.ids().filter((id) => !inUse.has(id));
+    keyring.retainInFile([...inUse]);
+  }
+  return { ...report, source: keyring.source, keyFile: keyring.file, removedKeyIds };
+}
+
 export async function rotateMasterKey(options: {
   dataDir?: string | undefined;
   keepOldKeys?: boolean;
@@ -31,21 +61,7 @@ export async function rotateMasterKey(options: {
   const config = resolveConfig({ dataDir: options.dataDir }, options.env);
   const { store, keyring } = await openPlatform(config);
   try {
-    if (keyring.source === "file") {
-      const fresh = keyring.prependToFile(generateKey());
-      options.onProgress?.(`New master key ${fresh.id} added to ${keyring.file}; waiting for running servers to pick it up...`);
-      // From here on, running servers seal new values under the new key.
-      await new Promise((resolve) => setTimeout(resolve, KEY_PICKUP_MS));
-    }
-    const report = await resealAll(store.db, keyring);
-    let removedKeyIds: string[] = [];
-    if (keyring.source === "file" && !options.keepOldKeys) {
-      const inUse = new Set(await keyIdsInUse(store.db));
-      inUse.add(report.keyId);
-      removedKeyIds = keyring.ids().filter((id) => !inUse.has(id));
-      keyring.retainInFile([...inUse]);
-    }
-    return { ...report, source: keyring.source, keyFile: keyring.file, removedKeyIds };
+    return await rotateKeys(store.db, keyring, options);
   } finally {
     await store.close();
   }

@@ -96,6 +96,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   const deps: ApiDeps = {
     db,
+    keyring,
     log,
     version: VERSION,
     tokens,

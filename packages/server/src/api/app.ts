@@ -10,6 +10,7 @@ import type { LoginService } from "../login/service.js";
 import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
 import type { Database } from "../store/schema.js";
+import type { Keyring } from "../vault/keyring.js";
 import type { UploadService } from "../workers/uploads.js";
 import type { WorkerService } from "../workers/service.js";
 import type { BuildService } from "../builder/service.js";
@@ -28,6 +29,7 @@ import { workerActions } from "./actions/workers.js";
 /** Everything the HTTP layer calls into; built once in main.ts. */
 export interface ApiDeps {
   db: Kysely<Database>;
+  keyring: Keyring;
   log: Logger;
   version: string;
   tokens: TokenService;

@@ -157,6 +157,10 @@ export interface Actions {
   };
   GetServerInfo: { request: Record<string, never>; response: { publicUrl: string; redirectUrl: string; version: string } };
   CreateWorkspace: { request: { name: string }; response: { workspaceId: string; name: string; token: string } };
+  RotateKey: {
+    request: { keepOldKeys?: boolean };
+    response: { keyId: string; resealed: Record<string, number>; source: "env" | "file"; removedKeyIds: string[] };
+  };
   GetOauthFlow: {
     request: { workerId: string; state: string; waitMs?: number };
     response: { status: "pending" | "connected" | "failed"; error?: string; hint?: string };

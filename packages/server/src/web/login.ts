@@ -1,4 +1,4 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ApiDeps } from "../api/app.js";
 import { isAppError } from "../errors.js";
 import { html, sendPage } from "./html.js";
@@ -8,19 +8,28 @@ import { html, sendPage } from "./html.js";
  * approves the waiting CLI, which then redeems a token of its own.
  */
 export function registerLoginPages(app: FastifyInstance, deps: ApiDeps): void {
-  app.get("/cli-login/:browserId", async (request, reply) => {
-    const { browserId } = request.params as { browserId: string };
+  /** The session behind a link, or the page that says why there is none to approve. */
+  async function openSession(browserId: string, reply: FastifyReply) {
     let session;
     try {
       session = await deps.login.describe(browserId);
     } catch (error) {
       if (!isAppError(error)) throw error;
-      return sendPage(reply, 404, "Login link not found", html`<h1 class="fail">This login link is unknown or has expired.</h1><p>Run <code>ntn login</code> again.</p>`);
+      sendPage(reply, 404, "Login link not found", html`<h1 class="fail">This login link is unknown or has expired.</h1><p>Run <code>ntn login</code> again.</p>`);
+      return undefined;
     }
     if (session.state !== "open") {
       const message = session.state === "approved" ? "This login was already approved." : "This login link has expired.";
-      return sendPage(reply, 410, "Login link used", html`<h1>${message}</h1><p>Return to your terminal.</p>`);
+      sendPage(reply, 410, "Login link used", html`<h1>${message}</h1><p>Return to your terminal.</p>`);
+      return undefined;
     }
+    return session;
+  }
+
+  app.get("/cli-login/:browserId", async (request, reply) => {
+    const { browserId } = request.params as { browserId: string };
+    const session = await openSession(browserId, reply);
+    if (!session) return reply;
     return sendPage(
       reply,
       200,
@@ -37,6 +46,7 @@ export function registerLoginPages(app: FastifyInstance, deps: ApiDeps): void {
   app.post("/cli-login/:browserId", async (request, reply) => {
     const { browserId } = request.params as { browserId: string };
     const token = (request.body as Record<string, string> | undefined)?.token?.trim();
+    if (!(await openSession(browserId, reply))) return reply;
     try {
       const caller = await deps.tokens.authenticate(token);
       await deps.login.approve(browserId, caller);

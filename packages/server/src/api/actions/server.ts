@@ -1,3 +1,4 @@
+import { rotateKeys } from "../../admin.js";
 import { createWorkspace } from "../../workspaces/service.js";
 import { defineAction, object } from "../action.js";
 
@@ -32,6 +33,15 @@ export const serverActions = [
     async handle({ deps, body }) {
       const { workspace, token } = await createWorkspace(deps.db, deps.tokens, body.name);
       return { workspaceId: workspace.id, name: workspace.name, token };
+    },
+  }),
+  defineAction({
+    name: "RotateKey",
+    auth: "admin",
+    schema: object({ keepOldKeys: { type: "boolean" } }),
+    async handle({ deps, body }) {
+      const report = await rotateKeys(deps.db, deps.keyring, { keepOldKeys: body.keepOldKeys === true });
+      return { keyId: report.keyId, resealed: report.resealed, source: report.source, removedKeyIds: report.removedKeyIds };
     },
   }),
 ];
