@@ -12,7 +12,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { SandboxProcess } from "../packages/server/src/executor/sandbox.js";
 import { benchServer, deploy, makeProject, TRIVIAL_TOOL } from "./fixtures.js";
-import { client, fmt, header, ipcServer, load } from "./lib.js";
+import { client, fmt, header, ipcServer, loadInThread } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -37,17 +37,15 @@ console.log(`first deploy of another lockfile,     ${warmCache.ms.toFixed(0)} ms
 
 header(`Warm exec of a trivial tool (concurrency ${concurrency})`);
 const ipc = await ipcServer();
-const ipcClient = client(ipc.url, concurrency);
-const baseline = await load(() => ipcClient.post("/x", {}), { concurrency, durationMs });
-const api = client(bench.server.url, concurrency);
+const baseline = await loadInThread({ url: ipc.url, path: "/x", body: {}, concurrency, durationMs });
+const api = client(bench.server.url, 1);
 const auth = { authorization: `Bearer ${bench.token}` };
 const body = { workerId: first.workerId, capabilityKey: "ping", args: {}, stream: false };
 const probe = await api.post("/api/v3/workersRunCapability", body, auth);
 if (probe.status !== 200) throw new Error(`exec failed: ${probe.text}`);
-const exec = await load(() => api.post("/api/v3/workersRunCapability", body, auth), { concurrency, durationMs });
+const exec = await loadInThread({ url: bench.server.url, path: "/api/v3/workersRunCapability", body, headers: auth, concurrency, durationMs });
 console.log(`bare HTTP + one IPC round trip      ${fmt(baseline)}`);
 console.log(`RunCapability (ping)                ${fmt(exec)}   p50 +${((exec.p50 - baseline.p50) * 1000).toFixed(0)} µs`);
-ipcClient.close();
 api.close();
 await ipc.stop();
 

@@ -5,6 +5,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
+// @ts-expect-error plain JavaScript module without type declarations
+import * as loadJs from "./load.mjs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 
@@ -16,70 +18,35 @@ export interface Stats {
   throughput: number;
 }
 
-export function stats(samplesMs: number[], wallMs: number): Stats {
-  const sorted = [...samplesMs].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-  return {
-    count: sorted.length,
-    p50: at(0.5),
-    p99: at(0.99),
-    mean: sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length),
-    throughput: (sorted.length / wallMs) * 1000,
-  };
-}
+export const stats: (samplesMs: number[], wallMs: number) => Stats = loadJs.stats;
+export const client: (baseUrl: string, maxSockets: number) => {
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; text: string }>;
+  close(): void;
+} = loadJs.client;
+export const load: (op: () => Promise<unknown>, options: { concurrency: number; durationMs: number; warmupMs?: number }) => Promise<Stats> = loadJs.load;
 
 export function fmt(s: Stats): string {
   return `p50 ${(s.p50 * 1000).toFixed(0)} µs  p99 ${(s.p99 * 1000).toFixed(0)} µs  ${s.throughput.toFixed(0)} req/s  (n=${s.count})`;
 }
 
-/** A keep-alive JSON POST client for one origin. */
-export function client(baseUrl: string, maxSockets: number) {
-  const url = new URL(baseUrl);
-  const agent = new http.Agent({ keepAlive: true, maxSockets });
-  return {
-    post(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
-      const payload = JSON.stringify(body);
-      return new Promise((resolve, reject) => {
-        const req = http.request(
-          {
-            agent,
-            host: url.hostname,
-            port: url.port,
-            method: "POST",
-            path,
-            headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers },
-          },
-          (res) => {
-            let text = "";
-            res.setEncoding("utf8");
-            res.on("data", (c: string) => (text += c));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
-          },
-        );
-        req.on("error", reject);
-        req.end(payload);
-      });
-    },
-    close: () => agent.destroy(),
-  };
-}
-
-/** Runs `op` from `concurrency` closed-loop clients for `durationMs` after a warm-up; latency per op. */
-export async function load(op: () => Promise<unknown>, options: { concurrency: number; durationMs: number; warmupMs?: number }): Promise<Stats> {
-  const until = (deadline: number, samples?: number[]) =>
-    (async () => {
-      while (performance.now() < deadline) {
-        const t0 = performance.now();
-        await op();
-        samples?.push(performance.now() - t0);
-      }
-    })();
-  const warm = performance.now() + (options.warmupMs ?? 500);
-  await Promise.all(Array.from({ length: options.concurrency }, () => until(warm)));
-  const samples: number[] = [];
-  const start = performance.now();
-  await Promise.all(Array.from({ length: options.concurrency }, () => until(start + options.durationMs, samples)));
-  return stats(samples, performance.now() - start);
+/** `load` of keep-alive POSTs, run from a worker thread (see load-worker.ts). */
+export async function loadInThread(options: {
+  url: string;
+  path: string;
+  body: unknown;
+  headers?: Record<string, string>;
+  concurrency: number;
+  durationMs: number;
+}): Promise<Stats> {
+  const { Worker } = await import("node:worker_threads");
+  const worker = new Worker(new URL("./load-worker.mjs", import.meta.url), { workerData: { headers: {}, ...options } });
+  return new Promise((resolve, reject) => {
+    worker.once("message", (stats: Stats) => {
+      void worker.terminate();
+      resolve(stats);
+    });
+    worker.once("error", reject);
+  });
 }
 
 /** A bare Node HTTP server that answers every POST with the same JSON: the HTTP floor. */

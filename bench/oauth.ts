@@ -61,6 +61,7 @@ async function seedConnection(expiresAt: number): Promise<void> {
     next_refresh_at: expiresAt - 300_000,
     last_error: null,
     last_error_at: null,
+    last_error_kind: null,
     failure_count: 0,
     lease_owner: null,
     lease_expires_at: null,

@@ -25,8 +25,10 @@ export interface TestProvider {
   clientSecret: string;
   /** Successful and failed token requests so far, by grant type. */
   grants: { success: Record<string, number>; error: Record<string, number> };
-  /** Revocations received (RFC 7009). */
+  /** Revocation requests (RFC 7009) the provider accepted (answered 200, client authenticated). */
   revocations: number;
+  /** Whether a refresh_token grant rotates the refresh token from now on (starts as `rotateRefreshToken`). */
+  setRotateRefreshToken(rotate: boolean): void;
   provider: Provider;
   stop(): Promise<void>;
 }
@@ -42,6 +44,7 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const clientId = options.clientId ?? "workyard-test-client";
   const clientSecret = options.clientSecret ?? "workyard-test-secret-canary";
+  const rotation = { rotate: options.rotateRefreshToken ?? true };
   const provider = new Provider(issuer, {
     clients: [
       {
@@ -66,7 +69,7 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
     scopes: ["openid", "offline_access", "repo", "user", "read"],
     // Refresh tokens without offline_access, as GitHub Apps and most providers issue them.
     issueRefreshToken: async (_ctx, client) => options.issueRefreshTokens !== false && client.grantTypeAllowed("refresh_token"),
-    rotateRefreshToken: options.rotateRefreshToken ?? true,
+    rotateRefreshToken: () => rotation.rotate,
   });
   const grants = { success: {} as Record<string, number>, error: {} as Record<string, number> };
   const count = (bucket: Record<string, number>, ctx: { oidc?: { params?: { grant_type?: unknown } } }) => {
@@ -75,16 +78,20 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
   };
   provider.on("grant.success", (ctx) => count(grants.success, ctx));
   provider.on("grant.error", (ctx) => count(grants.error, ctx));
+  // oidc-provider emits no event for a successful revocation (only revocation.error): count the
+  // requests to its revocation endpoint that it answered with 200.
   const state = { revocations: 0 };
-  provider.on("revocation.success", () => {
-    state.revocations += 1;
-  });
 
   const oidc = provider.callback();
   server.on("request", (req, res) => {
     if (req.url?.startsWith("/api/")) {
       void resource(provider, req, res);
       return;
+    }
+    if (req.method === "POST" && req.url?.split("?")[0] === "/token/revocation") {
+      res.on("finish", () => {
+        if (res.statusCode === 200) state.revocations += 1;
+      });
     }
     oidc(req, res);
   });
@@ -100,6 +107,9 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
     grants,
     get revocations() {
       return state.revocations;
+    },
+    setRotateRefreshToken(rotate: boolean) {
+      rotation.rotate = rotate;
     },
     provider,
     stop: () =>

@@ -166,7 +166,7 @@ describe("writing values", () => {
     expect(envEntries(content)).toEqual(values);
     // A second pull of the same values changes nothing.
     const again = mergeEnv(content, values);
-    expect(again).toEqual({ added: [], changed: [], content });
+    expect(again).toEqual({ added: [], changed: [], removed: [], content });
   });
 });
 
@@ -221,7 +221,7 @@ describe("mergeEnv", () => {
   });
 
   it("writes nothing when there is nothing", () => {
-    expect(mergeEnv("", new Map())).toEqual({ added: [], changed: [], content: "" });
+    expect(mergeEnv("", new Map())).toEqual({ added: [], changed: [], removed: [], content: "" });
   });
 
   it("normalises a file without a final newline, or with CRLF, to LF lines ending in a newline", () => {
@@ -275,5 +275,18 @@ describe("expiryComments", () => {
         ["B", new Date("2032-01-01T00:00:00Z")],
       ]),
     );
+  });
+});
+
+describe("mergeEnv removing dead keys", () => {
+  it("takes a key and the expiry comment above it out of the file, and says so", () => {
+    const existing = "A=1\n# OAUTH_41_ACCESS_TOKEN expires 2026-01-01T00:00:00.000Z\nOAUTH_41_ACCESS_TOKEN=dead\nB=2\n";
+    const plan = mergeEnv(existing, new Map([["A", "1"]]), new Map(), new Set(["OAUTH_41_ACCESS_TOKEN"]));
+    expect(plan.content).toBe("A=1\nB=2\n");
+    expect(plan.removed).toEqual(["OAUTH_41_ACCESS_TOKEN"]);
+  });
+
+  it("reports nothing removed when the key was not in the file", () => {
+    expect(mergeEnv("A=1\n", new Map([["A", "1"]]), new Map(), new Set(["GONE"])).removed).toEqual([]);
   });
 });

@@ -87,6 +87,7 @@ export function renderLine(key: string, value: string, exported = false): string
 export interface MergePlan {
   added: string[];
   changed: string[];
+  removed: string[];
   /** The file's new text. */
   content: string;
 }
@@ -97,8 +98,19 @@ export interface MergePlan {
  * appended in sorted order. `comments` puts a `# ...` line above a key (token expiry), replacing
  * the one a previous pull wrote there.
  */
-export function mergeEnv(existing: string, remote: Map<string, string>, comments: Map<string, string> = new Map()): MergePlan {
-  const lines = parseEnvFile(existing);
+export function mergeEnv(
+  existing: string,
+  remote: Map<string, string>,
+  comments: Map<string, string> = new Map(),
+  /** Keys to take out of the file (a token the server could not renew must not linger). */
+  remove: Set<string> = new Set(),
+): MergePlan {
+  const lines = parseEnvFile(existing).filter((line, i, all) => {
+    if (line.key !== undefined) return !remove.has(line.key);
+    // A managed expiry comment goes with its removed key.
+    const next = all[i + 1];
+    return !(next?.key !== undefined && remove.has(next.key) && isManagedComment(line.raw, next.key));
+  });
   const local = new Map<string, string>();
   for (const line of lines) if (line.key !== undefined) local.set(line.key, line.value!);
   const added = [...remote.keys()].filter((k) => !local.has(k)).sort();
@@ -122,7 +134,8 @@ export function mergeEnv(existing: string, remote: Map<string, string>, comments
     if (comment !== undefined) out.push(comment);
     out.push(renderLine(key, remote.get(key)!));
   }
-  return { added, changed, content: out.length > 0 ? `${out.join("\n")}\n` : "" };
+  const removed = [...remove].filter((k) => parseEnvFile(existing).some((line) => line.key === k)).sort();
+  return { added, changed, removed, content: out.length > 0 ? `${out.join("\n")}\n` : "" };
 }
 
 /** The comment our pull writes above a token: `# KEY expires <time>`. */

@@ -43,7 +43,9 @@ export const ERROR_STATUS = {
   oauth_not_connected: 409,
   oauth_needs_reauthorization: 409,
   oauth_not_configured: 409,
-  oauth_provider_error: 502,
+  // The provider failed or refused: the request cannot succeed now, through no fault of the
+  // server. A 4xx (424 Failed Dependency), as provider error pages are bad input to us.
+  oauth_provider_error: 424,
   oauth_flow_not_found: 404,
   oauth_state_invalid: 400,
   oauth_refresh_busy: 503,

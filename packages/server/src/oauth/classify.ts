@@ -35,6 +35,19 @@ function retryAfter(response: Response | undefined): number | undefined {
 }
 
 export function classify(error: unknown): ProviderFailure {
+  // RFC 6749 §5.2: a client that authenticated with HTTP Basic is refused with 401 and a
+  // WWW-Authenticate challenge; oauth4webapi reports the challenge instead of the body.
+  if (error instanceof oauth.WWWAuthenticateChallengeError) {
+    const challenge = error.cause[0];
+    const code = challenge?.parameters.error ?? (error.status === 401 ? "invalid_client" : undefined);
+    const description = clip(challenge?.parameters.error_description);
+    const detail = [code, description].filter(Boolean).join(": ") || `HTTP ${error.status}`;
+    if (code === "invalid_grant") return { kind: "reauthorize", code, message: `The provider refused the grant (${detail}).`, retryAfterMs: undefined };
+    if (error.status >= 500 || error.status === 429) {
+      return { kind: "transient", code, message: `The provider is unavailable (HTTP ${error.status}).`, retryAfterMs: retryAfter(error.response) };
+    }
+    return { kind: "configuration", code, message: `The provider rejected the client credentials (${detail}).`, retryAfterMs: undefined };
+  }
   if (error instanceof oauth.ResponseBodyError) {
     const code = error.error;
     const description = clip(error.error_description);
@@ -63,7 +76,9 @@ export function classify(error: unknown): ProviderFailure {
         ? "an answer that is not JSON (an error page?)"
         : error.code === oauth.INVALID_RESPONSE
           ? "an answer without a usable access token"
-          : `an unexpected answer (${clip(error.message)})`;
+          : status !== undefined && status >= 400
+            ? "an error that is not an OAuth error answer (an error page?)"
+            : `an unexpected answer (${clip(error.message)})`;
     return {
       kind: "transient",
       code: undefined,

@@ -146,6 +146,7 @@ export class Connections {
       next_refresh_at: nextRefreshOf(expiry.expiresAt, now, refreshable),
       last_error: null,
       last_error_at: null,
+      last_error_kind: null,
       failure_count: 0,
       lease_owner: null,
       lease_expires_at: null,
@@ -237,6 +238,14 @@ export class Connections {
         await oauthStore.releaseLease(db, worker.id, settings.key, owner);
         return this.tokenOf(row);
       }
+      // After a transient failure the provider is left alone until the backoff has passed.
+      if (row.last_error_kind === "transient" && row.next_refresh_at !== null && row.next_refresh_at > this.now()) {
+        await oauthStore.releaseLease(db, worker.id, settings.key, owner);
+        if (row.access_expires_at !== null && row.access_expires_at > this.now()) return this.tokenOf(row);
+        throw new AppError("oauth_provider_error", `Refreshing ${JSON.stringify(settings.key)} failed: ${row.last_error ?? "the provider failed"}`, {
+          hint: `The stored tokens are kept; the next attempt is at ${new Date(row.next_refresh_at).toISOString()}. \`ntn workers oauth status\` shows the last error.`,
+        });
+      }
       return await this.refresh(worker, settings, row, owner);
     } catch (error) {
       await oauthStore.releaseLease(db, worker.id, settings.key, owner).catch(() => {});
@@ -297,6 +306,7 @@ export class Connections {
       next_refresh_at: nextRefreshOf(expiry.expiresAt, now, true),
       last_error: null,
       last_error_at: null,
+      last_error_kind: null,
       failure_count: 0,
       updated_at: now,
     });
@@ -319,6 +329,7 @@ export class Connections {
       status: failure.kind === "reauthorize" ? "needs_reauthorization" : row.status,
       last_error: failure.message,
       last_error_at: now,
+      last_error_kind: failure.kind,
       failure_count: failures,
       next_refresh_at: failure.kind === "reauthorize" ? null : now + Math.round(backoff),
       updated_at: now,

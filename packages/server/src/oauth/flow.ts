@@ -109,7 +109,8 @@ export async function exchangeCode(
   const error = query.get("error");
   if (error) {
     const described = describeAuthorizationError(error, query.get("error_description"), secret.redirectUri);
-    throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri } });
+    const providerError = error === "invalid_client" || error === "unauthorized_client" ? "client_rejected" : error;
+    throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
   }
   const as = authorizationServer(settings);
   const params = new URLSearchParams(query);
@@ -131,7 +132,8 @@ export async function exchangeCode(
   } catch (err) {
     if (err instanceof oauth.AuthorizationResponseError) {
       const described = describeAuthorizationError(err.error, err.error_description ?? null, secret.redirectUri);
-      throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri } });
+      const providerError = err.error === "invalid_client" || err.error === "unauthorized_client" ? "client_rejected" : err.error;
+      throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
     }
     const failure = classify(err);
     const hint =
@@ -142,7 +144,7 @@ export async function exchangeCode(
           : "Start again with `ntn workers oauth start`.";
     throw new AppError("oauth_provider_error", `Exchanging the authorization code failed: ${failure.message}`, {
       hint,
-      details: { redirectUrl: secret.redirectUri },
+      details: { redirectUrl: secret.redirectUri, providerError: failure.kind === "configuration" ? "client_rejected" : failure.code ?? null },
     });
   }
   return answer;

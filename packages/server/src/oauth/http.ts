@@ -58,6 +58,8 @@ export async function normaliseTokenResponse(response: Response, settings: OAuth
   delete body.id_token;
   const headers = new Headers(response.headers);
   headers.set("content-type", "application/json");
+  // With an RFC 6749 error body at hand, the body says more than a Basic challenge.
+  if (typeof body.error === "string") headers.delete("www-authenticate");
   headers.delete("content-length");
   headers.delete("content-encoding");
   return new Response(JSON.stringify(body), { status, statusText: response.statusText, headers });

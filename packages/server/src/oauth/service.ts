@@ -9,7 +9,7 @@ import type { Executor } from "../executor/pool.js";
 import type { EnvPatch } from "../executor/protocol.js";
 import { sha256Hex } from "../ids.js";
 import type { Logger } from "../log.js";
-import type { RunEnvSource } from "../runs/service.js";
+import type { Renewal, RunEnvSource } from "../runs/service.js";
 import * as oauthStore from "../store/oauth.js";
 import type { Database, OauthConnectionRow, WorkerRow } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
@@ -186,15 +186,22 @@ export function createOAuthService(options: {
     const { tokens, failures } = await collectTokens(worker, true);
     const env: EnvPatch = {};
     const hints = new Map<string, string>();
-    const renewals: { at: number; renew: () => Promise<unknown> }[] = [];
+    const renewals: Renewal[] = [];
+    // When to renew a token during a run: half its margin before it expires.
+    const renewAt = (expiresAt: number) => expiresAt - refreshMargin(Math.max(expiresAt - now(), 0)) / 2;
     for (const token of tokens) {
       env[token.settings.envKey] = token.accessToken;
       if (token.expiresAt !== null) {
         // A run that outlasts the token gets a fresh one pushed in before it expires.
-        const lifetime = token.expiresAt - now();
         renewals.push({
-          at: token.expiresAt - refreshMargin(Math.max(lifetime, 0)) / 2,
-          renew: () => connections.validToken(worker, token.settings, { force: true }),
+          at: renewAt(token.expiresAt),
+          renew: async () => {
+            // Within the margin by now, so this refreshes, unless someone (maybe another server
+            // process) just did; either way the run's process gets the current token.
+            const next = await connections.validToken(worker, token.settings);
+            executor.pushEnv(worker.id, { [token.settings.envKey]: next.accessToken });
+            return next.expiresAt === null ? null : renewAt(next.expiresAt);
+          },
         });
       }
     }
@@ -243,7 +250,15 @@ export function createOAuthService(options: {
           message: `${settings.key} (${settings.name}) is connected for worker ${worker.name}. You can close this window and return to the terminal.`,
         };
       } catch (error) {
-        if (isAppError(error)) return fail(error);
+        if (isAppError(error)) {
+          // A client the provider refused: name the secrets to check, as everywhere else.
+          if (error.details?.providerError === "client_rejected") {
+            const worker = await workers.get({ workspaceId: flow.workspace_id } as Caller, flow.worker_id).catch(() => undefined);
+            const names = worker ? await clientSecretNames(worker, flow.capability_key).catch(() => []) : [];
+            return fail(new AppError(error.code, error.message, { hint: clientSecretsHint(names), details: error.details }));
+          }
+          return fail(error);
+        }
         log.error({ err: error, flowId: flow.id }, "oauth callback failed");
         return fail(new AppError("internal", "The connection could not be stored because of an internal error.", { hint: "The server log has the details." }));
       }

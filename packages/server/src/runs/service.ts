@@ -25,7 +25,13 @@ import type { WorkerService } from "../workers/service.js";
 export type RunEnvSource = (
   worker: WorkerRow,
   capabilities: CapabilitySummary[],
-) => Promise<{ env: EnvPatch; hints: Map<string, string>; renewals: { at: number; renew: () => Promise<unknown> }[] }>;
+) => Promise<{ env: EnvPatch; hints: Map<string, string>; renewals: Renewal[] }>;
+
+/** A token to renew while a run goes on: at `at`; `renew` answers when to renew it next (or null). */
+export interface Renewal {
+  at: number;
+  renew(): Promise<number | null>;
+}
 
 export interface RunService {
   run(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean }): Promise<{ result: unknown; runId: string } | StreamAnswer>;
@@ -168,12 +174,25 @@ export function createRunService(options: {
       onLine({ _tag: "log", event: { stream, data: data.endsWith("\n") ? data.slice(0, -1) : data } });
     };
     let outcome: RunOutcome;
-    const timers = runtime.renewals.map((renewal) =>
-      setTimeout(
-        () => void renewal.renew().catch((error: unknown) => log.warn({ runId, reason: (error as Error).message }, "token renewal during a run failed")),
-        Math.max(0, renewal.at - now()),
-      ),
-    );
+    // Each token is renewed before it expires, again and again, for as long as the run goes on.
+    const timers = new Set<NodeJS.Timeout>();
+    let ended = false;
+    const plan = (renewal: Renewal, at: number) => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        renewal.renew().then(
+          (next) => {
+            if (!ended && next !== null) plan(renewal, Math.max(next, now() + 1000));
+          },
+          (error: unknown) => {
+            log.warn({ runId, reason: (error as Error).message }, "token renewal during a run failed");
+            if (!ended) plan(renewal, now() + 5000);
+          },
+        );
+      }, Math.max(0, at - now()));
+      timers.add(timer);
+    };
+    for (const renewal of runtime.renewals) plan(renewal, renewal.at);
     try {
       const target = await builder.execTarget(worker, deployment, { workerIsFresh: true });
       outcome = await executor.run(target, {
@@ -189,6 +208,7 @@ export function createRunService(options: {
       outcome = { ok: false, error: { name: "RunFailed", message }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true };
       log.warn({ runId, workerId: worker.id, reason: message }, "run could not start");
     } finally {
+      ended = true;
       for (const timer of timers) clearTimeout(timer);
     }
     let message: string | undefined;

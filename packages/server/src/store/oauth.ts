@@ -179,7 +179,14 @@ export async function dueConnections(db: Db, until: number, limit: number): Prom
 export async function postponeRefresh(db: Db, row: OauthConnectionRow, next: number, error: string, now: number): Promise<void> {
   await db
     .updateTable("oauth_connections")
-    .set({ next_refresh_at: next, last_error: error, last_error_at: now, failure_count: row.failure_count + 1, version: row.version + 1 })
+    .set({
+      next_refresh_at: next,
+      last_error: error,
+      last_error_at: now,
+      last_error_kind: "configuration",
+      failure_count: row.failure_count + 1,
+      version: row.version + 1,
+    })
     .where("worker_id", "=", row.worker_id)
     .where("capability_key", "=", row.capability_key)
     .where("version", "=", row.version)

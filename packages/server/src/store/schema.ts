@@ -133,6 +133,8 @@ export interface OauthConnectionsTable {
   next_refresh_at: number | null;
   last_error: string | null;
   last_error_at: number | null;
+  /** reauthorize | configuration | transient: a transient failure backs off the next attempt. */
+  last_error_kind: string | null;
   failure_count: number;
   /** Bumped by every credential write; a write names the version it read (compare-and-set). */
   version: number;

@@ -1,5 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
+import { Ajv } from "ajv";
+import YAML from "yaml";
 import { PACKAGE_ROOT } from "../../package-root.js";
 
 /** The quirks a catalog entry may add; each is implemented once, generically, in oauth/. */
@@ -23,14 +25,15 @@ const DATA_DIR = path.join(PACKAGE_ROOT, "src", "oauth", "providers");
 export class CatalogError extends Error {}
 
 /** Parses and checks a catalog: unknown keys, bad values and duplicate names are errors. */
-export async function parseCatalog(yamlText: string, schema: object): Promise<ProviderQuirks[]> {
-  // yaml and ajv load with the first catalog, not with the server.
-  const [{ default: YAML }, { Ajv }] = await Promise.all([import("yaml"), import("ajv")]);
+export function parseCatalog(yamlText: string, schema: object): ProviderQuirks[] {
   const data = YAML.parse(yamlText) as unknown;
   const ajv = new Ajv({ allErrors: true });
   const validate = ajv.compile(schema);
   if (!validate(data)) {
-    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "/"} ${e.message ?? ""}`.trim());
+    const problems = (validate.errors ?? []).map((e) => {
+      const key = (e.params as { additionalProperty?: string }).additionalProperty;
+      return `${e.instancePath || "/"} ${e.message ?? ""}${key ? ` (${JSON.stringify(key)})` : ""}`.trim();
+    });
     throw new CatalogError(`The OAuth provider catalog is invalid: ${problems.join("; ")}`);
   }
   const providers = (data as { providers: ProviderQuirks[] }).providers;
@@ -44,6 +47,7 @@ export async function parseCatalog(yamlText: string, schema: object): Promise<Pr
 
 const cached = new Map<string, Promise<ProviderQuirks[]>>();
 
+// Reading is cheap but checking (ajv compiles the schema) is not: done once, on first use.
 async function readCatalog(extraFile: string | undefined): Promise<ProviderQuirks[]> {
   const schema = JSON.parse(fs.readFileSync(path.join(DATA_DIR, "schema.json"), "utf8")) as object;
   let extraText: string | undefined;
@@ -54,8 +58,8 @@ async function readCatalog(extraFile: string | undefined): Promise<ProviderQuirk
       throw new CatalogError(`Cannot read the provider catalog ${extraFile}: ${(error as Error).message}`);
     }
   }
-  const builtIn = await parseCatalog(fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"), schema);
-  const extra = extraText === undefined ? [] : await parseCatalog(extraText, schema);
+  const builtIn = parseCatalog(fs.readFileSync(path.join(DATA_DIR, "catalog.yaml"), "utf8"), schema);
+  const extra = extraText === undefined ? [] : parseCatalog(extraText, schema);
   return [...extra, ...builtIn.filter((entry) => !extra.some((e) => e.name === entry.name))];
 }
 

@@ -22,6 +22,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
     .addColumn("next_refresh_at", "bigint")
     .addColumn("last_error", "text")
     .addColumn("last_error_at", "bigint")
+    .addColumn("last_error_kind", "text")
     .addColumn("failure_count", "integer", (c) => c.notNull().defaultTo(0))
     .addColumn("version", "integer", (c) => c.notNull())
     .addColumn("lease_owner", "text")

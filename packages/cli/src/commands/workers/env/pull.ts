@@ -41,16 +41,19 @@ export default defineCommand({
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new LocalError(`Failed to read ${shown}`, { cause: error });
     }
-    const plan = mergeEnv(existing ?? "", remote, comments);
+    // A token variable the server sent a notice for instead of a value is dead: it leaves the file.
+    const dead = new Set((pulled.notices ?? []).map((n) => n.key).filter((key) => !remote.has(key)));
+    const plan = mergeEnv(existing ?? "", remote, comments, dead);
     if (existing !== undefined) {
       if (plan.content === existing) {
         ctx.out.success(`${shown} is already up to date`);
         return;
       }
-      if (plan.added.length + plan.changed.length > 0 && !ctx.opts.yes) {
+      if (plan.added.length + plan.changed.length + plan.removed.length > 0 && !ctx.opts.yes) {
         ctx.out.status(`The following changes will be made to ${shown}:`);
         for (const key of plan.added) ctx.out.status(`  + ${key}`);
         for (const key of plan.changed) ctx.out.status(`  ~ ${key}`);
+        for (const key of plan.removed) ctx.out.status(`  - ${key}`);
         if (!(await ctx.confirm("? Apply changes?"))) return;
       }
     }
