@@ -18,6 +18,12 @@ export interface ServerOptions {
   logLevel?: string;
   /** Where logs go; defaults to stderr. Tests pass a stream to capture them. */
   logStream?: NodeJS.WritableStream;
+  /** How long a token endpoint gets to answer (the refresh lease lasts three times as long). */
+  providerTimeout?: string | number;
+  /** A refresh token unused this long is refreshed anyway (providers expire idle ones). */
+  refreshKeepAlive?: string | number;
+  /** Requests handled at once; beyond, the API answers 503 with Retry-After. */
+  maxConcurrentRequests?: number;
   /** Extra OAuth provider quirks (a YAML file in the catalog's format); WORKYARD_PROVIDER_CATALOG. */
   providerCatalog?: string;
   /** Maximum JSON body of an action, bytes. */
@@ -41,6 +47,9 @@ export interface Config {
   logLevel: string;
   logStream: NodeJS.WritableStream;
   providerCatalog: string | undefined;
+  providerTimeoutMs: number;
+  refreshKeepAliveMs: number;
+  maxConcurrentRequests: number;
   bodyLimit: number;
   uploadLimit: number;
 }
@@ -107,6 +116,9 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     logLevel: options.logLevel ?? env.WORKYARD_LOG_LEVEL ?? "info",
     logStream: options.logStream ?? process.stderr,
     providerCatalog: options.providerCatalog ?? (env.WORKYARD_PROVIDER_CATALOG || undefined),
+    providerTimeoutMs: parseDuration(options.providerTimeout ?? env.WORKYARD_PROVIDER_TIMEOUT ?? "10s", "--provider-timeout"),
+    refreshKeepAliveMs: parseDuration(options.refreshKeepAlive ?? env.WORKYARD_REFRESH_KEEP_ALIVE ?? "7d", "--refresh-keep-alive"),
+    maxConcurrentRequests: options.maxConcurrentRequests ?? (env.WORKYARD_MAX_CONCURRENT_REQUESTS ? Number(env.WORKYARD_MAX_CONCURRENT_REQUESTS) : 4096),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
   };

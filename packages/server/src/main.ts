@@ -81,6 +81,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     publicUrl: () => publicUrl,
     allowInsecure: config.allowInsecureOauth,
     catalog,
+    providerTimeoutMs: config.providerTimeoutMs,
+    timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 3, keepAliveMs: config.refreshKeepAliveMs },
   });
   const scheduler = config.backgroundRefresh
     ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log })
@@ -108,7 +110,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     runs,
     oauth,
     publicUrl: () => publicUrl,
-    limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit },
+    limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit, maxConcurrentRequests: config.maxConcurrentRequests },
     registerWeb,
     webPages: [registerOAuthCallback],
   };

@@ -42,7 +42,7 @@ export interface ApiDeps {
   oauth: OAuthService;
   /** The public base URL (no trailing slash), known once the server listens. */
   publicUrl(): string;
-  limits: { bodyLimit: number; uploadLimit: number };
+  limits: { bodyLimit: number; uploadLimit: number; maxConcurrentRequests?: number };
   /** Actions of later concerns (builder, executor, oauth), registered beside the core ones. */
   extraActions?: ActionDefinition[];
   /** Server-rendered pages (CLI login approval, OAuth callback). */
@@ -122,6 +122,10 @@ function fromFrameworkError(error: FastifyError): AppError | undefined {
     case "FST_FIELDS_LIMIT":
       return new AppError("validation_error", "The upload holds too many parts; send the issued fields and one file.");
   }
+  // The store is momentarily locked (SQLite's writer lock) or out of connections (PostgreSQL).
+  if (error.code === "SQLITE_BUSY" || error.code === "SQLITE_LOCKED" || /timeout exceeded when trying to connect/.test(error.message)) {
+    return new AppError("store_busy", "The database is busy; try again shortly.");
+  }
   if (error instanceof SyntaxError || error.statusCode === 400) {
     return new AppError("invalid_json", "The request body is not valid JSON.");
   }
@@ -146,10 +150,23 @@ export function createApi(deps: ApiDeps): FastifyInstance {
   // JSON only: Fastify would otherwise read text/plain bodies too.
   app.removeContentTypeParser("text/plain");
 
+  // Overload is answered, not suffered: past the limit of requests in hand, 503 with Retry-After.
+  let inFlight = 0;
+  const maxInFlight = deps.limits.maxConcurrentRequests ?? 4096;
+  app.addHook("onRequest", async (request, reply) => {
+    if (inFlight >= maxInFlight) {
+      const busy = new AppError("overloaded", "The server is handling too many requests; try again shortly.", { hint: "Retry after the time in the Retry-After header." });
+      return reply.status(busy.status).header("retry-after", "1").send(errorBody(busy, request.id));
+    }
+    inFlight += 1;
+    reply.raw.once("close", () => (inFlight -= 1));
+  });
+
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = isAppError(error) ? error : fromFrameworkError(error);
     if (known) {
       if (known.status === 401) reply.header("www-authenticate", 'Bearer realm="workyard"');
+      if (known.status === 503 || known.status === 429) reply.header("retry-after", String(known.details?.retryAfterSeconds ?? 1));
       return reply.status(known.status).send(errorBody(known, request.id));
     }
     deps.log.error({ err: error, requestId: request.id, url: request.url.split("?")[0] }, "request failed");

@@ -11,6 +11,8 @@ export const LIMITS = {
   /** Warm processes per deployment, and in all. */
   processesPerDeployment: 4,
   processesTotal: 32,
+  /** Runs waiting for a process of one deployment; beyond, a run answers 503 overloaded. */
+  queuedRunsPerDeployment: 256,
   /** An idle process is stopped after this long. */
   idleMs: 5 * 60 * 1000,
   /** How often a running process's memory is checked. */

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { AppError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { LIMITS } from "./limits.js";
 import type { EnvPatch } from "./protocol.js";
@@ -140,6 +141,11 @@ export class Executor {
       } finally {
         pool.starting -= 1;
       }
+    }
+    if (pool.waiters.length >= LIMITS.queuedRunsPerDeployment) {
+      throw new AppError("overloaded", "Too many runs of this worker are waiting for a process; try again shortly.", {
+        hint: "Retry after the time in the Retry-After header.",
+      });
     }
     const next = await new Promise<SandboxProcess | Error>((resolve) => pool.waiters.push(resolve));
     if (next instanceof Error) throw next;

@@ -13,9 +13,8 @@ import type { OAuthSettings } from "./settings.js";
 
 /** Refresh interval for a refreshable token whose expiry nobody told us (shown in `oauth status`). */
 export const DEFAULT_REFRESH_INTERVAL_MS = 60 * 60 * 1000;
-/** The refresh lease outlives the provider's timeout, so a live holder is never overtaken. */
+/** Defaults of RefreshTiming: three provider timeouts. */
 export const LEASE_TTL_MS = 30_000;
-/** How long a request waits for another refresher before it gives up with a clear error. */
 export const LEASE_WAIT_MS = 30_000;
 const MAX_BACKOFF_MS = 30 * 60 * 1000;
 
@@ -31,6 +30,16 @@ export interface ValidToken {
   accessToken: string;
   expiresAt: number | null;
 }
+
+/** The clocks of refreshing: the lease outlives the provider's timeout, so a live holder is never overtaken. */
+export interface RefreshTiming {
+  leaseTtlMs: number;
+  /** How long a request waits for another refresher before it gives up with a clear error. */
+  leaseWaitMs: number;
+  keepAliveMs: number;
+}
+
+export const DEFAULT_TIMING: RefreshTiming = { leaseTtlMs: LEASE_TTL_MS, leaseWaitMs: LEASE_WAIT_MS, keepAliveMs: 7 * 24 * 3600 * 1000 };
 
 /** Refresh before expiry by min(5 minutes, half the token's lifetime). */
 export function refreshMargin(lifetimeMs: number): number {
@@ -65,9 +74,9 @@ export const KEEP_ALIVE_MS = 7 * 24 * 3600 * 1000;
  * keep-alive interval after it was obtained, whichever comes first; never for a token that cannot
  * be refreshed.
  */
-export function nextRefreshOf(expiresAt: number | null, obtainedAt: number, refreshable: boolean): number | null {
+export function nextRefreshOf(expiresAt: number | null, obtainedAt: number, refreshable: boolean, keepAliveMs = KEEP_ALIVE_MS): number | null {
   if (!refreshable) return null;
-  const keepAlive = obtainedAt + KEEP_ALIVE_MS;
+  const keepAlive = obtainedAt + keepAliveMs;
   if (expiresAt === null) return keepAlive;
   return Math.min(expiresAt - refreshMargin(expiresAt - obtainedAt), keepAlive);
 }
@@ -103,8 +112,13 @@ export class Connections {
       onRefreshed?: (workerId: string, envKey: string, accessToken: string) => void;
       /** The secrets behind a worker's client id and secret, for configuration errors. */
       clientSecretNames?: (worker: WorkerRow) => Promise<string[]>;
+      timing?: Partial<RefreshTiming>;
     },
-  ) {}
+  ) {
+    this.timing = { ...DEFAULT_TIMING, ...options.timing };
+  }
+
+  readonly timing: RefreshTiming;
 
   private now(): number {
     return this.options.now?.() ?? Date.now();
@@ -143,7 +157,7 @@ export class Connections {
       connected_at: now,
       obtained_at: now,
       last_refresh_at: null,
-      next_refresh_at: nextRefreshOf(expiry.expiresAt, now, refreshable),
+      next_refresh_at: nextRefreshOf(expiry.expiresAt, now, refreshable, this.timing.keepAliveMs),
       last_error: null,
       last_error_at: null,
       last_error_kind: null,
@@ -193,7 +207,7 @@ export class Connections {
   async refreshInBackground(worker: WorkerRow, settings: OAuthSettings, seen: OauthConnectionRow): Promise<"refreshed" | "skipped" | "failed"> {
     const { db } = this.options;
     const owner = randomToken(16);
-    if (!(await oauthStore.acquireLease(db, worker.id, settings.key, owner, this.now(), LEASE_TTL_MS))) return "skipped";
+    if (!(await oauthStore.acquireLease(db, worker.id, settings.key, owner, this.now(), this.timing.leaseTtlMs))) return "skipped";
     try {
       const row = await oauthStore.findConnection(db, worker.id, settings.key);
       if (!row || row.status !== "connected" || row.version !== seen.version || (row.next_refresh_at ?? Infinity) > this.now()) {
@@ -212,9 +226,9 @@ export class Connections {
   private async refreshUnderLease(worker: WorkerRow, settings: OAuthSettings, seen: OauthConnectionRow, force: boolean): Promise<ValidToken> {
     const { db } = this.options;
     const owner = randomToken(16);
-    const deadline = this.now() + LEASE_WAIT_MS;
+    const deadline = this.now() + this.timing.leaseWaitMs;
     let delay = 50;
-    while (!(await oauthStore.acquireLease(db, worker.id, settings.key, owner, this.now(), LEASE_TTL_MS))) {
+    while (!(await oauthStore.acquireLease(db, worker.id, settings.key, owner, this.now(), this.timing.leaseTtlMs))) {
       await new Promise((resolve) => setTimeout(resolve, delay + Math.random() * delay));
       delay = Math.min(delay * 2, 500);
       const row = await oauthStore.findConnection(db, worker.id, settings.key);
@@ -303,7 +317,7 @@ export class Connections {
       expiry_source: expiry.source,
       obtained_at: now,
       last_refresh_at: now,
-      next_refresh_at: nextRefreshOf(expiry.expiresAt, now, true),
+      next_refresh_at: nextRefreshOf(expiry.expiresAt, now, true, this.timing.keepAliveMs),
       last_error: null,
       last_error_at: null,
       last_error_kind: null,

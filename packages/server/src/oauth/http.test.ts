@@ -24,6 +24,7 @@ function settingsWith(quirks?: Partial<ProviderQuirks>, tokenEndpoint = "https:/
     extraTokenParams: {},
     revocationEndpoint: undefined,
     quirks: quirks ? { name: "test", match: ["https://provider.example"], ...quirks } : undefined,
+    providerTimeoutMs: PROVIDER_TIMEOUT_MS,
   };
 }
 

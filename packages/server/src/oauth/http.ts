@@ -70,7 +70,7 @@ export function requestOptions(settings: OAuthSettings, extra: Record<string, st
   const options: oauth.TokenEndpointRequestOptions = {
     [oauth.customFetch]: async (url: string, init: oauth.CustomFetchOptions<string, unknown>) =>
       normaliseTokenResponse(await fetch(url, init as RequestInit), settings),
-    signal: AbortSignal.timeout(PROVIDER_TIMEOUT_MS),
+    signal: AbortSignal.timeout(settings.providerTimeoutMs),
   };
   const params = { ...settings.extraTokenParams, ...extra };
   if (Object.keys(params).length > 0) options.additionalParameters = params;

@@ -15,9 +15,9 @@ import type { Database, OauthConnectionRow, WorkerRow } from "../store/schema.js
 import type { Keyring } from "../vault/keyring.js";
 import type { WorkerService } from "../workers/service.js";
 import { classify } from "./classify.js";
-import { clientSecretsHint, Connections, DEFAULT_REFRESH_INTERVAL_MS, refreshMargin } from "./connections.js";
+import { clientSecretsHint, Connections, DEFAULT_REFRESH_INTERVAL_MS, refreshMargin, type RefreshTiming } from "./connections.js";
 import { exchangeCode, flowExpired, startFlow, takeFlow } from "./flow.js";
-import { authorizationServer, client, clientAuth, requestOptions } from "./http.js";
+import { authorizationServer, client, clientAuth, PROVIDER_TIMEOUT_MS, requestOptions } from "./http.js";
 import type { ProviderQuirks } from "./providers/load.js";
 import { envKeyFor, oauthCapability, resolveSettings, type OAuthSettings, type SettingsContext } from "./settings.js";
 
@@ -60,12 +60,19 @@ export function createOAuthService(options: {
   allowInsecure: boolean;
   /** The provider catalog, read on first use (an operator's extra file is checked at start). */
   catalog: () => Promise<ProviderQuirks[]>;
+  providerTimeoutMs?: number;
+  timing?: Partial<RefreshTiming>;
   now?: () => number;
 }) {
   const { db, keyring, log, workers, builder, executor } = options;
   const now = options.now ?? Date.now;
 
-  const context = async (): Promise<SettingsContext> => ({ publicUrl: options.publicUrl(), allowInsecure: options.allowInsecure, catalog: await options.catalog() });
+  const context = async (): Promise<SettingsContext> => ({
+    publicUrl: options.publicUrl(),
+    allowInsecure: options.allowInsecure,
+    catalog: await options.catalog(),
+    providerTimeoutMs: options.providerTimeoutMs ?? PROVIDER_TIMEOUT_MS,
+  });
 
   /** The env var names a bundle reads (process.env.NAME / process.env["NAME"]). */
   function referencedEnvNames(bundle: string): string[] {
@@ -108,6 +115,7 @@ export function createOAuthService(options: {
     now,
     onRefreshed: (workerId, envKey, accessToken) => executor.pushEnv(workerId, { [envKey]: accessToken }),
     clientSecretNames: (worker) => clientSecretNames(worker),
+    ...(options.timing ? { timing: options.timing } : {}),
   });
 
   /** The live manifest (re-read with current secrets) as OAuth settings for one capability. */

@@ -4,6 +4,8 @@ import { quirksFor, type ProviderQuirks } from "./providers/load.js";
 
 export interface SettingsContext {
   publicUrl: string;
+  /** How long a token endpoint gets to answer (default 10 s). */
+  providerTimeoutMs?: number;
   allowInsecure: boolean;
   catalog: ProviderQuirks[];
 }
@@ -30,6 +32,7 @@ export interface OAuthSettings {
   extraTokenParams: Record<string, string>;
   revocationEndpoint: URL | undefined;
   quirks: ProviderQuirks | undefined;
+  providerTimeoutMs: number;
 }
 
 /** `OAUTH_<upper-case hex of the UTF-8 name>_ACCESS_TOKEN`, exactly as the SDK computes it. */
@@ -109,5 +112,6 @@ export function resolveSettings(capability: OAuthEntry, options: SettingsContext
     extraTokenParams: quirks?.extraTokenParams ?? {},
     revocationEndpoint: quirks?.revocationEndpoint ? new URL(quirks.revocationEndpoint) : undefined,
     quirks,
+    providerTimeoutMs: options.providerTimeoutMs ?? 10_000,
   };
 }

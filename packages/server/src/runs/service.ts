@@ -204,6 +204,15 @@ export function createRunService(options: {
         onLog,
       });
     } catch (error) {
+      // Too many runs queued: the caller is told to come back (503), and no run is recorded.
+      if (error instanceof AppError && error.code === "overloaded") {
+        clearTimeout(startTimer);
+        if (recordedStart) {
+          await recordedStart;
+          await journal.finish(runId, { status: "failed", exit_code: EXIT_CODES.error, ended_at: now(), duration_ms: now() - startedAt, error: error.message });
+        }
+        throw error;
+      }
       const message = error instanceof Error ? error.message : String(error);
       outcome = { ok: false, error: { name: "RunFailed", message }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true };
       log.warn({ runId, workerId: worker.id, reason: message }, "run could not start");

@@ -77,6 +77,8 @@ async function openPostgres(url: string): Promise<Store> {
   const pool = new Pool({
     connectionString: url,
     max: 20,
+    // A request waits this long for a connection, then answers store_busy (503, Retry-After).
+    connectionTimeoutMillis: 10_000,
     types: {
       getTypeParser: ((oid: number, format?: "text" | "binary") =>
         oid === 20 ? parseBigint : types.getTypeParser(oid, format as "text")) as typeof types.getTypeParser,

@@ -20,6 +20,9 @@ export default defineCommand({
     { flags: "--no-background-refresh", description: "Refresh OAuth tokens only when a request needs them" },
     { flags: "--allow-insecure-oauth", description: "Allow plain-http OAuth endpoints that are not on loopback" },
     { flags: "--provider-catalog <FILE>", description: "Extra OAuth provider quirks, a YAML file in the catalog's format (WORKYARD_PROVIDER_CATALOG)" },
+    { flags: "--provider-timeout <DURATION>", description: "How long an OAuth token endpoint gets to answer", default: "10s" },
+    { flags: "--refresh-keep-alive <DURATION>", description: "Refresh a refresh token left unused this long", default: "7d" },
+    { flags: "--max-concurrent-requests <N>", description: "Requests handled at once; beyond, 503 with Retry-After", default: "4096" },
     { flags: "--log-level <LEVEL>", description: "fatal, error, warn, info, debug or trace", default: "info" },
   ],
   async run(ctx) {
@@ -39,6 +42,9 @@ export default defineCommand({
         backgroundRefresh: o.backgroundRefresh !== false,
         allowInsecureOauth: Boolean(o.allowInsecureOauth),
         providerCatalog: o.providerCatalog as string | undefined,
+        providerTimeout: o.providerTimeout as string,
+        refreshKeepAlive: o.refreshKeepAlive as string,
+        maxConcurrentRequests: Number(o.maxConcurrentRequests),
         logLevel: o.logLevel as string,
       });
     } catch (error) {
