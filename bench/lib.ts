@@ -11,6 +11,8 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 
 export interface Stats {
+  /** The raw latencies, when the stats came from `load` (to merge runs of several clients). */
+  samples?: number[];
   count: number;
   p50: number;
   p99: number;
@@ -24,6 +26,13 @@ export const client: (baseUrl: string, maxSockets: number) => {
   close(): void;
 } = loadJs.client;
 export const load: (op: () => Promise<unknown>, options: { concurrency: number; durationMs: number; warmupMs?: number }) => Promise<Stats> = loadJs.load;
+
+/** Several loads that ran side by side, as one: merged latencies, summed throughput. */
+export function merge(parts: Stats[]): Stats {
+  const all = parts.flatMap((p) => p.samples ?? []);
+  const merged = stats(all, 1000);
+  return { ...merged, throughput: parts.reduce((sum, p) => sum + p.throughput, 0) };
+}
 
 export function fmt(s: Stats): string {
   return `p50 ${(s.p50 * 1000).toFixed(0)} µs  p99 ${(s.p99 * 1000).toFixed(0)} µs  ${s.throughput.toFixed(0)} req/s  (n=${s.count})`;

@@ -62,5 +62,5 @@ export async function load(op, { concurrency, durationMs, warmupMs = 500 }) {
   const samples = [];
   const start = performance.now();
   await Promise.all(Array.from({ length: concurrency }, () => until(start + durationMs, samples)));
-  return stats(samples, performance.now() - start);
+  return { ...stats(samples, performance.now() - start), samples };
 }

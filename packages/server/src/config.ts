@@ -24,6 +24,8 @@ export interface ServerOptions {
   refreshKeepAlive?: string | number;
   /** Requests handled at once; beyond, the API answers 503 with Retry-After. */
   maxConcurrentRequests?: number;
+  /** Background refreshes at once (per server process). */
+  refreshConcurrency?: number;
   /** Extra OAuth provider quirks (a YAML file in the catalog's format); WORKYARD_PROVIDER_CATALOG. */
   providerCatalog?: string;
   /** Maximum JSON body of an action, bytes. */
@@ -50,6 +52,7 @@ export interface Config {
   providerTimeoutMs: number;
   refreshKeepAliveMs: number;
   maxConcurrentRequests: number;
+  refreshConcurrency: number;
   bodyLimit: number;
   uploadLimit: number;
 }
@@ -73,6 +76,11 @@ function parseDuration(value: string | number, flag: string): number {
     throw new ConfigError(`${flag} must be a duration such as 30s, 2m or 60 (seconds); got ${JSON.stringify(value)}.`);
   }
   return parsed;
+}
+
+function positiveInteger(value: number, flag: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${flag} must be a positive integer; got ${JSON.stringify(value)}.`);
+  return value;
 }
 
 /** Flags and environment to one validated Config; the only place that reads process.env. */
@@ -118,7 +126,14 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     providerCatalog: options.providerCatalog ?? (env.WORKYARD_PROVIDER_CATALOG || undefined),
     providerTimeoutMs: parseDuration(options.providerTimeout ?? env.WORKYARD_PROVIDER_TIMEOUT ?? "10s", "--provider-timeout"),
     refreshKeepAliveMs: parseDuration(options.refreshKeepAlive ?? env.WORKYARD_REFRESH_KEEP_ALIVE ?? "7d", "--refresh-keep-alive"),
-    maxConcurrentRequests: options.maxConcurrentRequests ?? (env.WORKYARD_MAX_CONCURRENT_REQUESTS ? Number(env.WORKYARD_MAX_CONCURRENT_REQUESTS) : 4096),
+    maxConcurrentRequests: positiveInteger(
+      options.maxConcurrentRequests ?? (env.WORKYARD_MAX_CONCURRENT_REQUESTS ? Number(env.WORKYARD_MAX_CONCURRENT_REQUESTS) : 4096),
+      "--max-concurrent-requests",
+    ),
+    refreshConcurrency: positiveInteger(
+      options.refreshConcurrency ?? (env.WORKYARD_REFRESH_CONCURRENCY ? Number(env.WORKYARD_REFRESH_CONCURRENCY) : 16),
+      "--refresh-concurrency",
+    ),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
   };

@@ -85,7 +85,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 3, keepAliveMs: config.refreshKeepAliveMs },
   });
   const scheduler = config.backgroundRefresh
-    ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log })
+    ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency })
     : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, log });
   const login = createLoginService(db, tokens);

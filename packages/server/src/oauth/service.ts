@@ -119,8 +119,8 @@ export function createOAuthService(options: {
   });
 
   /** The live manifest (re-read with current secrets) as OAuth settings for one capability. */
-  async function settingsFor(worker: WorkerRow, key: string): Promise<OAuthSettings> {
-    const live = await builder.liveManifest(worker);
+  async function settingsFor(worker: WorkerRow, key: string, workerIsFresh = false): Promise<OAuthSettings> {
+    const live = await builder.liveManifest(worker, { workerIsFresh });
     if (!live) throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
     return resolveSettings(oauthCapability(live.manifest, key), await context());
   }
@@ -227,7 +227,7 @@ export function createOAuthService(options: {
 
     async start(caller: Caller, workerId: string, key: string) {
       const worker = await workers.get(caller, workerId);
-      const settings = await settingsFor(worker, key);
+      const settings = await settingsFor(worker, key, true);
       await requireClient(worker, settings);
       return startFlow(db, keyring, worker, settings, now());
     },
@@ -296,7 +296,7 @@ export function createOAuthService(options: {
 
     async token(caller: Caller, workerId: string, key: string) {
       const worker = await workers.get(caller, workerId);
-      const token = await connections.validToken(worker, await settingsFor(worker, key));
+      const token = await connections.validToken(worker, await settingsFor(worker, key, true));
       return { accessToken: token.accessToken, expiresAt: iso(token.expiresAt) };
     },
 

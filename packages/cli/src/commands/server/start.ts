@@ -22,6 +22,7 @@ export default defineCommand({
     { flags: "--provider-catalog <FILE>", description: "Extra OAuth provider quirks, a YAML file in the catalog's format (WORKYARD_PROVIDER_CATALOG)" },
     { flags: "--provider-timeout <DURATION>", description: "How long an OAuth token endpoint gets to answer", default: "10s" },
     { flags: "--refresh-keep-alive <DURATION>", description: "Refresh a refresh token left unused this long", default: "7d" },
+    { flags: "--refresh-concurrency <N>", description: "Background token refreshes at once", default: "16" },
     { flags: "--max-concurrent-requests <N>", description: "Requests handled at once; beyond, 503 with Retry-After", default: "4096" },
     { flags: "--log-level <LEVEL>", description: "fatal, error, warn, info, debug or trace", default: "info" },
   ],
@@ -45,6 +46,7 @@ export default defineCommand({
         providerTimeout: o.providerTimeout as string,
         refreshKeepAlive: o.refreshKeepAlive as string,
         maxConcurrentRequests: Number(o.maxConcurrentRequests),
+        refreshConcurrency: Number(o.refreshConcurrency),
         logLevel: o.logLevel as string,
       });
     } catch (error) {
