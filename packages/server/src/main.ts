@@ -22,6 +22,7 @@ import { registerOAuthCallback } from "./web/oauth-callback.js";
 import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
 import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
+import { SqliteWriter } from "./store/sqlite-writer.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
 
@@ -87,7 +88,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const scheduler = config.backgroundRefresh
     ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency })
     : undefined;
-  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, log });
+  const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
+  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log });
   const login = createLoginService(db, tokens);
   // A server that stopped mid-build or mid-run left rows behind: record them as failed.
   const staleBefore = Date.now() - 30 * 60 * 1000;
@@ -145,6 +147,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       await scheduler?.stop();
       await app.close();
       await executor.stop();
+      await writer?.close();
       await store.close();
     },
   };

@@ -1,5 +1,5 @@
-import type { Kysely } from "kysely";
-import * as runsStore from "../store/runs.js";
+import type { CompiledQuery, Kysely } from "kysely";
+import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, NewRun, RunUpdate } from "../store/schema.js";
 
 type Entry =
@@ -16,7 +16,16 @@ export class RunJournal {
   private queue: Entry[] = [];
   private scheduled = false;
 
-  constructor(private readonly db: Kysely<Database>) {}
+  /** With SQLite, commits go through `writer`, off the main thread; otherwise through `db`. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly writer?: SqliteWriter,
+  ) {}
+
+  private compile(entry: Entry): CompiledQuery {
+    if (entry.kind === "finish") return this.db.updateTable("runs").set(entry.fields).where("id", "=", entry.id).compile();
+    return this.db.insertInto("runs").values(entry.row).compile();
+  }
 
   start(row: NewRun): Promise<void> {
     return this.enqueue((done) => ({ kind: "start", row, done }));
@@ -45,12 +54,14 @@ export class RunJournal {
     const batch = this.queue;
     this.queue = [];
     try {
-      await this.db.transaction().execute(async (trx) => {
-        for (const entry of batch) {
-          if (entry.kind === "start" || entry.kind === "whole") await runsStore.insertRun(trx, entry.row);
-          else await runsStore.finishRun(trx, entry.id, entry.fields);
-        }
-      });
+      const queries = batch.map((entry) => this.compile(entry));
+      if (this.writer) {
+        await this.writer.transaction(queries);
+      } else {
+        await this.db.transaction().execute(async (trx) => {
+          for (const query of queries) await trx.executeQuery(query);
+        });
+      }
       for (const entry of batch) entry.done();
     } catch (error) {
       for (const entry of batch) entry.done(error);

@@ -14,6 +14,7 @@ import { LineQueue } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import * as runsStore from "../store/runs.js";
 import { RunJournal } from "./journal.js";
+import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, RunRow, WorkerRow } from "../store/schema.js";
 import type { WorkerService } from "../workers/service.js";
 
@@ -98,12 +99,14 @@ export function createRunService(options: {
   executor: Executor;
   runTimeoutMs: number;
   runEnv?: RunEnvSource;
+  /** SQLite: run records commit on this writer thread (see store/sqlite-writer.ts). */
+  writer?: SqliteWriter;
   log: Logger;
   now?: () => number;
 }): RunService {
   const { db, workers, builder, executor, log } = options;
   const now = options.now ?? Date.now;
-  const journal = new RunJournal(db);
+  const journal = new RunJournal(db, options.writer);
 
   async function prepare(caller: Caller, workerId: string, key: string, args: unknown) {
     const worker = await workers.get(caller, workerId);

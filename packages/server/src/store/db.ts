@@ -10,6 +10,8 @@ export interface Store {
   dialect: Dialect;
   /** Where the data lives, for messages: the SQLite file or the PostgreSQL host/database. */
   location: string;
+  /** SQLite: the database file, for a writer connection of its own (sqlite-writer.ts). */
+  sqliteFile?: string;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,7 @@ async function openSqlite(file: string): Promise<Store> {
     db,
     dialect: "sqlite",
     location: file,
+    sqliteFile: file,
     close: () => db.destroy(),
   };
 }
