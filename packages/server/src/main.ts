@@ -91,8 +91,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log });
   const login = createLoginService(db, tokens);
-  // A server that stopped mid-build or mid-run left rows behind: record them as failed.
-  const staleBefore = Date.now() - 30 * 60 * 1000;
+  // A server that stopped mid-build or mid-run left rows behind: record them as failed. With
+  // SQLite this process is the only server, so every one of them is stale; with PostgreSQL another
+  // process may be building right now, so only those older than any build or run can last.
+  const staleBefore = store.dialect === "sqlite" ? Date.now() : Date.now() - 30 * 60 * 1000;
   await deploymentsStore.failStaleBuilds(db, staleBefore, Date.now());
   await runsStore.failInterruptedRuns(db, staleBefore, Date.now());
 
