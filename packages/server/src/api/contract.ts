@@ -80,6 +80,7 @@ export interface ConnectionStatusView {
   envKey: string;
   status: "connected" | "not_connected" | "needs_reauthorization";
   expiresAt: string | null;
+  /** provider | config | default | none: where the expiry comes from. */
   expirySource: string | null;
   hasRefreshToken: boolean;
   connectedAt: string | null;
@@ -87,6 +88,7 @@ export interface ConnectionStatusView {
   nextRefreshAt: string | null;
   lastError: string | null;
   lastErrorAt: string | null;
+  /** Shown when no expiry was given: how often a refreshable token is renewed. */
   defaultRefreshIntervalMs: number;
 }
 

@@ -1,6 +1,6 @@
 import type { Kysely } from "kysely";
 import * as oauth from "oauth4webapi";
-import type { CapabilityView, EnvEntry, EnvNotice } from "../api/contract.js";
+import type { CapabilityView, ConnectionStatusView, EnvEntry, EnvNotice } from "../api/contract.js";
 import type { Caller } from "../auth/tokens.js";
 import type { CapabilitySummary } from "../builder/manifest.js";
 import type { BuildService } from "../builder/service.js";
@@ -21,23 +21,8 @@ import { authorizationServer, client, clientAuth, PROVIDER_TIMEOUT_MS, requestOp
 import type { ProviderQuirks } from "./providers/load.js";
 import { envKeyFor, oauthCapability, resolveSettings, type OAuthSettings, type SettingsContext } from "./settings.js";
 
-export interface ConnectionStatus {
-  key: string;
-  name: string;
-  envKey: string;
-  status: "connected" | "not_connected" | "needs_reauthorization";
-  expiresAt: string | null;
-  /** provider | config | default | none: where the expiry comes from. */
-  expirySource: string | null;
-  hasRefreshToken: boolean;
-  connectedAt: string | null;
-  lastRefreshAt: string | null;
-  nextRefreshAt: string | null;
-  lastError: string | null;
-  lastErrorAt: string | null;
-  /** Shown when no expiry was given: how often a refreshable token is renewed. */
-  defaultRefreshIntervalMs: number;
-}
+/** A connection as GetOauthStatus shows it (the contract's shape). */
+export type ConnectionStatus = ConnectionStatusView;
 
 export interface CallbackOutcome {
   ok: boolean;

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import type { WorkerView } from "../api/contract.js";
 import type { Caller } from "../auth/tokens.js";
 import { AppError, workerNotFound } from "../errors.js";
 import { newId } from "../ids.js";
@@ -6,14 +7,7 @@ import type { Database, WorkerRow } from "../store/schema.js";
 import * as workersStore from "../store/workers.js";
 import type { UploadService, UploadTicket } from "./uploads.js";
 
-/** A worker as the wire protocol shows it. */
-export interface WorkerView {
-  workerId: string;
-  name: string;
-  spaceId: string;
-  createdAt: string;
-  updatedAt: string;
-}
+export type { WorkerView };
 
 export function workerView(row: WorkerRow): WorkerView {
   return {

@@ -1,6 +1,5 @@
 import { defineCommand } from "../../define-command.js";
-import { UserError } from "../../errors.js";
-import { loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, loadServer, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Re-encrypt every secret and token under a new master key",
@@ -29,8 +28,7 @@ export default defineCommand({
         ctx.out.status(`Removed old key${report.removedKeyIds.length > 1 ? "s" : ""} ${report.removedKeyIds.join(", ")} from ${report.keyFile}.`);
       }
     } catch (error) {
-      if (error instanceof server.ConfigError || error instanceof server.KeyringError) throw new UserError(error.message);
-      throw error;
+      throw asUserError(server, error);
     }
   },
 });

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import { readState, saveLogin } from "../../config.js";
 import { defineCommand } from "../../define-command.js";
 import { UserError } from "../../errors.js";
-import { loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, loadServer, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Start the Workyard server",
@@ -50,10 +50,7 @@ export default defineCommand({
         logLevel: o.logLevel as string,
       });
     } catch (error) {
-      if (error instanceof server.ConfigError || error instanceof server.KeyringError || error instanceof server.CatalogError) {
-        throw new UserError(error.message);
-      }
-      throw error;
+      throw asUserError(server, error);
     }
     const { bootstrap, publicUrl, config, store } = running;
     const out = ctx.out;

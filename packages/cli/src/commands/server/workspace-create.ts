@@ -1,6 +1,5 @@
 import { defineCommand } from "../../define-command.js";
-import { UserError } from "../../errors.js";
-import { loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, loadServer, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Create another workspace and write its first API token to a file",
@@ -21,8 +20,7 @@ export default defineCommand({
       ctx.out.success(`Workspace "${created.name}" created; its token is in ${created.tokenFile}`);
       ctx.out.status(`Use it with: NOTION_WORKSPACE_ID=${created.workspaceId} NOTION_API_TOKEN="$(cat ${created.tokenFile})"`);
     } catch (error) {
-      if (error instanceof server.ConfigError || error instanceof server.KeyringError) throw new UserError(error.message);
-      throw error;
+      throw asUserError(server, error);
     }
   },
 });
