@@ -69,7 +69,17 @@ export interface QuirkProxy {
   /** Where forwarded requests go (the provider's token endpoint); can be set after start. */
   target: string;
   /** Switches the mode: for every request, or only for one grant type (the others pass through). */
-  setMode(modes: QuirkMode | QuirkMode[], options?: { grantType?: "authorization_code" | "refresh_token"; retryAfterSeconds?: number; delayMs?: number }): void;
+  setMode(
+    modes: QuirkMode | QuirkMode[],
+    options?: { grantType?: "authorization_code" | "refresh_token"; retryAfterSeconds?: number; delayMs?: number; latencyMs?: number },
+  ): void;
+  /**
+   * Called once the provider answered a forwarded request, before the proxy sends the answer on
+   * (a crash test kills the server here: the provider has acted, the server has not heard).
+   */
+  beforeAnswer: ((answer: ProviderAnswer) => Promise<void> | void) | undefined;
+  /** Called once the proxy's answer to a forwarded request is written to the socket. */
+  afterAnswer: ((answer: ProviderAnswer) => Promise<void> | void) | undefined;
   /** Token requests received, and those forwarded to the provider. */
   readonly received: number;
   readonly forwarded: number;
@@ -101,6 +111,8 @@ export async function startQuirkProxy(options: { target?: string } = {}): Promis
   let onlyFor: string | undefined;
   let retryAfterSeconds = 120;
   let delayMs = 12_000;
+  /** Forwarded requests wait this long first: a provider that takes its time. */
+  let latencyMs = 0;
   let received = 0;
   let forwarded = 0;
   const requests: ProxiedRequest[] = [];
@@ -204,6 +216,7 @@ export async function startQuirkProxy(options: { target?: string } = {}): Promis
       if (value === undefined || ["host", "content-length", "connection", "transfer-encoding"].includes(key)) continue;
       headers[key] = Array.isArray(value) ? value.join(", ") : value;
     }
+    if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
     forwarded += 1;
     record.forwarded = true;
     const upstream = await fetch(proxy.target, { method: "POST", headers, body });
@@ -215,14 +228,20 @@ export async function startQuirkProxy(options: { target?: string } = {}): Promis
     } catch {
       json = undefined;
     }
-    answers.push({
+    const answer: ProviderAnswer = {
       grantType,
       status: upstream.status,
       accessToken: typeof json?.access_token === "string" ? json.access_token : undefined,
       refreshToken: typeof json?.refresh_token === "string" ? json.refresh_token : undefined,
       expiresIn: typeof json?.expires_in === "number" ? json.expires_in : undefined,
       error: typeof json?.error === "string" ? json.error : undefined,
-    });
+    };
+    answers.push(answer);
+    if (proxy.beforeAnswer) await proxy.beforeAnswer(answer);
+    if (proxy.afterAnswer) {
+      const after = proxy.afterAnswer;
+      res.once("finish", () => void Promise.resolve(after(answer)).catch(() => {}));
+    }
     const outHeaders: Record<string, string> = {};
     for (const name of ["content-type", "cache-control", "pragma", "www-authenticate"]) {
       const value = upstream.headers.get(name);
@@ -257,7 +276,10 @@ export async function startQuirkProxy(options: { target?: string } = {}): Promis
       onlyFor = opts.grantType;
       retryAfterSeconds = opts.retryAfterSeconds ?? 120;
       delayMs = opts.delayMs ?? 12_000;
+      latencyMs = opts.latencyMs ?? 0;
     },
+    beforeAnswer: undefined,
+    afterAnswer: undefined,
     get received() {
       return received;
     },

@@ -27,6 +27,8 @@ export async function startServerProcess(options: {
   dataDir?: string;
   args?: string[];
   env?: Record<string, string>;
+  /** Runs the background refresher (leaves out `--no-background-refresh`). */
+  backgroundRefresh?: boolean;
 }): Promise<ServerProcess> {
   const tmp = options.dataDir ? undefined : tempDir("wy-proc-");
   const dataDir = options.dataDir ?? tmp!.dir;
@@ -42,7 +44,7 @@ export async function startServerProcess(options: {
   };
   const child: ChildProcess = spawn(
     process.execPath,
-    [OUR_NTN, "server", "--port", "0", "--data-dir", dataDir, "--no-background-refresh", ...(options.args ?? [])],
+    [OUR_NTN, "server", "--port", "0", "--data-dir", dataDir, ...(options.backgroundRefresh ? [] : ["--no-background-refresh"]), ...(options.args ?? [])],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";

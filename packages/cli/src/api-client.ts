@@ -87,8 +87,20 @@ export class ApiClient {
     if (!response.body) return;
     const decoder = new TextDecoder();
     let buffered = "";
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      buffered += decoder.decode(chunk, { stream: true });
+    const chunks = (response.body as unknown as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        // The server went away mid-stream (stopped, crashed, network): the user's problem to know, not a bug.
+        throw new UserError(`The connection to the server at ${this.baseUrl} was lost during ${action}.`, {
+          hint: "Whatever was live before stays live; check the server, then try again.",
+          cause: error,
+        });
+      }
+      if (next.done) break;
+      buffered += decoder.decode(next.value, { stream: true });
       let newline: number;
       while ((newline = buffered.indexOf("\n")) >= 0) {
         const line = buffered.slice(0, newline).trim();

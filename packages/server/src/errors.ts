@@ -7,6 +7,8 @@
  */
 export const ERROR_STATUS = {
   // request shape
+  bad_request: 400,
+  headers_too_large: 431,
   invalid_json: 400,
   validation_error: 400,
   body_too_large: 413,

@@ -20,8 +20,7 @@ import { createOAuthService, type OAuthService } from "./oauth/service.js";
 import { RefreshScheduler } from "./oauth/scheduler.js";
 import { registerOAuthCallback } from "./web/oauth-callback.js";
 import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
-import * as deploymentsStore from "./store/deployments.js";
-import * as runsStore from "./store/runs.js";
+import { Maintenance } from "./maintenance.js";
 import { SqliteWriter } from "./store/sqlite-writer.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
@@ -83,7 +82,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     allowInsecure: config.allowInsecureOauth,
     catalog,
     providerTimeoutMs: config.providerTimeoutMs,
-    timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 3, keepAliveMs: config.refreshKeepAliveMs },
+    // Waiting requests outwait a lease (plus a provider timeout) before they give up.
+    timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 4, keepAliveMs: config.refreshKeepAliveMs },
   });
   const scheduler = config.backgroundRefresh
     ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency })
@@ -91,12 +91,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log });
   const login = createLoginService(db, tokens);
-  // A server that stopped mid-build or mid-run left rows behind: record them as failed. With
-  // SQLite this process is the only server, so every one of them is stale; with PostgreSQL another
-  // process may be building right now, so only those older than any build or run can last.
-  const staleBefore = store.dialect === "sqlite" ? Date.now() : Date.now() - 30 * 60 * 1000;
-  await deploymentsStore.failStaleBuilds(db, staleBefore, Date.now());
-  await runsStore.failInterruptedRuns(db, staleBefore, Date.now());
+  // What a crash left behind (runs and builds never finished, half-written folders) is cleared now
+  // and every minute.
+  const maintenance = new Maintenance({ db, dataDir: config.dataDir, runTimeoutMs: config.runTimeoutMs, soleServer: store.dialect === "sqlite", log });
+  await maintenance.start();
 
   const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens });
 
@@ -146,6 +144,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     async stop() {
       if (stopped) return;
       stopped = true;
+      maintenance.stop();
       await scheduler?.stop();
       await app.close();
       await executor.stop();

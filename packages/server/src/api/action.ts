@@ -36,9 +36,14 @@ export function isStreamAnswer(value: unknown): value is StreamAnswer {
   return typeof value === "object" && value !== null && "stream" in value && Symbol.asyncIterator in (value as StreamAnswer).stream;
 }
 
-// Schema pieces shared by the action files.
-export const id = { type: "string", minLength: 1, maxLength: 200 } as const;
-export const shortText = { type: "string", maxLength: 500 } as const;
+// Schema pieces shared by the action files. Text never holds a NUL character: PostgreSQL cannot
+// store one, and no id, name or key needs it (secret values, sealed as bytes, may).
+const NO_NUL = "^[^\\u0000]*$";
+export function text(maxLength: number, minLength = 0): Record<string, unknown> {
+  return { type: "string", minLength, maxLength, pattern: NO_NUL };
+}
+export const id = text(200, 1);
+export const shortText = text(500);
 
 export function object(properties: Record<string, unknown>, required: string[] = []): Record<string, unknown> {
   return { type: "object", properties, required, additionalProperties: true };

@@ -138,6 +138,28 @@ function fromFrameworkError(error: FastifyError): AppError | undefined {
  */
 export function createApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
+    // Errors that happen before routing (a malformed URL, an over-long parameter, a request Node's
+    // HTTP parser refuses) answer in the same error shape as everything else.
+    frameworkErrors: (error, request, reply) => {
+      const known =
+        error.code === "FST_ERR_BAD_URL" || error.code === "FST_ERR_MAX_PARAM_LENGTH"
+          ? new AppError("not_found", `Nothing here: ${request.method} (the URL is not valid).`)
+          : new AppError("bad_request", "The request could not be read.");
+      void (reply as FastifyReply).status(known.status).send(errorBody(known, request.id));
+    },
+    clientErrorHandler: (error: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return socket.destroy();
+      const known =
+        error.code === "HPE_HEADER_OVERFLOW"
+          ? new AppError("headers_too_large", "The request's headers are too large.")
+          : new AppError("bad_request", "The request is not valid HTTP.");
+      const body = JSON.stringify(errorBody(known));
+      socket.end(
+        `HTTP/1.1 ${known.status} ${known.status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    },
+    maxParamLength: 500,
     bodyLimit: deps.limits.bodyLimit,
     logger: false,
     return503OnClosing: true,
@@ -226,26 +248,32 @@ export function createApi(deps: ApiDeps): FastifyInstance {
       if (!request.isMultipart()) {
         throw new AppError("unsupported_media_type", "Send the archive as multipart/form-data: the issued fields, then `file`.");
       }
+      const { uploadId } = request.params as { uploadId: string };
+      const forged = new AppError("upload_signature_invalid", "This upload was not issued by this server, or its fields were changed.", {
+        hint: "Run `ntn workers deploy` again to get a fresh upload.",
+      });
+      if (!/^[\w-]{1,100}$/.test(uploadId)) throw forged;
       const fields: Record<string, string> = {};
       let archive: Buffer | undefined;
-      for await (const part of request.parts()) {
-        if (part.type === "file") {
-          if (part.fieldname !== "file" || archive) {
-            await part.toBuffer();
-            throw new AppError("validation_error", "The upload takes exactly one file part, named `file`.");
+      try {
+        for await (const part of request.parts()) {
+          if (part.type === "file") {
+            if (part.fieldname !== "file" || archive) {
+              await part.toBuffer();
+              throw new AppError("validation_error", "The upload takes exactly one file part, named `file`.");
+            }
+            archive = await part.toBuffer();
+          } else {
+            fields[part.fieldname] = String(part.value);
           }
-          archive = await part.toBuffer();
-        } else {
-          fields[part.fieldname] = String(part.value);
         }
+      } catch (error) {
+        // busboy's own complaints (truncated body, missing boundary) are plain Errors.
+        if (isAppError(error) || (error as FastifyError).code?.startsWith("FST_")) throw error;
+        throw new AppError("validation_error", "The upload is not valid multipart/form-data.");
       }
       if (!archive) throw new AppError("validation_error", "The upload has no `file` part.");
-      const { uploadId } = request.params as { uploadId: string };
-      if (fields.uploadId !== uploadId) {
-        throw new AppError("upload_signature_invalid", "The upload fields do not belong to this upload URL.", {
-          hint: "Run `ntn workers deploy` again to get a fresh upload.",
-        });
-      }
+      if (fields.uploadId !== uploadId) throw forged;
       await deps.uploads.receive(fields, archive);
       return reply.status(200).send({ ok: true, size: archive.length });
     });

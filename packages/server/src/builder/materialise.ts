@@ -1,5 +1,4 @@
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { AppError } from "../errors.js";
 import type { DeploymentRow } from "../store/schema.js";
@@ -61,7 +60,9 @@ async function write(
     // Built elsewhere: install the same tree from the stored source's lockfile.
     const archive = await readArchive();
     if (!archive) throw new Error(`The source archive of deployment ${deployment.id} is missing from the store.`);
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "workyard-src-"));
+    // In the data dir, where maintenance clears what a killed process leaves.
+    fs.mkdirSync(dirs.builds, { recursive: true, mode: 0o700 });
+    const tmp = fs.mkdtempSync(path.join(dirs.builds, "src-"));
     try {
       await extractArchive(archive, tmp);
       const installed = await ensureInstalled({ depsRoot: dirs.deps, cacheDir: dirs.npmCache, input: readInstallInput(tmp), onLog: () => {} });

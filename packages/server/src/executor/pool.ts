@@ -16,6 +16,13 @@ export interface ExecTarget {
   materialise(): Promise<{ bundleDir: string; nodeModules: string }>;
 }
 
+export interface Reservation {
+  process: SandboxProcess;
+  run(options: RunOptions): Promise<RunOutcome>;
+  /** Gives the process back without running (the run was abandoned before it started). */
+  release(): void;
+}
+
 interface Pool {
   key: string;
   /** The latest request's target: what a replacement process is started from. */
@@ -185,17 +192,36 @@ export class Executor {
     );
   }
 
-  /** Runs a capability in a warm process; a process that hit a limit or crashed is not reused. */
-  async run(target: ExecTarget, options: RunOptions, onStarted?: (process: SandboxProcess) => void): Promise<RunOutcome> {
+  /**
+   * A process of the target's pool, held for one run: taken (or queued for) before anything of the
+   * run happens, so a full queue answers 503 before a run exists. `run` gives it back when done.
+   */
+  async reserve(target: ExecTarget): Promise<Reservation> {
     const { pool, process } = await this.acquire(target);
-    onStarted?.(process);
-    try {
-      const outcome = await process.run(options);
-      if (!outcome.ok && outcome.processLost) process.kill();
-      return outcome;
-    } finally {
-      this.release(pool, process);
-    }
+    let released = false;
+    const release = () => {
+      if (!released) this.release(pool, process);
+      released = true;
+    };
+    return {
+      process,
+      release,
+      run: async (options) => {
+        try {
+          const outcome = await process.run(options);
+          // A process that hit a limit or crashed is not reused.
+          if (!outcome.ok && outcome.processLost) process.kill();
+          return outcome;
+        } finally {
+          release();
+        }
+      },
+    };
+  }
+
+  /** Runs a capability in a warm process. */
+  async run(target: ExecTarget, options: RunOptions): Promise<RunOutcome> {
+    return (await this.reserve(target)).run(options);
   }
 
   /** Sends changed variables to every process of the worker that is running now. */

@@ -236,6 +236,8 @@ export class Connections {
       if (row.status === "needs_reauthorization") throw needsReauthorization(settings.key, row.last_error);
       // Another refresher finished: its token is ours too.
       if (row.version !== seen.version && this.isFresh(row, this.now())) return this.tokenOf(row);
+      // A holder whose lease ran out (it crashed, say) is gone: take the lease over.
+      if (row.lease_expires_at !== null && row.lease_expires_at <= this.now()) continue;
       if (this.now() > deadline) {
         if (row.access_expires_at !== null && row.access_expires_at > this.now()) return this.tokenOf(row);
         throw new AppError("oauth_refresh_busy", `Connection ${JSON.stringify(settings.key)} is being refreshed and the refresh has not finished.`, {

@@ -139,12 +139,21 @@ export function createRunService(options: {
     return { worker, deployment, input, runtime };
   }
 
+  /** Everything checked, and a process reserved: past this point the run happens. */
+  async function admit(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown }) {
+    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args);
+    const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
+    // A full queue answers 503 overloaded here, before any run exists or a stream starts.
+    const reservation = await executor.reserve(target);
+    return { ...prepared, reservation };
+  }
+
   async function execute(
-    caller: Caller,
+    admitted: Awaited<ReturnType<typeof admit>>,
     request: { workerId: string; capabilityKey: string; args?: unknown },
     onLine: (line: StreamLine) => void,
   ): Promise<{ runId: string; outcome: RunOutcome; message?: string }> {
-    const { worker, deployment, input, runtime } = await prepare(caller, request.workerId, request.capabilityKey, request.args);
+    const { worker, deployment, input, runtime, reservation } = admitted;
     const runId = newId();
     const startedAt = now();
     const startRow = {
@@ -197,8 +206,7 @@ export function createRunService(options: {
     };
     for (const renewal of runtime.renewals) plan(renewal, renewal.at);
     try {
-      const target = await builder.execTarget(worker, deployment, { workerIsFresh: true });
-      outcome = await executor.run(target, {
+      outcome = await reservation.run({
         runId,
         key: request.capabilityKey,
         input,
@@ -207,15 +215,6 @@ export function createRunService(options: {
         onLog,
       });
     } catch (error) {
-      // Too many runs queued: the caller is told to come back (503), and no run is recorded.
-      if (error instanceof AppError && error.code === "overloaded") {
-        clearTimeout(startTimer);
-        if (recordedStart) {
-          await recordedStart;
-          await journal.finish(runId, { status: "failed", exit_code: EXIT_CODES.error, ended_at: now(), duration_ms: now() - startedAt, error: error.message });
-        }
-        throw error;
-      }
       const message = error instanceof Error ? error.message : String(error);
       outcome = { ok: false, error: { name: "RunFailed", message }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true };
       log.warn({ runId, workerId: worker.id, reason: message }, "run could not start");
@@ -254,11 +253,11 @@ export function createRunService(options: {
 
   return {
     async run(caller, request) {
+      // Validation errors and a full queue answer as plain errors, before any stream starts.
+      const admitted = await admit(caller, request);
       if (request.stream) {
-        // Validation errors answer as plain errors before the stream starts.
-        await prepare(caller, request.workerId, request.capabilityKey, request.args);
         const queue = new LineQueue<StreamLine>();
-        execute(caller, request, (line) => queue.push(line))
+        execute(admitted, request, (line) => queue.push(line))
           .then(({ runId, outcome, message }) => {
             if (outcome.ok) queue.push({ _tag: "result", result: outcome.value, runId });
             else queue.push({ _tag: "error", error: message ?? "Run failed.", code: "run_failed", runId });
@@ -270,7 +269,7 @@ export function createRunService(options: {
           .finally(() => queue.end());
         return { stream: queue };
       }
-      const { runId, outcome, message } = await execute(caller, request, () => {});
+      const { runId, outcome, message } = await execute(admitted, request, () => {});
       if (outcome.ok) return { result: outcome.value, runId };
       throw new AppError("run_failed", message ?? "Run failed.", {
         hint: `See the run's logs: ntn workers runs logs ${runId}`,

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ApiDeps } from "../api/app.js";
-import { isAppError } from "../errors.js";
+import { AppError, isAppError } from "../errors.js";
 import { html, sendPage } from "./html.js";
 
 /**
@@ -12,6 +12,7 @@ export function registerLoginPages(app: FastifyInstance, deps: ApiDeps): void {
   async function openSession(browserId: string, reply: FastifyReply) {
     let session;
     try {
+      if (!/^[\w-]{1,100}$/.test(browserId)) throw new AppError("login_session_not_found", "Unknown login link.");
       session = await deps.login.describe(browserId);
     } catch (error) {
       if (!isAppError(error)) throw error;

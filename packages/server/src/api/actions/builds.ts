@@ -1,5 +1,5 @@
 import { AppError } from "../../errors.js";
-import { defineAction, id, object } from "../action.js";
+import { defineAction, id, object, text } from "../action.js";
 
 export const buildActions = [
   defineAction({
@@ -40,7 +40,7 @@ export const buildActions = [
   defineAction({
     name: "UpdateSyncCapabilityDisabled",
     auth: "workspace",
-    schema: object({ workerId: id, capabilityKey: { type: "string", maxLength: 200 }, disabled: { type: "boolean" } }, [
+    schema: object({ workerId: id, capabilityKey: text(200), disabled: { type: "boolean" } }, [
       "workerId",
       "capabilityKey",
       "disabled",

@@ -1,6 +1,6 @@
-import { defineAction, id, object } from "../action.js";
+import { defineAction, id, object, text } from "../action.js";
 
-const capabilityKey = { type: "string", minLength: 1, maxLength: 200 } as const;
+const capabilityKey = text(200, 1);
 
 export const oauthActions = [
   defineAction({
@@ -14,7 +14,7 @@ export const oauthActions = [
   defineAction({
     name: "GetOauthFlow",
     auth: "workspace",
-    schema: object({ workerId: id, state: { type: "string", minLength: 1, maxLength: 200 }, waitMs: { type: "integer", minimum: 0 } }, [
+    schema: object({ workerId: id, state: text(200, 1), waitMs: { type: "integer", minimum: 0 } }, [
       "workerId",
       "state",
     ]),

@@ -1,10 +1,10 @@
-import { defineAction, id, object } from "../action.js";
+import { defineAction, id, object, text } from "../action.js";
 
 export const runActions = [
   defineAction({
     name: "RunCapability",
     auth: "workspace",
-    schema: object({ workerId: id, capabilityKey: { type: "string", minLength: 1, maxLength: 200 }, stream: { type: "boolean" } }, [
+    schema: object({ workerId: id, capabilityKey: text(200, 1), stream: { type: "boolean" } }, [
       "workerId",
       "capabilityKey",
     ]),

@@ -1,6 +1,6 @@
-import { defineAction, id, object } from "../action.js";
+import { defineAction, id, object, text } from "../action.js";
 
-const envEntry = object({ key: { type: "string", maxLength: 256 }, value: { type: "string" } }, ["key", "value"]);
+const envEntry = object({ key: text(256), value: { type: "string" } }, ["key", "value"]);
 
 export const secretActions = [
   defineAction({
@@ -22,7 +22,7 @@ export const secretActions = [
   defineAction({
     name: "DeleteSecret",
     auth: "workspace",
-    schema: object({ workerId: id, key: { type: "string", maxLength: 256 } }, ["workerId", "key"]),
+    schema: object({ workerId: id, key: text(256) }, ["workerId", "key"]),
     async handle({ caller, deps, body }) {
       return deps.secrets.delete(caller, body.workerId, body.key);
     },

@@ -1,6 +1,6 @@
 import { rotateKeys } from "../../admin.js";
 import { createWorkspace } from "../../workspaces/service.js";
-import { defineAction, object } from "../action.js";
+import { defineAction, object, text } from "../action.js";
 
 export const serverActions = [
   defineAction({
@@ -29,7 +29,7 @@ export const serverActions = [
   defineAction({
     name: "CreateWorkspace",
     auth: "admin",
-    schema: object({ name: { type: "string", minLength: 1, maxLength: 200 } }, ["name"]),
+    schema: object({ name: text(200, 1) }, ["name"]),
     async handle({ deps, body }) {
       const { workspace, token } = await createWorkspace(deps.db, deps.tokens, body.name);
       return { workspaceId: workspace.id, name: workspace.name, token };

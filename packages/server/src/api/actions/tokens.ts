@@ -1,5 +1,5 @@
 import type { ApiTokenListing } from "../../store/tokens.js";
-import { defineAction, id, isoTime, object, shortText } from "../action.js";
+import { defineAction, id, isoTime, object, shortText, text } from "../action.js";
 import type { TokenView } from "../contract.js";
 
 /** `expiresAt` is always a string: the official CLI cannot list tokens otherwise. */
@@ -18,7 +18,7 @@ export const tokenActions = [
   defineAction({
     name: "CreateToken",
     auth: "workspace",
-    schema: object({ name: { type: "string", minLength: 1, maxLength: 200 }, expiresIn: shortText }, ["name"]),
+    schema: object({ name: text(200, 1), expiresIn: shortText }, ["name"]),
     async handle({ caller, deps, body }) {
       const minted = await deps.tokens.create(caller, body);
       return { token: minted.token, id: minted.id, name: body.name, expiresAt: isoTime(minted.expiresAt) ?? "never" };
