@@ -159,7 +159,7 @@ export function createApi(deps: ApiDeps): FastifyInstance {
           `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     },
-    maxParamLength: 500,
+    routerOptions: { maxParamLength: 500 },
     bodyLimit: deps.limits.bodyLimit,
     logger: false,
     return503OnClosing: true,
