@@ -11,6 +11,7 @@ import type { ServerOptions } from "../../packages/server/src/main.js";
 import { authorizeOverHttp, openPage } from "./http-browser.js";
 import { ROOT } from "./paths.js";
 import { baseEnv, ntn, type NtnResult } from "./run-ntn.js";
+import { seedWorkerSource } from "./seed-worker.js";
 import { startTestServer, type TestServer } from "./start-server.js";
 import { tempDir } from "./tmp.js";
 
@@ -47,36 +48,10 @@ export interface WorkerEndpoints {
  * fingerprint and the resource API's answer: never the token itself.
  */
 export function oauthWorkerSource(endpoints: WorkerEndpoints, options: { accessTokenExpireMs?: number } = {}): string {
-  const ttl = options.accessTokenExpireMs ? `\n  accessTokenExpireMs: ${options.accessTokenExpireMs},` : "";
-  return `import { createHash } from "node:crypto";
-import { Worker } from "@notionhq/workers";
-import { j } from "@notionhq/workers/schema-builder";
-
-const worker = new Worker();
-export default worker;
-
-const githubAuth = worker.oauth("githubAuth", {
-  name: "github-oauth",
-  authorizationEndpoint: ${JSON.stringify(endpoints.authorizationEndpoint)},
-  tokenEndpoint: ${JSON.stringify(endpoints.tokenEndpoint)},
-  scope: "repo user",
-  clientId: process.env.GITHUB_CLIENT_ID ?? "",
-  clientSecret: process.env.GITHUB_CLIENT_SECRET ?? "",${ttl}
-});
-
-worker.tool("getGitHubRepos", {
-  title: "Get GitHub Repos",
-  description: "Fetch the user's repositories",
-  schema: j.object({}),
-  execute: async () => {
-    const token = await githubAuth.accessToken();
-    const response = await fetch(${JSON.stringify(endpoints.resourceUrl)}, {
-      headers: { Authorization: \`Bearer \${token}\` },
-    });
-    return response.json();
-  },
-});
-
+  return seedWorkerSource(endpoints, {
+    ...options,
+    imports: 'import { createHash } from "node:crypto";\n',
+    moreTools: `
 worker.tool("tokenTwice", {
   title: "Token over time",
   description: "Reads the access token at several moments of one run",
@@ -94,7 +69,8 @@ worker.tool("tokenTwice", {
     return { reads };
   },
 });
-`;
+`,
+  });
 }
 
 export interface DeployedWorker {

@@ -6,8 +6,12 @@ import type { TestProvider } from "./start-provider.js";
  * The seed's worker (SPEC section 1), unchanged but for its endpoints: they point at the test's
  * authorization server, and the tool fetches the test's resource API instead of api.github.com.
  */
-export function seedWorkerSource(provider: Pick<TestProvider, "authorizationEndpoint" | "tokenEndpoint" | "resourceUrl">): string {
-  return `import { Worker } from "@notionhq/workers";
+export function seedWorkerSource(
+  provider: Pick<TestProvider, "authorizationEndpoint" | "tokenEndpoint" | "resourceUrl">,
+  options: { accessTokenExpireMs?: number; imports?: string; moreTools?: string } = {},
+): string {
+  const ttl = options.accessTokenExpireMs ? `\n  accessTokenExpireMs: ${options.accessTokenExpireMs},` : "";
+  return `${options.imports ?? ""}import { Worker } from "@notionhq/workers";
 import { j } from "@notionhq/workers/schema-builder";
 
 const worker = new Worker();
@@ -19,7 +23,7 @@ const githubAuth = worker.oauth("githubAuth", {
   tokenEndpoint: ${JSON.stringify(provider.tokenEndpoint)},
   scope: "repo user",
   clientId: process.env.GITHUB_CLIENT_ID ?? "",
-  clientSecret: process.env.GITHUB_CLIENT_SECRET ?? "",
+  clientSecret: process.env.GITHUB_CLIENT_SECRET ?? "",${ttl}
 });
 
 worker.tool("getGitHubRepos", {
@@ -34,7 +38,7 @@ worker.tool("getGitHubRepos", {
     return response.json();
   },
 });
-`;
+${options.moreTools ?? ""}`;
 }
 
 export function writeSeedWorker(dir: string, provider: Pick<TestProvider, "authorizationEndpoint" | "tokenEndpoint" | "resourceUrl">): void {
