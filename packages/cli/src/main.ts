@@ -24,6 +24,18 @@ function buildProgram(onRun: (spec: CommandSpec, command: Command, positional: u
     .option("--workers-config-file <WORKERS_CONFIG_FILE>", "Path to workers.json config file (overrides default CWD lookup)")
     .addOption(new Option("--env <ENV>", "Environment (accepted for compatibility; Workyard has one)").hideHelp())
     .showHelpAfterError("For more information, try '--help'.")
+    .addHelpText(
+      "after",
+      `
+Environment Variables:
+  NOTION_API_BASE_URL         Base URL of the Workyard server (else the stored login's)
+  NOTION_API_TOKEN            API token (overrides the stored login)
+  NOTION_WORKSPACE_ID         Workspace ID (optional: the token names its workspace)
+  NOTION_WORKERS_CONFIG_FILE  Path to workers.json config file (same as --workers-config-file)
+  BROWSER                     Command that opens URLs (%s is replaced by the URL)
+  DATABASE_URL                ntn server: PostgreSQL instead of SQLite
+  WORKYARD_MASTER_KEY         ntn server: master keys, base64, comma separated, newest first`,
+    )
     .configureOutput({
       writeOut: (text) => out.raw(text),
       writeErr: (text) => out.stderr.write(text),
