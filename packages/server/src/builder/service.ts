@@ -29,6 +29,10 @@ const BUILD_LOG_LIMIT = 256 * 1024;
 export interface BuildService {
   /** BuildWorker: the latest unbuilt upload to a live deployment, its log streamed line by line. */
   build(caller: Caller, workerId: string): Promise<AsyncIterable<StreamLine>>;
+  /** BuildWorker without streaming: the whole build, then its outcome. */
+  buildWhole(caller: Caller, workerId: string): Promise<{ ok: true; deploymentId: string }>;
+  /** UpdateSyncCapabilityDisabled: sync capabilities do not run here, so there is nothing to switch. */
+  setSyncDisabled(caller: Caller, workerId: string, key: string, disabled: boolean): Promise<never>;
   /** The live deployment's capabilities (tags and keys), empty before the first deploy. */
   capabilities(caller: Caller, workerId: string): Promise<CapabilitySummary[]>;
   /**
@@ -248,6 +252,27 @@ export function createBuildService(options: {
         })
         .finally(() => queue.end());
       return queue;
+    },
+
+    async buildWhole(caller, workerId) {
+      let deploymentId: string | undefined;
+      let failure: string | undefined;
+      for await (const line of await this.build(caller, workerId)) {
+        if (line._tag === "result") deploymentId = (line.result as { deploymentId?: string }).deploymentId;
+        if (line._tag === "error") failure = line.error;
+      }
+      if (!deploymentId) throw new AppError("build_failed", failure ?? "The build failed.");
+      return { ok: true as const, deploymentId };
+    },
+
+    async setSyncDisabled(caller, workerId, key) {
+      const capability = (await this.capabilities(caller, workerId)).find((c) => c.key === key);
+      if (!capability) {
+        throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
+          hint: "Run `ntn workers capabilities list` to see its capabilities.",
+        });
+      }
+      throw new AppError("capability_not_supported", `${capability._tag} capabilities do not run on this server yet, so there is nothing to enable or disable.`);
     },
 
     async capabilities(caller, workerId) {

@@ -1,4 +1,3 @@
-import { AppError } from "../../errors.js";
 import { defineAction, id, object, text } from "../action.js";
 
 export const buildActions = [
@@ -7,17 +6,8 @@ export const buildActions = [
     auth: "workspace",
     schema: object({ workerId: id, stream: { type: "boolean" } }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      const lines = await deps.builder.build(caller, body.workerId);
-      if (body.stream !== false) return { stream: lines };
-      // Without streaming: wait for the outcome and answer it whole.
-      let deploymentId: string | undefined;
-      let failure: string | undefined;
-      for await (const line of lines) {
-        if (line._tag === "result") deploymentId = (line.result as { deploymentId?: string }).deploymentId;
-        if (line._tag === "error") failure = line.error;
-      }
-      if (!deploymentId) throw new AppError("build_failed", failure ?? "The build failed.");
-      return { ok: true as const, deploymentId };
+      if (body.stream !== false) return { stream: await deps.builder.build(caller, body.workerId) };
+      return deps.builder.buildWhole(caller, body.workerId);
     },
   }),
   defineAction({
@@ -46,14 +36,7 @@ export const buildActions = [
       "disabled",
     ]),
     async handle({ caller, deps, body }) {
-      const capabilities = await deps.builder.capabilities(caller, body.workerId);
-      const capability = capabilities.find((c) => c.key === body.capabilityKey);
-      if (!capability) {
-        throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(body.capabilityKey)}.`, {
-          hint: "Run `ntn workers capabilities list` to see its capabilities.",
-        });
-      }
-      throw new AppError("capability_not_supported", `${capability._tag} capabilities do not run on this server yet, so there is nothing to enable or disable.`);
+      return { capability: await deps.builder.setSyncDisabled(caller, body.workerId, body.capabilityKey, body.disabled) };
     },
   }),
 ];
