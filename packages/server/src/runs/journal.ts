@@ -1,4 +1,5 @@
 import type { CompiledQuery, Kysely } from "kysely";
+import { runFinish, runInsert } from "../store/runs.js";
 import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, NewRun, RunUpdate } from "../store/schema.js";
 
@@ -23,8 +24,12 @@ export class RunJournal {
   ) {}
 
   private compile(entry: Entry): CompiledQuery {
-    if (entry.kind === "finish") return this.db.updateTable("runs").set(entry.fields).where("id", "=", entry.id).compile();
-    return this.db.insertInto("runs").values(entry.row).compile();
+    if (entry.kind === "finish") {
+      const f = entry.fields;
+      return runFinish.compile(this.db, entry.id, f.status as string, f.exit_code ?? null, f.ended_at ?? null, f.duration_ms ?? null, f.error ?? null, f.logs ?? null);
+    }
+    const r = entry.row;
+    return runInsert.compile(this.db, r.id, r.workspace_id, r.worker_id, r.deployment_id, r.capability_key, r.status, r.exit_code ?? null, r.started_at, r.ended_at ?? null, r.duration_ms ?? null, r.error ?? null, r.logs ?? null);
   }
 
   start(row: NewRun): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { Database, DeploymentRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -26,8 +27,10 @@ const META = [
   "error",
 ] as const;
 
+const deploymentMeta = prepared((db: Db, id: string) => db.selectFrom("deployments").select(META).where("id", "=", id));
+
 export async function findDeployment(db: Db, id: string): Promise<DeploymentMeta | undefined> {
-  return db.selectFrom("deployments").select(META).where("id", "=", id).executeTakeFirst();
+  return (await deploymentMeta(db, id))[0];
 }
 
 /** The bundle and its source map, read when a machine materialises the deployment. */

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { Database, OauthConnectionRow, OauthFlowRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -44,13 +45,12 @@ export async function deleteOldFlows(db: Db, before: number): Promise<void> {
 
 // ---- connections
 
+const connection = prepared((db: Db, workerId: string, key: string) =>
+  db.selectFrom("oauth_connections").selectAll().where("worker_id", "=", workerId).where("capability_key", "=", key),
+);
+
 export async function findConnection(db: Db, workerId: string, key: string): Promise<OauthConnectionRow | undefined> {
-  return db
-    .selectFrom("oauth_connections")
-    .selectAll()
-    .where("worker_id", "=", workerId)
-    .where("capability_key", "=", key)
-    .executeTakeFirst();
+  return (await connection(db, workerId, key))[0];
 }
 
 export async function listConnections(db: Db, workerId: string): Promise<OauthConnectionRow[]> {

@@ -1,7 +1,34 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { Database, NewRun, RunRow, RunUpdate } from "./schema.js";
 
 type Db = Kysely<Database>;
+
+/** A run record's insert and its final update, compiled once (the run journal writes them on a thread). */
+export const runInsert = prepared(
+  (db: Db, id: string, workspaceId: string, workerId: string, deploymentId: string, key: string, status: string, exitCode: number | null, startedAt: number, endedAt: number | null, durationMs: number | null, error: string | null, logs: string | null) =>
+    db.insertInto("runs").values({
+      id,
+      workspace_id: workspaceId,
+      worker_id: workerId,
+      deployment_id: deploymentId,
+      capability_key: key,
+      status: status as NewRun["status"],
+      exit_code: exitCode,
+      started_at: startedAt,
+      ended_at: endedAt,
+      duration_ms: durationMs,
+      error,
+      logs,
+    }),
+);
+
+export const runFinish = prepared((db: Db, id: string, status: string, exitCode: number | null, endedAt: number | null, durationMs: number | null, error: string | null, logs: string | null) =>
+  db
+    .updateTable("runs")
+    .set({ status: status as NewRun["status"], exit_code: exitCode, ended_at: endedAt, duration_ms: durationMs, error, logs })
+    .where("id", "=", id),
+);
 
 export async function insertRun(db: Db, row: NewRun): Promise<void> {
   await db.insertInto("runs").values(row).execute();

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { Database, SecretRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -14,18 +15,13 @@ export async function upsertSecret(db: Db, row: SecretRow): Promise<void> {
     .execute();
 }
 
-export async function listSecretNames(db: Db, workerId: string) {
-  return db
-    .selectFrom("secrets")
-    .select(["name", "created_at", "updated_at"])
-    .where("worker_id", "=", workerId)
-    .orderBy("name")
-    .execute();
-}
+export const listSecretNames = prepared((db: Db, workerId: string) =>
+  db.selectFrom("secrets").select(["name", "created_at", "updated_at"]).where("worker_id", "=", workerId).orderBy("name"),
+);
 
-export async function listSecrets(db: Db, workerId: string): Promise<SecretRow[]> {
-  return db.selectFrom("secrets").selectAll().where("worker_id", "=", workerId).orderBy("name").execute();
-}
+export const listSecrets: (db: Db, workerId: string) => Promise<SecretRow[]> = prepared((db: Db, workerId: string) =>
+  db.selectFrom("secrets").selectAll().where("worker_id", "=", workerId).orderBy("name"),
+);
 
 export async function deleteSecret(db: Db, workerId: string, name: string): Promise<boolean> {
   const result = await db.deleteFrom("secrets").where("worker_id", "=", workerId).where("name", "=", name).executeTakeFirst();

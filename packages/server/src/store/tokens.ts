@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { ApiToken, Database } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -8,8 +9,8 @@ export async function insertToken(db: Db, row: ApiToken): Promise<void> {
 }
 
 /** The token with this hash and its workspace's name: one indexed read per authenticated request. */
-export async function findTokenByHash(db: Db, tokenHash: string) {
-  return db
+const tokenByHash = prepared((db: Db, tokenHash: string) =>
+  db
     .selectFrom("api_tokens")
     .innerJoin("workspaces", "workspaces.id", "api_tokens.workspace_id")
     .select([
@@ -21,8 +22,11 @@ export async function findTokenByHash(db: Db, tokenHash: string) {
       "api_tokens.revoked_at",
       "workspaces.name as workspace_name",
     ])
-    .where("api_tokens.token_hash", "=", tokenHash)
-    .executeTakeFirst();
+    .where("api_tokens.token_hash", "=", tokenHash),
+);
+
+export async function findTokenByHash(db: Db, tokenHash: string) {
+  return (await tokenByHash(db, tokenHash))[0];
 }
 
 /** A token as listed: everything but its hash. */

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { prepared } from "./prepared.js";
 import type { Database, WorkerRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -7,14 +8,13 @@ export async function insertWorker(db: Db, row: WorkerRow): Promise<void> {
   await db.insertInto("workers").values(row).execute();
 }
 
+const workerInWorkspace = prepared((db: Db, workspaceId: string, workerId: string) =>
+  db.selectFrom("workers").selectAll().where("id", "=", workerId).where("workspace_id", "=", workspaceId),
+);
+
 /** Every read is scoped to the caller's workspace: another workspace's worker is simply absent. */
 export async function findWorker(db: Db, workspaceId: string, workerId: string): Promise<WorkerRow | undefined> {
-  return db
-    .selectFrom("workers")
-    .selectAll()
-    .where("id", "=", workerId)
-    .where("workspace_id", "=", workspaceId)
-    .executeTakeFirst();
+  return (await workerInWorkspace(db, workspaceId, workerId))[0];
 }
 
 export async function listWorkers(db: Db, workspaceId: string): Promise<WorkerRow[]> {
