@@ -1,40 +1,14 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT } from "../helpers/paths.js";
 import { ntn, officialNtn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 import { cliEnv, echoResult, lineOf, makeDeps, npmCacheOf, PROBE_SOURCE, writeProject } from "./fixtures.js";
 
-/** SPEC section 1: the example that goes with the seed's guide, as written. */
-const SEED_SOURCE = `import { Worker } from "@notionhq/workers";
-import { j } from "@notionhq/workers/schema-builder";
-
-const worker = new Worker();
-export default worker;
-
-const githubAuth = worker.oauth("githubAuth", {
-  name: "github-oauth",
-  authorizationEndpoint: "https://github.com/login/oauth/authorize",
-  tokenEndpoint: "https://github.com/login/oauth/access_token",
-  scope: "repo user",
-  clientId: process.env.GITHUB_CLIENT_ID ?? "",
-  clientSecret: process.env.GITHUB_CLIENT_SECRET ?? "",
-});
-
-worker.tool("getGitHubRepos", {
-  title: "Get GitHub Repos",
-  description: "Fetch the user's repositories",
-  schema: j.object({}),
-  execute: async () => {
-    const token = await githubAuth.accessToken();
-    const response = await fetch("https://api.github.com/user/repos", {
-      headers: { Authorization: \`Bearer \${token}\` },
-    });
-    return response.json();
-  },
-});
-`;
+/** SPEC section 1: the example that goes with the seed's guide, as examples/github-oauth holds it. */
+const SEED_SOURCE = fs.readFileSync(path.join(ROOT, "examples/github-oauth/src/index.ts"), "utf8");
 
 describe("the official ntn 0.4.0 builds and runs workers on Workyard", () => {
   let server: TestServer;

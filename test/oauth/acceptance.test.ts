@@ -29,7 +29,7 @@ interface Story {
   dir: string;
   env: Record<string, string>;
   browserLog: string;
-  cleanup(): void;
+  stop(): Promise<void>;
 }
 
 async function setUp(): Promise<Story> {
@@ -55,7 +55,11 @@ async function setUp(): Promise<Story> {
     dir,
     env,
     browserLog,
-    cleanup: tmp.cleanup,
+    async stop() {
+      await provider.stop();
+      await server.stop();
+      tmp.cleanup();
+    },
   };
 }
 
@@ -71,11 +75,7 @@ describe("the acceptance story with our ntn", () => {
   beforeAll(async () => {
     story = await setUp();
   }, 240_000);
-  afterAll(async () => {
-    await story?.provider.stop();
-    await story?.server.stop();
-    story?.cleanup();
-  });
+  afterAll(async () => story?.stop());
 
   it("goes from deploy to a refreshed token on the server and locally", async () => {
     const { dir, env, provider, server } = story;
@@ -152,11 +152,7 @@ describe("the acceptance story with the official ntn 0.4.0", () => {
   beforeAll(async () => {
     story = await setUp();
   }, 240_000);
-  afterAll(async () => {
-    await story?.provider.stop();
-    await story?.server.stop();
-    story?.cleanup();
-  });
+  afterAll(async () => story?.stop());
 
   it("goes from deploy to a refreshed token on the server (its exec --local needs Node 22 and tsx)", async () => {
     const { dir, env, provider, server } = story;

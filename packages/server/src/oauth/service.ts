@@ -4,13 +4,14 @@ import type { CapabilityView, ConnectionStatusView, EnvEntry, EnvNotice } from "
 import type { Caller } from "../auth/tokens.js";
 import type { CapabilitySummary } from "../builder/manifest.js";
 import type { BuildService } from "../builder/service.js";
-import { AppError, isAppError } from "../errors.js";
+import { AppError, isAppError, workerNotFound } from "../errors.js";
 import type { Executor } from "../executor/pool.js";
 import type { EnvPatch } from "../executor/protocol.js";
 import { sha256Hex } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { Renewal, RunEnvSource } from "../runs/service.js";
 import * as oauthStore from "../store/oauth.js";
+import * as workersStore from "../store/workers.js";
 import type { Database, OauthConnectionRow, WorkerRow } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
 import type { WorkerService } from "../workers/service.js";
@@ -230,8 +231,10 @@ export function createOAuthService(options: {
         await oauthStore.completeFlow(db, flow.id, { status: "failed", error: error.message, hint: error.hint ?? null }, now());
         return { ok: false, title: "Connection failed", message: error.message, hint: error.hint };
       };
+      // The flow names its worker; a worker deleted meanwhile answers worker_not_found.
+      const worker = await workersStore.findWorker(db, flow.workspace_id, flow.worker_id);
+      if (!worker) return fail(workerNotFound(flow.worker_id));
       try {
-        const worker = await workers.get({ workspaceId: flow.workspace_id } as Caller, flow.worker_id);
         const settings = await settingsFor(worker, flow.capability_key);
         const answer = await exchangeCode(keyring, flow, settings, query);
         await connections.store(worker, settings, answer);
@@ -246,8 +249,7 @@ export function createOAuthService(options: {
         if (isAppError(error)) {
           // A client the provider refused: name the secrets to check, as everywhere else.
           if (error.details?.providerError === "client_rejected") {
-            const worker = await workers.get({ workspaceId: flow.workspace_id } as Caller, flow.worker_id).catch(() => undefined);
-            const names = worker ? await clientSecretNames(worker, flow.capability_key).catch(() => []) : [];
+            const names = await clientSecretNames(worker, flow.capability_key).catch(() => []);
             return fail(new AppError(error.code, error.message, { hint: clientSecretsHint(names), details: error.details }));
           }
           return fail(error);

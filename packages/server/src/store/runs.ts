@@ -1,6 +1,6 @@
 import type { Kysely } from "kysely";
 import { prepared } from "./prepared.js";
-import type { Database, NewRun, RunRow, RunUpdate } from "./schema.js";
+import type { Database, NewRun, RunRow } from "./schema.js";
 
 type Db = Kysely<Database>;
 
@@ -29,14 +29,6 @@ export const runFinish = prepared((db: Db, id: string, status: string, exitCode:
     .set({ status: status as NewRun["status"], exit_code: exitCode, ended_at: endedAt, duration_ms: durationMs, error, logs })
     .where("id", "=", id),
 );
-
-export async function insertRun(db: Db, row: NewRun): Promise<void> {
-  await db.insertInto("runs").values(row).execute();
-}
-
-export async function finishRun(db: Db, id: string, fields: RunUpdate): Promise<void> {
-  await db.updateTable("runs").set(fields).where("id", "=", id).execute();
-}
 
 /** The newest runs of a worker, without their logs. */
 export async function listRuns(db: Db, workerId: string, limit: number) {
