@@ -24,6 +24,8 @@ export interface OptionSpec {
   description: string;
   default?: unknown;
   hidden?: boolean;
+  /** May be given several times: the values arrive as a list. */
+  repeatable?: boolean;
 }
 
 /** Everything a command needs, created once per invocation by main.ts. */

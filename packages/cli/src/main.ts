@@ -72,6 +72,7 @@ Environment Variables:
       const o = new Option(option.flags, option.description);
       if (option.default !== undefined) o.default(option.default);
       if (option.hidden) o.hideHelp();
+      if (option.repeatable) o.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
       command.addOption(o);
     }
     if (spec.formats) {

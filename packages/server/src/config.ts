@@ -32,6 +32,26 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Maximum uploaded source archive, bytes. */
   uploadLimit?: number;
+  /** Egress rules, HOST[:PORT] or CIDR: allowed despite the default deny (WORKYARD_EGRESS_ALLOW, comma separated). */
+  egressAllow?: string[] | string;
+  /** Egress rules denied on top of the defaults (WORKYARD_EGRESS_DENY). */
+  egressDeny?: string[] | string;
+  /** Extra CA certificates (PEM file) the egress gateway trusts for HTTPS upstreams (WORKYARD_EGRESS_CA_FILE). */
+  egressCaFile?: string;
+  /** `strict` refuses to start without namespaces, per-workspace uids and the gateway (WORKYARD_ISOLATION). */
+  isolation?: string;
+  /** Uids for workspaces when the server runs as root, `FIRST-LAST` (WORKYARD_WORKER_UIDS). */
+  workerUids?: string;
+  /** The npm registry builds install from (WORKYARD_NPM_REGISTRY, else npm_config_registry). */
+  npmRegistry?: string;
+  /** Runs and their logs are deleted after this long (WORKYARD_RUN_RETENTION). */
+  runRetention?: string | number;
+  /** Deployments kept per worker besides the live one (WORKYARD_DEPLOYMENTS_KEPT). */
+  deploymentsKept?: number;
+  /** Worker processes at once on this server (WORKYARD_MAX_PROCESSES). */
+  maxProcesses?: number;
+  /** CPU cores a worker process may use (WORKYARD_WORKER_CPU); enforced with a cgroup where possible. */
+  workerCpu?: number;
 }
 
 export interface Config {
@@ -55,6 +75,16 @@ export interface Config {
   refreshConcurrency: number;
   bodyLimit: number;
   uploadLimit: number;
+  egressAllow: string[];
+  egressDeny: string[];
+  egressCaFile: string | undefined;
+  isolation: "strict" | "standard";
+  workerUids: { first: number; last: number };
+  npmRegistry: string;
+  runRetentionMs: number;
+  deploymentsKept: number;
+  maxProcesses: number;
+  workerCpu: number;
 }
 
 export class ConfigError extends Error {
@@ -136,7 +166,65 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     ),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
+    egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
+    egressDeny: list(options.egressDeny ?? env.WORKYARD_EGRESS_DENY),
+    egressCaFile: options.egressCaFile ?? (env.WORKYARD_EGRESS_CA_FILE || undefined),
+    isolation: isolationMode(options.isolation ?? env.WORKYARD_ISOLATION),
+    workerUids: uidRange(options.workerUids ?? env.WORKYARD_WORKER_UIDS ?? "200000-299999"),
+    npmRegistry: registryUrl(options.npmRegistry ?? (env.WORKYARD_NPM_REGISTRY || env.npm_config_registry || env.NPM_CONFIG_REGISTRY || "https://registry.npmjs.org/")),
+    runRetentionMs: parseDuration(options.runRetention ?? env.WORKYARD_RUN_RETENTION ?? "30d", "--run-retention"),
+    deploymentsKept: nonNegativeInteger(
+      options.deploymentsKept ?? (env.WORKYARD_DEPLOYMENTS_KEPT !== undefined && env.WORKYARD_DEPLOYMENTS_KEPT !== "" ? Number(env.WORKYARD_DEPLOYMENTS_KEPT) : 10),
+      "--deployments-kept",
+    ),
+    maxProcesses: positiveInteger(options.maxProcesses ?? (env.WORKYARD_MAX_PROCESSES ? Number(env.WORKYARD_MAX_PROCESSES) : 32), "--max-processes"),
+    workerCpu: positiveNumber(options.workerCpu ?? (env.WORKYARD_WORKER_CPU ? Number(env.WORKYARD_WORKER_CPU) : 1), "--worker-cpu"),
   };
+}
+
+/** A repeatable flag or a comma-separated variable, as a list of trimmed, non-empty entries. */
+function list(value: string[] | string | undefined): string[] {
+  if (value === undefined) return [];
+  const items = Array.isArray(value) ? value.flatMap((v) => v.split(",")) : value.split(",");
+  return items.map((v) => v.trim()).filter(Boolean);
+}
+
+function isolationMode(value: string | undefined): "strict" | "standard" {
+  if (value === undefined || value === "" || value === "standard") return "standard";
+  if (value === "strict") return "strict";
+  throw new ConfigError(`--isolation must be strict or standard; got ${JSON.stringify(value)}.`);
+}
+
+function uidRange(value: string): { first: number; last: number } {
+  const match = /^(\d+)-(\d+)$/.exec(value.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || first < 1000 || last < first || last > 4_294_967_294) {
+    throw new ConfigError(`--worker-uids must be a range FIRST-LAST of unused uids (at least 1000), such as 200000-299999; got ${JSON.stringify(value)}.`);
+  }
+  return { first, last };
+}
+
+function registryUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`--npm-registry must be an http(s) URL; got ${JSON.stringify(value)}.`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") throw new ConfigError(`--npm-registry must be an http(s) URL; got ${JSON.stringify(value)}.`);
+  if (url.username || url.password) throw new ConfigError("--npm-registry must not carry credentials.");
+  return url.href.endsWith("/") ? url.href : `${url.href}/`;
+}
+
+function nonNegativeInteger(value: number, flag: string): number {
+  if (!Number.isInteger(value) || value < 0) throw new ConfigError(`${flag} must be an integer of at least 0; got ${JSON.stringify(value)}.`);
+  return value;
+}
+
+function positiveNumber(value: number, flag: string): number {
+  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`${flag} must be a positive number; got ${JSON.stringify(value)}.`);
+  return value;
 }
 
 /** `http://H:P` for the bound address; a wildcard host is reached through loopback. */

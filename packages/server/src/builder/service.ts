@@ -151,6 +151,8 @@ export function createBuildService(options: {
       lockfile_hash: null,
       bundle: null,
       source_map: null,
+      bundle_key_id: null,
+      bundle_sealed: null,
       capabilities: null,
       manifest_key_id: null,
       manifest_sealed: null,

@@ -9,7 +9,7 @@ export async function insertDeployment(db: Db, row: DeploymentRow): Promise<void
 }
 
 /** A deployment without its bundle, map and log: what every request needs, cheaply. */
-export type DeploymentMeta = Omit<DeploymentRow, "bundle" | "source_map" | "build_log">;
+export type DeploymentMeta = Omit<DeploymentRow, "bundle" | "source_map" | "bundle_key_id" | "bundle_sealed" | "build_log">;
 
 const META = [
   "id",

@@ -3,6 +3,7 @@ import type { Dialect } from "./db.js";
 import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001_core.js";
 import * as m002 from "./migrations/002_oauth.js";
+import * as m003 from "./migrations/003_isolation.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
@@ -10,6 +11,7 @@ type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<voi
 const MIGRATIONS: Record<string, DialectMigration> = {
   "001_core": m001,
   "002_oauth": m002,
+  "003_isolation": m003,
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -9,6 +9,11 @@ export interface WorkspacesTable {
   id: string;
   name: string;
   created_at: number;
+  /**
+   * Unique per workspace, from 1: its builds and workers run as uid (and gid) base + index when
+   * the server runs as root (config.workerUids).
+   */
+  sandbox_index: number;
 }
 
 export interface ApiTokensTable {
@@ -47,7 +52,9 @@ export interface UploadsTable {
   expires_at: number;
   /** Set once the archive arrived; an upload is accepted once. */
   received_at: number | null;
+  /** The source archive, sealed under archive_key_id (in clear when that is null: rows from before 0.2). */
   archive: Buffer | null;
+  archive_key_id: string | null;
   archive_size: number | null;
   /** Set when a build took this upload. */
   built_at: number | null;
@@ -62,8 +69,12 @@ export interface DeploymentsTable {
   finished_at: number | null;
   status: "building" | "ready" | "failed";
   lockfile_hash: string | null;
+  /** Rows from before 0.2 only: the bundle and map in clear. Newer rows use bundle_sealed. */
   bundle: string | null;
   source_map: string | null;
+  /** Sealed JSON `{code, sourceMap}` of the bundle (the worker's code is the tenant's data). */
+  bundle_key_id: string | null;
+  bundle_sealed: Buffer | null;
   /** Capability tags and keys (no configuration): safe to keep in clear for listings. */
   capabilities: string | null;
   manifest_key_id: string | null;

@@ -10,7 +10,7 @@ export async function insertUpload(db: Db, row: UploadRow): Promise<void> {
 export async function findUpload(db: Db, id: string): Promise<Omit<UploadRow, "archive"> | undefined> {
   return db
     .selectFrom("uploads")
-    .select(["id", "workspace_id", "worker_id", "created_at", "expires_at", "received_at", "archive_size", "built_at"])
+    .select(["id", "workspace_id", "worker_id", "created_at", "expires_at", "received_at", "archive_key_id", "archive_size", "built_at"])
     .where("id", "=", id)
     .executeTakeFirst();
 }

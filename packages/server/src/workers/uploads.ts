@@ -51,6 +51,7 @@ export function createUploadService(db: Kysely<Database>, keyring: Keyring, now:
         expires_at: created + UPLOAD_TTL_MS,
         received_at: null,
         archive: null,
+        archive_key_id: null,
         archive_size: null,
         built_at: null,
       };

@@ -39,15 +39,13 @@ export async function bootstrap(options: {
   if (existing) {
     return { created: false, workspace: existing, adminTokenFile: fs.existsSync(adminTokenFile) ? adminTokenFile : undefined };
   }
-  const workspace: Workspace = { id: newId(), name: "Default workspace", created_at: now() };
-  const created = await options.db.transaction().execute(async (trx) => {
+  const workspace = await options.db.transaction().execute(async (trx) => {
     // Several servers may start at once against one PostgreSQL: only one creates the workspace.
     if (options.dialect === "postgres") await sql`LOCK TABLE workspaces IN EXCLUSIVE MODE`.execute(trx);
-    if ((await workspacesStore.countWorkspaces(trx)) > 0) return false;
-    await workspacesStore.insertWorkspace(trx, workspace);
-    return true;
+    if ((await workspacesStore.countWorkspaces(trx)) > 0) return undefined;
+    return workspacesStore.insertWorkspace(trx, { id: newId(), name: "Default workspace", created_at: now() });
   });
-  if (!created) return bootstrap(options);
+  if (!workspace) return bootstrap(options);
   const admin = await options.tokens.createFor(workspace.id, "admin", "admin", null);
   fs.rmSync(adminTokenFile, { force: true });
   writeTokenFile(adminTokenFile, admin.token);
@@ -63,8 +61,7 @@ export async function createWorkspace(
 ): Promise<{ workspace: Workspace; token: string }> {
   const trimmed = name.trim();
   if (!trimmed) throw new AppError("validation_error", "A workspace needs a name.");
-  const workspace: Workspace = { id: newId(), name: trimmed, created_at: now() };
-  await workspacesStore.insertWorkspace(db, workspace);
+  const workspace = await workspacesStore.insertWorkspace(db, { id: newId(), name: trimmed, created_at: now() });
   const minted = await tokens.createFor(workspace.id, "owner", "member", null);
   return { workspace, token: minted.token };
 }

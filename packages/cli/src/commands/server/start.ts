@@ -24,6 +24,18 @@ export default defineCommand({
     { flags: "--refresh-keep-alive <DURATION>", description: "Refresh a refresh token left unused this long", default: "7d" },
     { flags: "--refresh-concurrency <N>", description: "Background token refreshes at once", default: "16" },
     { flags: "--max-concurrent-requests <N>", description: "Requests handled at once; beyond, 503 with Retry-After", default: "4096" },
+    // Isolation and limits. No commander defaults: the server's config owns them, so the
+    // WORKYARD_* variables apply when a flag is not given.
+    { flags: "--isolation <MODE>", description: "strict: refuse to start unless workers get namespaces, their own uids and the egress gateway (WORKYARD_ISOLATION; default standard)" },
+    { flags: "--egress-allow <RULE>", description: "Let workers reach HOST[:PORT] or CIDR despite the default deny; repeatable (WORKYARD_EGRESS_ALLOW, comma separated)", repeatable: true },
+    { flags: "--egress-deny <RULE>", description: "Deny HOST[:PORT] or CIDR to workers and to the server's own calls; repeatable (WORKYARD_EGRESS_DENY)", repeatable: true },
+    { flags: "--egress-ca <FILE>", description: "Extra CA certificates (PEM) the egress gateway trusts for HTTPS (WORKYARD_EGRESS_CA_FILE)" },
+    { flags: "--npm-registry <URL>", description: "Registry builds install from (WORKYARD_NPM_REGISTRY; default: npm_config_registry or registry.npmjs.org)" },
+    { flags: "--worker-uids <FIRST-LAST>", description: "As root: uids given to workspaces, one each (WORKYARD_WORKER_UIDS; default 200000-299999)" },
+    { flags: "--max-processes <N>", description: "Worker processes at once (WORKYARD_MAX_PROCESSES; default 32)" },
+    { flags: "--worker-cpu <CORES>", description: "CPU a worker process may use, in cores (WORKYARD_WORKER_CPU; default 1)" },
+    { flags: "--run-retention <DURATION>", description: "Delete runs and their logs after this long (WORKYARD_RUN_RETENTION; default 30d)" },
+    { flags: "--deployments-kept <N>", description: "Older deployments kept per worker besides the live one (WORKYARD_DEPLOYMENTS_KEPT; default 10)" },
     { flags: "--log-level <LEVEL>", description: "fatal, error, warn, info, debug or trace", default: "info" },
   ],
   async run(ctx) {
@@ -48,6 +60,18 @@ export default defineCommand({
         maxConcurrentRequests: Number(o.maxConcurrentRequests),
         refreshConcurrency: Number(o.refreshConcurrency),
         logLevel: o.logLevel as string,
+        ...definedOnly({
+          isolation: o.isolation as string | undefined,
+          egressAllow: o.egressAllow as string[] | undefined,
+          egressDeny: o.egressDeny as string[] | undefined,
+          egressCaFile: o.egressCa as string | undefined,
+          npmRegistry: o.npmRegistry as string | undefined,
+          workerUids: o.workerUids as string | undefined,
+          maxProcesses: o.maxProcesses === undefined ? undefined : Number(o.maxProcesses),
+          workerCpu: o.workerCpu === undefined ? undefined : Number(o.workerCpu),
+          runRetention: o.runRetention as string | undefined,
+          deploymentsKept: o.deploymentsKept === undefined ? undefined : Number(o.deploymentsKept),
+        }),
       });
     } catch (error) {
       throw asUserError(server, error);
@@ -87,3 +111,8 @@ export default defineCommand({
     });
   },
 });
+
+/** Options the user gave; the rest is left to the server's config (flag, then environment, then default). */
+function definedOnly<T extends Record<string, unknown>>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
