@@ -1,6 +1,9 @@
 // Bundles the compiled server into one ESM file for `ntn server`: loading one file instead of the
 // hundreds of modules of fastify, kysely and the rest takes a fraction of the time at every start.
 // Native and binary packages stay external: better-sqlite3, pg (optional native bindings), esbuild.
+//
+// The two sandbox entries are bundled too, each into one file: inside its namespaces a worker
+// process or a build sees that file alone (plus esbuild, mounted beside the build's entry).
 import { build } from "esbuild";
 
 await build({
@@ -16,3 +19,20 @@ await build({
   sourcemap: "linked",
   logLevel: "warning",
 });
+
+for (const [entry, outfile] of [
+  ["packages/server/dist/executor/child.mjs", "packages/server/dist/sandbox/worker.mjs"],
+  ["packages/server/dist/builder/build-entry.mjs", "packages/server/dist/sandbox/build.mjs"],
+]) {
+  await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    external: ["esbuild"],
+    banner: { js: 'import { createRequire as __workyardRequire } from "node:module"; const require = __workyardRequire(import.meta.url);' },
+    logLevel: "warning",
+  });
+}

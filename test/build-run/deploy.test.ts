@@ -182,7 +182,8 @@ describe("ntn workers deploy from source", () => {
 
   it("a dependency that cannot be installed fails the deploy with npm's error and leaves the previous version live", async () => {
     const pkg = JSON.parse(deps.packageJson);
-    pkg.dependencies["workyard-missing-dep"] = "file:./vendor/workyard-missing-dep-1.0.0.tgz";
+    // Not in the lockfile: npm ci refuses, without asking the registry.
+    pkg.dependencies["workyard-missing-dep"] = "1.0.0";
     const log = await failingDeploy(V2 + tool("neverLive", "v3"), `${JSON.stringify(pkg, null, 2)}\n`);
     expect(log).toMatch(/^\[build:err\] npm error .*workyard-missing-dep/m);
     expect(log).toMatch(/^\[build:error\] Installing dependencies failed/m);

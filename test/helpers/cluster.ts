@@ -159,12 +159,14 @@ export async function scaffoldProjects(cluster: Pick<Cluster, "adminToken" | "wo
 /** Tools added to the seed's worker (they go after its code: `worker` is in scope). */
 export const EXTRA_TOOLS = `
 const secretAtLoad = process.env.CLUSTER_SECRET ?? null;
+// Which process answered: every worker process is pid 1 of its own PID namespace, so an id of its own.
+const processId = Math.random().toString(36).slice(2);
 
 worker.tool("whereAmI", {
   title: "Where am I",
   description: "The worker's secret as module code read it at load, and as it is now",
   schema: j.object({}),
-  execute: async () => ({ atLoad: secretAtLoad, now: process.env.CLUSTER_SECRET ?? null, pid: process.pid }),
+  execute: async () => ({ atLoad: secretAtLoad, now: process.env.CLUSTER_SECRET ?? null, pid: processId }),
 });
 
 worker.tool("sleepy", {

@@ -29,13 +29,20 @@ export async function startServerProcess(options: {
   env?: Record<string, string>;
   /** Runs the background refresher (leaves out `--no-background-refresh`). */
   backgroundRefresh?: boolean;
+  /** Runs the server as this user (the test runs as root): its data dir and home are given to it. */
+  user?: { uid: number; gid: number };
 }): Promise<ServerProcess> {
   const tmp = options.dataDir ? undefined : tempDir("wy-proc-");
   const dataDir = options.dataDir ?? tmp!.dir;
   const home = path.join(dataDir, "home");
   fs.mkdirSync(home, { recursive: true });
+  if (options.user) {
+    for (const dir of [dataDir, home]) fs.chownSync(dir, options.user.uid, options.user.gid);
+  }
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
+    // The machine's own TLS setup, as an operator's environment has it (builds reach the registry with it).
+    ...(process.env.NODE_EXTRA_CA_CERTS ? { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : {}),
     HOME: home,
     XDG_CONFIG_HOME: path.join(home, ".config"),
     ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
@@ -44,8 +51,19 @@ export async function startServerProcess(options: {
   };
   const child: ChildProcess = spawn(
     process.execPath,
-    [OUR_NTN, "server", "--port", "0", "--data-dir", dataDir, ...(options.backgroundRefresh ? [] : ["--no-background-refresh"]), ...(options.args ?? [])],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
+    [
+      OUR_NTN,
+      "server",
+      "--port",
+      "0",
+      "--data-dir",
+      dataDir,
+      ...(options.backgroundRefresh ? [] : ["--no-background-refresh"]),
+      // The tests' providers listen on 127.0.0.1 (see start-server.ts), unless the test sets rules.
+      ...(options.args?.includes("--egress-allow") ? [] : ["--egress-allow", "127.0.0.1"]),
+      ...(options.args ?? []),
+    ],
+    { env, stdio: ["ignore", "pipe", "pipe"], ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}) },
   );
   let output = "";
   child.stdout!.on("data", (c: Buffer) => (output += c.toString("utf8")));

@@ -43,6 +43,10 @@ export async function startTestServer(options: { dialect?: TestDialect } & Serve
       logLevel: "info",
       // Tests of on-demand refresh count provider requests: background refresh is opt-in here.
       backgroundRefresh: false,
+      // The tests' providers and resource APIs listen on 127.0.0.1, which the egress policy denies
+      // by default: allowed here, as an operator would with --egress-allow. Tests of the policy
+      // pass rules of their own.
+      egressAllow: ["127.0.0.1"],
       ...(schema ? { databaseUrl: schema.url } : {}),
       ...rest,
     });

@@ -200,8 +200,8 @@ describe("transient failures on refresh keep the stored refresh token", () => {
   const cases: [string, QuirkMode, RegExp][] = [
     ["a 500 HTML page", "html-500", /HTTP 500/],
     ["a 429 with Retry-After", "rate-limit", /HTTP 429/],
-    ["a timeout (past the server's 10 s provider timeout)", "delay", /did not answer in time/],
-    ["a reset connection", "reset", /Could not reach the provider/],
+    ["a timeout (past the server's 10 s provider timeout)", "delay", /Could not get an HTTP answer from the provider/],
+    ["a reset connection", "reset", /Could not get an HTTP answer from the provider/],
     ["a 200 without access_token", "no-access-token", /without a usable access token/],
     ["a 200 with invalid JSON", "invalid-json", /unexpected answer|not JSON/],
   ];

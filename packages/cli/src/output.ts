@@ -2,6 +2,22 @@ import { ApiError, isUserError } from "./errors.js";
 
 export type Format = "table" | "json" | "plain";
 
+/** Terminal escape sequences: CSI (7- and 8-bit), OSC/DCS/SOS/PM/APC strings, other ESC sequences. */
+const ESCAPE_SEQUENCE =
+  /(?:\u001b\[|\u009b)[0-?]*[ -/]*[@-~]?|(?:\u001b[\]PX^_]|[\u0090\u0098\u009d\u009e\u009f])[^\u0007\u001b\u009c]*(?:\u0007|\u001b\\|\u009c)?|\u001b[ -/]*[0-~]?/g;
+/** C0 controls but tab and newline, DEL, and C1 controls. */
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/**
+ * Text safe to print on a terminal: no escape sequence or control character (tabs and newlines
+ * stay). Every line on stderr goes through it, as most carry text the server sent (its messages,
+ * a provider's error description, build and worker logs): none may clear the screen or set the
+ * title. Data on stdout is left as it is.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(ESCAPE_SEQUENCE, "").replace(CONTROL, "");
+}
+
 /** A writable the output goes to: process.stdout / process.stderr, or a buffer in tests. */
 export interface Sink {
   write(text: string): unknown;
@@ -33,9 +49,10 @@ export class Output {
     this.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   }
 
-  /** A status line on stderr. */
+  /** A status line on stderr, terminal-safe (terminalSafe). */
   status(text: string): void {
-    this.stderr.write(text.endsWith("\n") && text !== "\n" ? text : `${text}\n`);
+    const safe = terminalSafe(text);
+    this.stderr.write(safe.endsWith("\n") && safe !== "\n" ? safe : `${safe}\n`);
   }
 
   success(text: string): void {
@@ -77,8 +94,8 @@ export class Output {
     const err = error instanceof Error ? error : new Error(String(error));
     const hint = isUserError(err) ? err.hint : undefined;
     if (this.options.jsonErrors) {
-      const body: Record<string, unknown> = { error: err.message };
-      if (hint) body.hint = hint;
+      const body: Record<string, unknown> = { error: terminalSafe(err.message) };
+      if (hint) body.hint = terminalSafe(hint);
       if (err instanceof ApiError) Object.assign(body, { code: err.code, status: err.status });
       this.stderr.write(`${JSON.stringify(body)}\n`);
       return;

@@ -4,14 +4,15 @@ import type { Database } from "./store/schema.js";
 import type { Keyring } from "./vault/keyring.js";
 import { createTokenService } from "./auth/tokens.js";
 import { resolveConfig } from "./config.js";
-import { openPlatform } from "./platform.js";
+import { missingKeyError, openPlatform } from "./platform.js";
 import { generateKey } from "./vault/keyring.js";
 import { keyIdsInUse, resealAll } from "./vault/rotate.js";
 import { createWorkspace, writeTokenFile } from "./workspaces/service.js";
 
 /**
- * Offline admin commands: they open the store and keyring exactly as a server does (same data dir,
- * DATABASE_URL and WORKYARD_MASTER_KEY) and work while servers keep serving.
+ * Offline admin commands: they open the store and keyring as a server does (same data dir,
+ * DATABASE_URL and WORKYARD_MASTER_KEY) and work while servers keep serving. They never create a
+ * master key file: a command that needs the key and finds none says which one to provide.
  */
 
 export interface RotationResult {
@@ -59,8 +60,9 @@ export async function rotateMasterKey(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<RotationResult> {
   const config = resolveConfig({ dataDir: options.dataDir }, options.env);
-  const { store, keyring } = await openPlatform(config);
+  const { store, keyring } = await openPlatform(config, { createKey: false });
   try {
+    if (!keyring) throw missingKeyError(config, "Rotating the master key");
     return await rotateKeys(store.db, keyring, options);
   } finally {
     await store.close();
@@ -74,7 +76,8 @@ export async function createWorkspaceOffline(options: {
   env?: NodeJS.ProcessEnv;
 }): Promise<{ workspaceId: string; name: string; tokenFile: string }> {
   const config = resolveConfig({ dataDir: options.dataDir }, options.env);
-  const { store } = await openPlatform(config);
+  // No key needed: tokens are stored as hashes, nothing is sealed.
+  const { store } = await openPlatform(config, { createKey: false });
   try {
     const { workspace, token } = await createWorkspace(store.db, createTokenService(store.db), options.name);
     const tokenFile = path.resolve(options.tokenFile ?? path.join(config.dataDir, "workspaces", `${workspace.id}.token`));

@@ -26,6 +26,10 @@ export const ERROR_STATUS = {
   capability_not_found: 404,
   login_session_not_found: 404,
   env_name_invalid: 400,
+  // A name the worker's runtime reads itself (NODE_*, LD_*, ...): secrets/service.ts reservedEnvName.
+  env_name_reserved: 400,
+  // A value no environment variable can hold (a NUL byte); the message names the variable only.
+  env_value_invalid: 400,
   // uploads and builds
   upload_signature_invalid: 403,
   upload_expired: 410,
@@ -35,7 +39,12 @@ export const ERROR_STATUS = {
   nothing_to_build: 409,
   build_in_progress: 409,
   build_failed: 422,
+  // A file:, link:, git or URL dependency: builds install from the registry only.
+  dependency_refused: 422,
   no_live_deployment: 409,
+  // runs and builds
+  // The server cannot run workers apart from itself (no namespaces, and as root no usable uid).
+  sandbox_unavailable: 503,
   // runs
   run_failed: 422,
   capability_not_runnable: 400,

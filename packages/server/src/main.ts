@@ -1,4 +1,7 @@
+import fs from "node:fs";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { createApi, type ApiDeps } from "./api/app.js";
 import { createTokenService } from "./auth/tokens.js";
 import { ConfigError, resolveConfig, urlForAddress, type Config, type ServerOptions } from "./config.js";
@@ -13,8 +16,13 @@ import { createUploadService } from "./workers/uploads.js";
 import { createBuildService, type BuildService } from "./builder/service.js";
 import { layout } from "./builder/materialise.js";
 import { Executor } from "./executor/pool.js";
-import { sandboxUser } from "./executor/user.js";
-import { installChildEntry } from "./executor/sandbox.js";
+import { childEntry, installChildEntry } from "./executor/sandbox.js";
+import { detectIsolation, IsolationRefused, type Isolation } from "./executor/isolation.js";
+import { removeCpuGroups } from "./executor/cgroup.js";
+import { findBuildTools } from "./builder/build-sandbox.js";
+import { createEgressGateway } from "./egress/gateway.js";
+import { createOutboundFetch } from "./egress/outbound.js";
+import { createEgressPolicy, EgressRuleError, localInterfaceAddresses } from "./egress/policy.js";
 import { createRunService } from "./runs/service.js";
 import { createOAuthService, type OAuthService } from "./oauth/service.js";
 import { RefreshScheduler } from "./oauth/scheduler.js";
@@ -25,7 +33,7 @@ import { SqliteWriter } from "./store/sqlite-writer.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
 
-export { ConfigError, KeyringError, CatalogError, resolveConfig, openPlatform };
+export { ConfigError, KeyringError, CatalogError, IsolationRefused, EgressRuleError, resolveConfig, openPlatform };
 export type { ServerOptions, Config };
 
 export const VERSION = "0.1.0";
@@ -37,6 +45,8 @@ export interface RunningServer {
   publicUrl: string;
   config: Config;
   bootstrap: BootstrapResult;
+  /** What workers get here (namespaces, uids, CPU) and what they may reach: lines for the banner. */
+  security: { isolation: string; isolated: boolean; egress: string[] };
   store: Store;
   log: Logger;
   stop(): Promise<void>;
@@ -49,16 +59,43 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // server. The built-in one alone is read on first use.
   if (config.providerCatalog) await loadCatalog(config.providerCatalog);
   const catalog = () => loadCatalog(config.providerCatalog);
+  // Bad egress rules stop the server before anything starts.
+  const policy = createEgressPolicy({ allow: config.egressAllow, deny: config.egressDeny, serverAddresses: localInterfaceAddresses() });
+  // Probing bubblewrap starts a process: it runs while the store opens.
+  const isolationProbe = detectIsolation({ mode: config.isolation, workerUids: config.workerUids, dataDir: config.dataDir });
+  isolationProbe.catch(() => undefined);
   const { store, keyring } = await openPlatform(config);
   const { db } = store;
+  let isolation: Isolation;
+  try {
+    isolation = await isolationProbe;
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  if (isolation.problems.length > 0) log.warn({ problems: isolation.problems }, "workers are not isolated");
 
   let publicUrl = config.publicUrl ?? "";
   const tokens = createTokenService(db);
-  const uploads = createUploadService(db, keyring);
+  const uploads = createUploadService(db, keyring, { dataDir: config.dataDir });
   const workers = createWorkerService({ db, uploads });
   const dirs = layout(config.dataDir);
-  const user = sandboxUser(config.dataDir, log);
-  const executor = new Executor({ entry: installChildEntry(dirs.runtime), scratchRoot: dirs.scratch, memoryMb: config.runMemoryMb, user, log });
+  const gateway = createEgressGateway({ policy, log, ...(config.egressCaFile ? { caFile: config.egressCaFile } : {}) });
+  // The gateway's sockets: a short folder others may pass through (not list), for sandboxed uids.
+  const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-sock-"));
+  fs.chmodSync(socketDir, 0o711);
+  const executor = new Executor({
+    // Without namespaces a worker running as another uid reads the entry from the data dir.
+    entry: isolation.host ? childEntry() : installChildEntry(dirs.runtime),
+    scratchRoot: dirs.scratch,
+    memoryMb: config.runMemoryMb,
+    isolation,
+    maxProcesses: config.maxProcesses,
+    cpuCores: config.workerCpu,
+    socketDir,
+    egress: (socketPath, identity) => gateway.listen(socketPath, { identity: { ...identity, purpose: "run" } }),
+    log,
+  });
   // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
   // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
@@ -70,7 +107,22 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     onChanged: (worker) => builder!.onSecretsChanged(worker),
     runtimeEnv: (worker) => oauth!.pullEnv(worker),
   });
-  builder = createBuildService({ db, keyring, dataDir: config.dataDir, executor, workers, secrets, log });
+  builder = createBuildService({
+    db,
+    keyring,
+    dataDir: config.dataDir,
+    executor,
+    workers,
+    secrets,
+    log,
+    isolation,
+    tools: findBuildTools(),
+    registry: config.npmRegistry,
+    // npm reaches the configured registry by name, whatever it resolves to, and nothing else.
+    egress: (socketPath, identity, registry) => gateway.listen(socketPath, { identity: { ...identity, purpose: "build" }, onlyTargets: [registry] }),
+    socketDir,
+    cpuCores: config.workerCpu,
+  });
   oauth = createOAuthService({
     db,
     keyring,
@@ -82,6 +134,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     allowInsecure: config.allowInsecureOauth,
     catalog,
     providerTimeoutMs: config.providerTimeoutMs,
+    fetch: createOutboundFetch(policy, config.egressCaFile ? { caFile: config.egressCaFile } : {}),
     // Waiting requests outwait a lease (plus a provider timeout) before they give up.
     timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 4, keepAliveMs: config.refreshKeepAliveMs },
   });
@@ -93,7 +146,15 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const login = createLoginService(db, tokens);
   // What a crash left behind (runs and builds never finished, half-written folders) is cleared now
   // and every minute.
-  const maintenance = new Maintenance({ db, dataDir: config.dataDir, runTimeoutMs: config.runTimeoutMs, soleServer: store.dialect === "sqlite", log });
+  const maintenance = new Maintenance({
+    db,
+    dataDir: config.dataDir,
+    runTimeoutMs: config.runTimeoutMs,
+    soleServer: store.dialect === "sqlite",
+    runRetentionMs: config.runRetentionMs,
+    deploymentsKept: config.deploymentsKept,
+    log,
+  });
   await maintenance.start();
 
   const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens });
@@ -121,6 +182,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
     await executor.stop();
+    await gateway.close();
+    fs.rmSync(socketDir, { recursive: true, force: true });
     await store.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "EADDRINUSE") throw new ConfigError(`Port ${config.port} on ${config.host} is in use; pick another with --port (0 picks a free one).`);
@@ -139,6 +202,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     publicUrl,
     config,
     bootstrap: boot,
+    security: { isolation: isolation.describe(), isolated: isolation.problems.length === 0, egress: policy.describe() },
     store,
     log,
     async stop() {
@@ -148,6 +212,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       await scheduler?.stop();
       await app.close();
       await executor.stop();
+      await gateway.close();
+      fs.rmSync(socketDir, { recursive: true, force: true });
+      removeCpuGroups();
       await writer?.close();
       await store.close();
     },

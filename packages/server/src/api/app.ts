@@ -11,7 +11,7 @@ import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
 import type { Database } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
-import type { UploadService } from "../workers/uploads.js";
+import type { StagedUpload, UploadService } from "../workers/uploads.js";
 import type { WorkerService } from "../workers/service.js";
 import type { BuildService } from "../builder/service.js";
 import type { RunService } from "../runs/service.js";
@@ -97,6 +97,37 @@ function lazyValidators(): (route: { schema: unknown }) => (data: unknown) => bo
   };
 }
 
+/**
+ * How deeply a JSON body's arrays and objects may nest. Deeper input is no one's real data, and
+ * walking it (ajv, JSON.stringify, the message to the worker process) recurses once per level:
+ * 200,000 levels ran the stack out, a 500.
+ */
+export const MAX_JSON_DEPTH = 256;
+
+/**
+ * Whether JSON text nests arrays and objects deeper than `max`: one pass over the text, before it
+ * is parsed, brackets inside strings not counted. Malformed text is left for the parser to refuse.
+ */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i += 1; // backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      depth += 1;
+      if (depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth -= 1;
+    }
+  }
+  return false;
+}
+
 /** Fastify's own request errors, each mapped to one of our stable codes. */
 function fromFrameworkError(error: FastifyError): AppError | undefined {
   if (error.validation) {
@@ -171,6 +202,17 @@ export function createApi(deps: ApiDeps): FastifyInstance {
   app.setValidatorCompiler(lazyValidators());
   // JSON only: Fastify would otherwise read text/plain bodies too.
   app.removeContentTypeParser("text/plain");
+  // JSON bodies: Fastify's own parser (prototype poisoning refused), after a check of the nesting
+  // depth, so no deep body reaches anything that walks it recursively.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    if (nestedDeeperThan(body as string, MAX_JSON_DEPTH)) {
+      done(new AppError("validation_error", `The request body is nested too deeply: JSON arrays and objects may nest at most ${MAX_JSON_DEPTH} levels.`), undefined);
+      return;
+    }
+    parseJson(request, body as string, done);
+  });
 
   // Overload is answered, not suffered: past the limit of requests in hand, 503 with Retry-After.
   let inFlight = 0;
@@ -239,43 +281,56 @@ export function createApi(deps: ApiDeps): FastifyInstance {
   }
 
   // The source-archive upload: multipart, fields first, then `file`. No Authorization header:
-  // the one-time fields issued by CreateWorker / UpdateWorker are the credential.
+  // the one-time fields issued by CreateWorker / UpdateWorker are the credential, checked when the
+  // file part begins, before any of it is read.
   void app.register(async (uploads) => {
     await uploads.register(multipart, {
-      limits: { fileSize: deps.limits.uploadLimit, files: 1, fields: 16, fieldSize: 4096, parts: 20 },
+      // One byte over the limit reaches the uploads service, which refuses the archive as it arrives.
+      limits: { fileSize: deps.limits.uploadLimit + 1, files: 1, fields: 16, fieldSize: 4096, parts: 20 },
+    });
+    // An answer sent before the whole body arrived (forged fields, an archive over the limit) ends
+    // the connection: Node would otherwise read and discard the rest of the body to keep it open.
+    // So does one sent while the server stops: a kept-alive connection would hold app.close() for
+    // the keep-alive timeout.
+    let closing = false;
+    uploads.addHook("preClose", async () => {
+      closing = true;
+    });
+    uploads.addHook("onSend", async (request, reply, payload) => {
+      if (!request.raw.complete || closing) reply.header("connection", "close");
+      return payload;
     });
     uploads.post("/api/v3/uploads/:uploadId", async (request, reply) => {
       if (!request.isMultipart()) {
         throw new AppError("unsupported_media_type", "Send the archive as multipart/form-data: the issued fields, then `file`.");
       }
       const { uploadId } = request.params as { uploadId: string };
-      const forged = new AppError("upload_signature_invalid", "This upload was not issued by this server, or its fields were changed.", {
-        hint: "Run `ntn workers deploy` again to get a fresh upload.",
-      });
-      if (!/^[\w-]{1,100}$/.test(uploadId)) throw forged;
       const fields: Record<string, string> = {};
-      let archive: Buffer | undefined;
+      let staged: StagedUpload | undefined;
+      let refused: unknown;
       try {
-        for await (const part of request.parts()) {
-          if (part.type === "file") {
-            if (part.fieldname !== "file" || archive) {
-              await part.toBuffer();
-              throw new AppError("validation_error", "The upload takes exactly one file part, named `file`.");
+        try {
+          for await (const part of request.parts()) {
+            if (part.type === "field") {
+              fields[part.fieldname] = String(part.value);
+              continue;
             }
-            archive = await part.toBuffer();
-          } else {
-            fields[part.fieldname] = String(part.value);
+            if (part.fieldname !== "file" || staged) throw new AppError("validation_error", "The upload takes exactly one file part, named `file`.");
+            staged = await deps.uploads.accept(uploadId, fields, part.file, { maxBytes: deps.limits.uploadLimit }).catch((error: unknown) => {
+              throw (refused = error);
+            });
           }
+        } catch (error) {
+          // busboy's own complaints (truncated body, missing boundary) are plain Errors.
+          if (error === refused || isAppError(error) || (error as FastifyError).code?.startsWith("FST_")) throw error;
+          throw new AppError("validation_error", "The upload is not valid multipart/form-data.");
         }
-      } catch (error) {
-        // busboy's own complaints (truncated body, missing boundary) are plain Errors.
-        if (isAppError(error) || (error as FastifyError).code?.startsWith("FST_")) throw error;
-        throw new AppError("validation_error", "The upload is not valid multipart/form-data.");
+        if (!staged) throw new AppError("validation_error", "The upload has no `file` part.");
+        await staged.store();
+        return reply.status(200).send({ ok: true, size: staged.size });
+      } finally {
+        await staged?.discard();
       }
-      if (!archive) throw new AppError("validation_error", "The upload has no `file` part.");
-      if (fields.uploadId !== uploadId) throw forged;
-      await deps.uploads.receive(fields, archive);
-      return reply.status(200).send({ ok: true, size: archive.length });
     });
   });
 

@@ -1,3 +1,4 @@
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -5,7 +6,7 @@ import zlib from "node:zlib";
 import { create } from "tar";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AppError } from "../errors.js";
-import { ARCHIVE_LIMITS, extractArchive, inspectArchive } from "./archive.js";
+import { ARCHIVE_LIMITS, extractArchive, extractArchiveFile, inspectArchive, inspectArchiveFile } from "./archive.js";
 
 /** One hand-made ustar entry: a 512-byte header (any path, as an attacker would write it), then the body. */
 function tarEntry(name: string, body: string | Buffer = "", options: { type?: string; size?: number; linkname?: string } = {}): Buffer {
@@ -188,5 +189,118 @@ describe("extractArchive", () => {
     const error = await rejection(extractArchive(tarGz([tarEntry("../escaped.txt", "pwned")]), target));
     expect(error.code).toBe("archive_invalid");
     expect(fs.existsSync(path.join(dir, "escaped.txt"))).toBe(false);
+  });
+});
+
+/** A gzip of `bytes` zeros, made in chunks (a gzip bomb, as small as deflate makes it). */
+async function gzipOfZeros(bytes: number, prefix: Buffer = Buffer.alloc(0)): Promise<Buffer> {
+  const gzip = zlib.createGzip({ level: 9 });
+  const chunks: Buffer[] = [];
+  gzip.on("data", (chunk: Buffer) => chunks.push(chunk));
+  const ended = new Promise((resolve) => gzip.on("end", resolve));
+  gzip.write(prefix);
+  const zeros = Buffer.alloc(1024 * 1024);
+  for (let left = bytes; left > 0; left -= zeros.length) {
+    if (!gzip.write(left >= zeros.length ? zeros : zeros.subarray(0, left))) await new Promise((resolve) => gzip.once("drain", resolve));
+  }
+  gzip.end();
+  await ended;
+  return Buffer.concat(chunks);
+}
+
+describe("reading within limits, in a thread of its own", () => {
+  const small = { maxUnpackedBytes: 2 * 1024 * 1024, maxOverheadBytes: 1024 * 1024 };
+
+  it("refuses a gzip bomb by the bytes it actually inflates to", async () => {
+    const bomb = await gzipOfZeros(64 * 1024 * 1024);
+    expect(bomb.length).toBeLessThan(256 * 1024);
+    const error = await rejection(inspectArchive(bomb, { limits: small }));
+    expect(error.code).toBe("archive_too_large");
+    expect(error.message).toBe("The source archive unpacks to more than 2 MiB.");
+  });
+
+  it("counts zeros after the end of a valid archive too", async () => {
+    const valid = Buffer.concat([tarEntry("a.ts", "export {};\n"), Buffer.alloc(1024)]);
+    await expect(inspectArchive(zlib.gzipSync(valid), { limits: small })).resolves.toMatchObject({ files: ["a.ts"] });
+    const error = await rejection(inspectArchive(await gzipOfZeros(8 * 1024 * 1024, valid), { limits: small }));
+    expect(error.code).toBe("archive_too_large");
+  });
+
+  it("counts the body of an entry whose size is not a file's (a directory declaring 16 MiB)", async () => {
+    const bomb = await gzipOfZeros(16 * 1024 * 1024, tarEntry("dir/", "", { type: "5", size: 16 * 1024 * 1024 }));
+    const error = await rejection(inspectArchive(bomb, { limits: small }));
+    expect(error.code).toBe("archive_too_large");
+  });
+
+  it("refuses an entry declaring 2 GiB at its header, with the default limits", async () => {
+    const archive = tarGz([tarEntry("big.bin", "", { size: 2 * 1024 ** 3 }), crypto.randomBytes(2 * 1024 * 1024)], false);
+    const error = await rejection(inspectArchive(archive));
+    expect(error.code).toBe("archive_too_large");
+    expect(error.message).toContain(`${ARCHIVE_LIMITS.maxUnpackedBytes / 1048576} MiB`);
+  });
+
+  it("stops a reader that runs past its deadline", async () => {
+    const error = await rejection(inspectArchive(tarGz([tarEntry("a.ts", "a")]), { limits: { deadlineMs: 1 } }));
+    expect(error.code).toBe("archive_too_large");
+    expect(error.message).toMatch(/took longer than/);
+  });
+
+  it("refuses a second layer of gzip instead of letting tar inflate it uncounted", async () => {
+    const error = await rejection(inspectArchive(zlib.gzipSync(tarGz([tarEntry("a.ts", "a")]))));
+    expect(error.code).toBe("archive_invalid");
+    expect(error.message).toContain("compressed twice");
+  });
+
+  it("reads an uncompressed tar as before", async () => {
+    const listing = await inspectArchive(Buffer.concat([tarEntry("a.ts", "aa"), Buffer.alloc(1024)]));
+    expect(listing).toEqual({ files: ["a.ts"], unpackedBytes: 2, skipped: [] });
+  });
+
+  it("keeps this thread free while a bomb is read", async () => {
+    const bomb = await gzipOfZeros(256 * 1024 * 1024);
+    let ticks = 0;
+    let longest = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+      ticks += 1;
+    }, 5);
+    try {
+      const error = await rejection(inspectArchive(bomb, { limits: { maxUnpackedBytes: 64 * 1024 * 1024, maxOverheadBytes: 0 } }));
+      expect(error.code).toBe("archive_too_large");
+    } finally {
+      clearInterval(timer);
+    }
+    // Figures, not a bar: the thread ticked all along (a synchronous inflate would show one long gap).
+    console.log(`timer ticks while reading: ${ticks}, longest gap ${Math.round(longest)} ms`);
+    expect(ticks).toBeGreaterThan(1);
+    expect(longest).toBeLessThan(1000);
+  });
+
+  describe("from a file", () => {
+    let dir: string;
+    beforeEach(() => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-archive-file-"));
+    });
+    afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+    it("inspects and extracts an archive held in a file", async () => {
+      const file = path.join(dir, "upload.tar.gz");
+      fs.writeFileSync(file, tarGz([tarEntry("src/index.ts", "export default 1;\n"), tarEntry("l", "", { type: "2", linkname: "x" })]));
+      expect(await inspectArchiveFile(file)).toEqual({ files: ["src/index.ts"], unpackedBytes: 18, skipped: ["l (SymbolicLink)"] });
+      const out = path.join(dir, "out");
+      fs.mkdirSync(out);
+      await extractArchiveFile(file, out);
+      expect(fs.readFileSync(path.join(out, "src/index.ts"), "utf8")).toBe("export default 1;\n");
+    });
+
+    it("refuses a bomb held in a file", async () => {
+      const file = path.join(dir, "bomb.tar.gz");
+      fs.writeFileSync(file, await gzipOfZeros(16 * 1024 * 1024));
+      const error = await rejection(inspectArchiveFile(file, { limits: small }));
+      expect(error.code).toBe("archive_too_large");
+    });
   });
 });

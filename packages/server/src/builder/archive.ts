@@ -1,13 +1,28 @@
-import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import type { ReadEntry } from "tar";
+import { Worker } from "node:worker_threads";
 import { AppError } from "../errors.js";
+import { PACKAGE_ROOT } from "../package-root.js";
+import type { WalkJob, WalkOutcome } from "./archive-worker.js";
 
-/** Bounds on what a source archive may unpack to: a gzip bomb stops here, not on the disk. */
+/**
+ * Bounds on what reading a source archive may cost: a gzip bomb stops here, not on the disk, the
+ * CPU or the memory of the server.
+ */
 export const ARCHIVE_LIMITS = {
   maxEntries: 20_000,
+  /** The regular files' bytes, as declared by their headers. */
   maxUnpackedBytes: 256 * 1024 * 1024,
+  /**
+   * What the decompressed stream may hold beyond the files: headers, padding, end blocks. Counted
+   * on the bytes gunzip actually produces, so zeros past the end of the archive count too.
+   */
+  maxOverheadBytes: 64 * 1024 * 1024,
+  /** The reader thread is terminated after this long, whatever it is doing. */
+  deadlineMs: 60_000,
 };
+
+export type ArchiveLimits = typeof ARCHIVE_LIMITS;
 
 export interface ArchiveListing {
   /** Regular files, as relative POSIX paths without a leading `./`. */
@@ -17,143 +32,127 @@ export interface ArchiveListing {
   skipped: string[];
 }
 
-function normalise(entryPath: string): string | undefined {
-  const p = entryPath.replace(/\\/g, "/").replace(/^(\.\/)+/, "");
-  if (p === "" || p === ".") return "";
-  if (p.startsWith("/") || /^[A-Za-z]:/.test(p)) return undefined;
-  if (p.split("/").some((segment) => segment === "..")) return undefined;
-  return p.replace(/\/+$/, "");
+export interface ArchiveOptions {
+  /** Tighter (or, in tests, other) limits than ARCHIVE_LIMITS. */
+  limits?: Partial<ArchiveLimits>;
 }
+
+const HINT = "Leave build output and large data out of the project folder.";
 
 const invalid = (reason: string) =>
   new AppError("archive_invalid", `The source archive is not a valid .tar.gz: ${reason}`, {
     hint: "Deploy again with `ntn workers deploy`; it builds the archive from your project folder.",
   });
 
-/**
- * Reads a gzipped tar archive through, entry by entry, calling `onFile` for each regular file.
- * Rejects corrupt data, unsafe paths and archives over the limits before anything is kept.
- */
-async function walkArchive(
-  archive: Buffer,
-  onFile: (relative: string, entry: ReadEntry) => void,
-): Promise<ArchiveListing> {
-  // tar loads on the first upload, not when the server starts.
-  const { Parser } = await import("tar");
-  const listing: ArchiveListing = { files: [], unpackedBytes: 0, skipped: [] };
-  let entries = 0;
-  // A path cannot be both a file and a directory: such an archive could never be unpacked.
-  const filePaths = new Set<string>();
-  const dirPaths = new Set<string>();
-  const conflict = (relative: string, isFile: boolean): string | undefined => {
-    const parents = relative.split("/").slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join("/"));
-    const parentFile = parents.find((p) => filePaths.has(p));
-    if (parentFile) return `${JSON.stringify(relative)} lies under the file ${JSON.stringify(parentFile)}.`;
-    if (isFile && dirPaths.has(relative)) return `${JSON.stringify(relative)} is both a file and a directory.`;
-    if (!isFile && filePaths.has(relative)) return `${JSON.stringify(relative)} is both a file and a directory.`;
-    for (const p of parents) dirPaths.add(p);
-    if (isFile) filePaths.add(relative);
-    else dirPaths.add(relative);
-    return undefined;
-  };
-  return new Promise((resolve, reject) => {
-    let failed = false;
-    const fail = (error: Error) => {
-      if (failed) return;
-      failed = true;
-      reject(error);
-    };
-    const parser = new Parser({
-      strict: true,
-      onReadEntry(entry: ReadEntry) {
-        if (failed) return entry.resume();
-        entries += 1;
-        const relative = normalise(entry.path);
-        if (relative === undefined) {
-          fail(invalid(`entry ${JSON.stringify(entry.path)} points outside the project.`));
-          return entry.resume();
-        }
-        if (entries > ARCHIVE_LIMITS.maxEntries) {
-          fail(invalid(`more than ${ARCHIVE_LIMITS.maxEntries} entries.`));
-          return entry.resume();
-        }
-        const isFile = entry.type === "File" || entry.type === "OldFile" || entry.type === "ContiguousFile";
-        if (isFile && relative === "") {
-          fail(invalid("a file entry has no name."));
-          return entry.resume();
-        }
-        if ((isFile || entry.type === "Directory") && relative !== "") {
-          const problem = conflict(relative, isFile);
-          if (problem) {
-            fail(invalid(problem));
-            return entry.resume();
-          }
-        }
-        if (isFile) {
-          listing.unpackedBytes += entry.size ?? 0;
-          if (listing.unpackedBytes > ARCHIVE_LIMITS.maxUnpackedBytes) {
-            fail(
-              new AppError("archive_too_large", `The source archive unpacks to more than ${ARCHIVE_LIMITS.maxUnpackedBytes / 1048576} MiB.`, {
-                hint: "Leave build output and large data out of the project folder.",
-              }),
-            );
-            return entry.resume();
-          }
-          listing.files.push(relative);
-          onFile(relative, entry);
-          return;
-        }
-        if (entry.type !== "Directory") listing.skipped.push(`${relative} (${entry.type})`);
-        entry.resume();
-      },
-    });
-    parser.on("error", (error: Error) => fail(invalid(error.message.replace(/^TAR_BAD_ARCHIVE: /, ""))));
-    parser.on("warn", (_code: string, message: string | Error) =>
-      fail(invalid(typeof message === "string" ? message : message.message)),
-    );
-    parser.on("end", () => {
-      if (failed) return;
-      if (entries === 0) return fail(invalid("it holds no files."));
-      resolve(listing);
-    });
-    parser.end(archive);
-  });
-}
-
 /** Checks an uploaded archive without writing anything. */
-export async function inspectArchive(archive: Buffer): Promise<ArchiveListing> {
-  return walkArchive(archive, (_relative, entry) => entry.resume());
+export async function inspectArchive(archive: Buffer, options: ArchiveOptions = {}): Promise<ArchiveListing> {
+  return read({ source: { bytes: archive } }, options);
 }
 
-/** Unpacks regular files and directories under `dir` (which must exist and be empty). */
-export async function extractArchive(archive: Buffer, dir: string): Promise<ArchiveListing> {
-  const writes: Promise<void>[] = [];
-  let failure: AppError | undefined;
-  const cannot = (relative: string, error: unknown) =>
-    (failure ??= invalid(`cannot unpack ${JSON.stringify(relative)}: ${(error as Error).message}`));
-  const listing = await walkArchive(archive, (relative, entry) => {
-    const target = path.join(dir, relative);
-    try {
-      fs.mkdirSync(path.dirname(target), { recursive: true });
-    } catch (error) {
-      cannot(relative, error);
-      entry.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    entry.on("data", (chunk: Buffer) => chunks.push(chunk));
-    writes.push(
-      new Promise((resolve) => {
-        entry.on("end", () => {
-          fs.promises.writeFile(target, Buffer.concat(chunks), { mode: 0o644 }).then(resolve, (error: unknown) => {
-            cannot(relative, error);
-            resolve();
-          });
-        });
+/** Checks an archive held in a file (an upload as it arrived) without loading it into memory. */
+export async function inspectArchiveFile(file: string, options: ArchiveOptions = {}): Promise<ArchiveListing> {
+  return read({ source: { file } }, options);
+}
+
+/**
+ * Unpacks regular files under `dir` (which must exist and be empty). On a refusal some files may
+ * already be written: the caller removes `dir`.
+ */
+export async function extractArchive(archive: Buffer, dir: string, options: ArchiveOptions = {}): Promise<ArchiveListing> {
+  return read({ source: { bytes: archive }, dir: path.resolve(dir) }, options);
+}
+
+/** extractArchive for an archive held in a file. */
+export async function extractArchiveFile(file: string, dir: string, options: ArchiveOptions = {}): Promise<ArchiveListing> {
+  return read({ source: { file }, dir: path.resolve(dir) }, options);
+}
+
+/**
+ * How the reader thread starts. Compiled or bundled, this module starts the compiled entry in the
+ * package's dist folder (the bundle's own folder holds only main.mjs); run from its TypeScript
+ * source, it starts the source through tsx.
+ */
+function readerEntry(): string | URL {
+  if (import.meta.url.endsWith(".ts")) return new URL("./archive-worker.from-source.mjs", import.meta.url);
+  return path.join(PACKAGE_ROOT, "dist", "builder", "archive-worker.js");
+}
+
+/** Reader threads at once: each may keep a core busy until its limits stop it. */
+const MAX_READERS = Math.max(2, os.availableParallelism());
+let readers = 0;
+const waiting: (() => void)[] = [];
+
+async function slot(): Promise<() => void> {
+  if (readers >= MAX_READERS) await new Promise<void>((resolve) => waiting.push(resolve));
+  readers += 1;
+  return () => {
+    readers -= 1;
+    waiting.shift()?.();
+  };
+}
+
+async function read(job: Omit<WalkJob, "limits">, options: ArchiveOptions): Promise<ArchiveListing> {
+  const { deadlineMs, ...limits } = { ...ARCHIVE_LIMITS, ...options.limits };
+  const release = await slot();
+  try {
+    return await inThread({ ...job, limits }, deadlineMs);
+  } finally {
+    release();
+  }
+}
+
+function inThread(job: WalkJob, deadlineMs: number): Promise<ArchiveListing> {
+  const worker = new Worker(readerEntry(), {
+    workerData: job,
+    // The server's own flags (an inspector, a loader) are not the reader's.
+    execArgv: [],
+    // Buffers live outside this heap; the heap holds the listing and the path sets.
+    resourceLimits: { maxOldGenerationSizeMb: 256, maxYoungGenerationSizeMb: 32 },
+  });
+  return new Promise<ArchiveListing>((resolve, reject) => {
+    let settled = false;
+    // The thread is gone before the caller goes on: nothing reads or writes after the answer.
+    const settle = (outcome: () => ArchiveListing) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void worker.terminate().then(
+        () => {
+          try {
+            resolve(outcome());
+          } catch (error) {
+            reject(error);
+          }
+        },
+        (error: unknown) => reject(error),
+      );
+    };
+    const timer = setTimeout(
+      () =>
+        settle(() => {
+          throw new AppError("archive_too_large", `Reading the source archive took longer than ${Math.round(deadlineMs / 1000)} s: it is too large or too heavily compressed.`, { hint: HINT });
+        }),
+      deadlineMs,
+    );
+    worker.once("message", (outcome: WalkOutcome) =>
+      settle(() => {
+        if (outcome.ok) return outcome.listing;
+        if (outcome.kind === "invalid") throw invalid(outcome.reason);
+        throw new AppError("archive_too_large", outcome.reason, { hint: HINT });
+      }),
+    );
+    worker.once("error", (error: Error & { code?: string }) =>
+      settle(() => {
+        if (error.code === "ERR_WORKER_OUT_OF_MEMORY") {
+          throw new AppError("archive_too_large", "Reading the source archive needs more memory than allowed.", { hint: HINT });
+        }
+        throw new Error(`The archive reader failed: ${error.message}`, { cause: error });
+      }),
+    );
+    worker.once("exit", (code) =>
+      settle(() => {
+        throw new Error(`The archive reader stopped (exit code ${code}) without an answer.`);
       }),
     );
   });
-  await Promise.all(writes);
-  if (failure) throw failure;
-  return listing;
 }

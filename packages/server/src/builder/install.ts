@@ -1,14 +1,13 @@
-import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { AppError } from "../errors.js";
+import { checkInstalledTree } from "./dependencies.js";
 
 /** The files that decide an installed tree; nothing else of the project reaches npm. */
 export interface InstallInput {
   packageJson: Buffer;
   lockfile: Buffer | undefined;
-  npmrc: Buffer | undefined;
 }
 
 export function readInstallInput(projectDir: string): InstallInput {
@@ -25,84 +24,64 @@ export function readInstallInput(projectDir: string): InstallInput {
       hint: "A worker project needs package.json with @notionhq/workers; `ntn workers new` makes one.",
     });
   }
-  return { packageJson, lockfile: read("package-lock.json"), npmrc: read(".npmrc") };
+  return { packageJson, lockfile: read("package-lock.json") };
 }
 
 /**
  * Installed trees are shared by this hash: the lockfile (or package.json where there is none), the
- * project's .npmrc and Node's major version. An unchanged lockfile installs nothing.
+ * registry they come from and Node's major version. An unchanged lockfile installs nothing.
  */
-export function lockfileHash(input: InstallInput): string {
+export function treeHash(input: InstallInput, registry: string): string {
   const hash = crypto.createHash("sha256");
-  hash.update(`workyard deps v1\0node${process.versions.node.split(".")[0]}\0`);
+  hash.update(`workyard deps v2\0node${process.versions.node.split(".")[0]}\0${registry}\0`);
   hash.update(input.lockfile ? "lock\0" : "nolock\0");
   hash.update(input.lockfile ?? input.packageJson);
-  hash.update("\0");
-  hash.update(input.npmrc ?? "");
   return hash.digest("hex").slice(0, 32);
 }
 
-const inFlight = new Map<string, Promise<string>>();
-
 /**
- * `<depsRoot>/<hash>/node_modules`, installed once: `npm ci --ignore-scripts` from the lockfile
- * (`npm install --ignore-scripts` without one), with the npm cache under the data dir. Installs
- * into a temporary folder and renames it into place, so a crash or a concurrent install by another
- * process never leaves a half tree under the final name. Returns the real path of node_modules.
+ * `<depsRoot>/<hash>/node_modules` when this machine has the tree, else undefined. A tree found is
+ * touched: the collector (maintenance.ts) keeps what was used within its grace period, so a build
+ * that just picked an old tree up never loses it before its deployment is committed.
  */
-export async function ensureInstalled(options: {
-  depsRoot: string;
-  cacheDir: string;
-  input: InstallInput;
-  onLog(stream: "stdout" | "stderr", line: string): void;
-}): Promise<{ nodeModules: string; installed: boolean; hash: string }> {
-  const hash = lockfileHash(options.input);
-  const finalDir = path.join(options.depsRoot, hash);
-  const nodeModules = path.join(finalDir, "node_modules");
-  if (fs.existsSync(path.join(finalDir, ".complete"))) return { nodeModules: fs.realpathSync(nodeModules), installed: false, hash };
-  let pending = inFlight.get(hash);
-  if (!pending) {
-    pending = install(options, finalDir).finally(() => inFlight.delete(hash));
-    inFlight.set(hash, pending);
+export function installedTree(depsRoot: string, hash: string): string | undefined {
+  const dir = path.join(depsRoot, hash);
+  if (!fs.existsSync(path.join(dir, ".complete"))) return undefined;
+  const now = new Date();
+  try {
+    fs.utimesSync(dir, now, now);
+  } catch {
+    // collected this very moment: the caller installs it again
   }
-  return { nodeModules: await pending, installed: true, hash };
+  return fs.realpathSync(path.join(dir, "node_modules"));
 }
 
-async function install(
-  options: { depsRoot: string; cacheDir: string; input: InstallInput; onLog(stream: "stdout" | "stderr", line: string): void },
-  finalDir: string,
-): Promise<string> {
-  fs.mkdirSync(options.depsRoot, { recursive: true, mode: 0o755 });
-  fs.mkdirSync(options.cacheDir, { recursive: true, mode: 0o700 });
+/**
+ * Takes the node_modules a build installed into its project and makes it the shared tree of
+ * `hash`: checked (no link leaves it), handed to the server's user and made read-only for
+ * everyone else, then renamed into place in one step, so a crash or a concurrent install by
+ * another process never leaves a half tree under the final name. Returns its real path.
+ */
+export function adoptTree(depsRoot: string, hash: string, installed: string): string {
+  checkInstalledTree(installed);
+  fs.mkdirSync(depsRoot, { recursive: true, mode: 0o755 });
+  const finalDir = path.join(depsRoot, hash);
+  const existing = installedTree(depsRoot, hash);
+  if (existing) {
+    fs.rmSync(installed, { recursive: true, force: true });
+    return existing;
+  }
   const work = fs.mkdtempSync(`${finalDir}.tmp-`);
   try {
-    fs.writeFileSync(path.join(work, "package.json"), options.input.packageJson);
-    if (options.input.lockfile) fs.writeFileSync(path.join(work, "package-lock.json"), options.input.lockfile);
-    if (options.input.npmrc) fs.writeFileSync(path.join(work, ".npmrc"), options.input.npmrc);
-    const args = [
-      options.input.lockfile ? "ci" : "install",
-      "--ignore-scripts",
-      "--no-audit",
-      "--no-fund",
-      "--prefer-offline",
-      "--loglevel=warn",
-      `--cache=${options.cacheDir}`,
-    ];
-    options.onLog("stdout", `npm ${args.join(" ")}`);
-    const code = await runNpm(args, work, options.onLog);
-    if (code !== 0) {
-      throw new AppError("build_failed", `Installing dependencies failed (npm exited with code ${code}).`, {
-        hint: "The build log shows npm's error. Check package.json and package-lock.json (`npm install` locally updates the lockfile).",
-      });
-    }
-    fs.mkdirSync(path.join(work, "node_modules"), { recursive: true });
+    fs.renameSync(installed, path.join(work, "node_modules"));
+    freeze(path.join(work, "node_modules"));
     fs.chmodSync(work, 0o755);
-    fs.writeFileSync(path.join(work, ".complete"), new Date().toISOString());
+    fs.writeFileSync(path.join(work, ".complete"), new Date().toISOString(), { mode: 0o644 });
     try {
       fs.renameSync(work, finalDir);
     } catch (error) {
       // Another process installed the same tree first: use theirs.
-      if (!fs.existsSync(path.join(finalDir, ".complete"))) throw error;
+      if (!installedTree(depsRoot, hash)) throw error;
       fs.rmSync(work, { recursive: true, force: true });
     }
     return fs.realpathSync(path.join(finalDir, "node_modules"));
@@ -112,34 +91,23 @@ async function install(
   }
 }
 
-function runNpm(args: string[], cwd: string, onLog: (stream: "stdout" | "stderr", line: string) => void): Promise<number> {
-  return new Promise((resolve) => {
-    // The server's own npm settings (npm_* variables, when it was started by `npm start`) stay out.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)));
-    const child = spawn("npm", args, {
-      cwd,
-      env: { ...env, npm_config_update_notifier: "false", NODE_OPTIONS: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const forward = (stream: "stdout" | "stderr") => {
-      let rest = "";
-      return (chunk: Buffer) => {
-        const lines = (rest + chunk.toString("utf8")).split("\n");
-        rest = lines.pop() ?? "";
-        for (const line of lines) if (line.trim() && !/Unknown (user|env) config "nodedir"/.test(line)) onLog(stream, line);
-      };
-    };
-    child.stdout.on("data", forward("stdout"));
-    child.stderr.on("data", forward("stderr"));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10 * 60 * 1000);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      onLog("stderr", `Could not run npm: ${error.message}`);
-      resolve(127);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve(code ?? 1);
-    });
-  });
+/**
+ * Owned by the server's user (the workspace that installed it can no longer change it), readable
+ * by all: the tree is shared by every workspace whose lockfile is the same, and mounted read-only.
+ */
+function freeze(dir: string): void {
+  const uid = process.getuid?.() ?? -1;
+  const gid = process.getgid?.() ?? -1;
+  const visit = (p: string) => {
+    const stat = fs.lstatSync(p);
+    if (uid >= 0 && (stat.uid !== uid || stat.gid !== gid)) fs.lchownSync(p, uid, gid);
+    if (stat.isSymbolicLink()) return;
+    if (stat.isDirectory()) {
+      fs.chmodSync(p, 0o755);
+      for (const name of fs.readdirSync(p)) visit(path.join(p, name));
+    } else {
+      fs.chmodSync(p, stat.mode & 0o111 ? 0o755 : 0o644);
+    }
+  };
+  visit(dir);
 }

@@ -2,8 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { AppError } from "../errors.js";
 import type { DeploymentRow } from "../store/schema.js";
-import { extractArchive } from "./archive.js";
-import { ensureInstalled, readInstallInput } from "./install.js";
+import type { Bundle } from "./bundle.js";
 
 /** Where a data dir keeps what builds and runs need on disk. */
 export function layout(dataDir: string) {
@@ -17,66 +16,62 @@ export function layout(dataDir: string) {
   };
 }
 
-const inFlight = new Map<string, Promise<{ bundleDir: string; nodeModules: string }>>();
+export interface Materialised {
+  bundleDir: string;
+  nodeModules: string;
+}
+
+const inFlight = new Map<string, Promise<Materialised>>();
 
 /**
  * A deployment's files on this machine, made from what the store holds: `index.mjs`, its map and a
- * `node_modules` link to the installed tree (installed from the stored archive's lockfile when
- * this machine has not installed it yet). Any server process can run any deployment this way.
+ * `node_modules` link to the installed tree (which `installTree` makes from the stored source's
+ * lockfile when this machine has not installed it yet). Any server process can run any deployment
+ * this way. The folder is readable by the workspace's uid only (and the server's).
  */
-export function materialise(
-  dataDir: string,
-  deployment: Pick<DeploymentRow, "id" | "lockfile_hash">,
-  readBundle: () => Promise<Pick<DeploymentRow, "bundle" | "source_map"> | undefined>,
-  readArchive: () => Promise<Buffer | undefined>,
-): Promise<{ bundleDir: string; nodeModules: string }> {
-  const dirs = layout(dataDir);
-  const bundleDir = path.join(dirs.deployments, deployment.id);
+export function materialise(options: {
+  dataDir: string;
+  deployment: Pick<DeploymentRow, "id" | "lockfile_hash">;
+  user: { uid: number; gid: number } | undefined;
+  readBundle: () => Promise<Bundle | undefined>;
+  /** The installed tree of the deployment's lockfile, installed on this machine if need be. */
+  installTree: (hash: string) => Promise<string>;
+}): Promise<Materialised> {
+  const dirs = layout(options.dataDir);
+  const bundleDir = path.join(dirs.deployments, options.deployment.id);
   const link = path.join(bundleDir, "node_modules");
   if (fs.existsSync(path.join(bundleDir, "index.mjs")) && fs.existsSync(link)) {
     return Promise.resolve({ bundleDir, nodeModules: fs.realpathSync(link) });
   }
-  let pending = inFlight.get(deployment.id);
+  let pending = inFlight.get(options.deployment.id);
   if (!pending) {
-    pending = write(dirs, bundleDir, deployment, readBundle, readArchive).finally(() => inFlight.delete(deployment.id));
-    inFlight.set(deployment.id, pending);
+    pending = write(dirs, bundleDir, options).finally(() => inFlight.delete(options.deployment.id));
+    inFlight.set(options.deployment.id, pending);
   }
   return pending;
 }
 
-async function write(
-  dirs: ReturnType<typeof layout>,
-  bundleDir: string,
-  deployment: Pick<DeploymentRow, "id" | "lockfile_hash">,
-  readBundle: () => Promise<Pick<DeploymentRow, "bundle" | "source_map"> | undefined>,
-  readArchive: () => Promise<Buffer | undefined>,
-): Promise<{ bundleDir: string; nodeModules: string }> {
-  const files = await readBundle();
-  if (!files?.bundle || !deployment.lockfile_hash) {
+async function write(dirs: ReturnType<typeof layout>, bundleDir: string, options: Parameters<typeof materialise>[0]): Promise<Materialised> {
+  const { deployment, user } = options;
+  const bundle = await options.readBundle();
+  if (!bundle || !deployment.lockfile_hash) {
     throw new AppError("no_live_deployment", "This deployment has no bundle.", { hint: "Run `ntn workers deploy`." });
   }
-  let nodeModules = path.join(dirs.deps, deployment.lockfile_hash, "node_modules");
-  if (!fs.existsSync(path.join(dirs.deps, deployment.lockfile_hash, ".complete"))) {
-    // Built elsewhere: install the same tree from the stored source's lockfile.
-    const archive = await readArchive();
-    if (!archive) throw new Error(`The source archive of deployment ${deployment.id} is missing from the store.`);
-    // In the data dir, where maintenance clears what a killed process leaves.
-    fs.mkdirSync(dirs.builds, { recursive: true, mode: 0o700 });
-    const tmp = fs.mkdtempSync(path.join(dirs.builds, "src-"));
-    try {
-      await extractArchive(archive, tmp);
-      const installed = await ensureInstalled({ depsRoot: dirs.deps, cacheDir: dirs.npmCache, input: readInstallInput(tmp), onLog: () => {} });
-      nodeModules = installed.nodeModules;
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  }
-  fs.mkdirSync(dirs.deployments, { recursive: true, mode: 0o755 });
+  const nodeModules = await options.installTree(deployment.lockfile_hash);
+  fs.mkdirSync(dirs.deployments, { recursive: true, mode: 0o711 });
   const tmp = fs.mkdtempSync(`${bundleDir}.tmp-`);
-  fs.chmodSync(tmp, 0o755);
-  fs.writeFileSync(path.join(tmp, "index.mjs"), files.bundle, { mode: 0o644 });
-  if (files.source_map) fs.writeFileSync(path.join(tmp, "index.mjs.map"), files.source_map, { mode: 0o644 });
-  fs.symlinkSync(fs.realpathSync(nodeModules), path.join(tmp, "node_modules"));
+  // As root: the server owns the files and the workspace's group may read them; no one else.
+  const fileMode = user ? 0o640 : 0o600;
+  fs.writeFileSync(path.join(tmp, "index.mjs"), bundle.code, { mode: fileMode });
+  if (bundle.sourceMap) fs.writeFileSync(path.join(tmp, "index.mjs.map"), bundle.sourceMap, { mode: fileMode });
+  fs.symlinkSync(nodeModules, path.join(tmp, "node_modules"));
+  if (user) {
+    for (const name of ["index.mjs", "index.mjs.map"]) {
+      if (fs.existsSync(path.join(tmp, name))) fs.chownSync(path.join(tmp, name), 0, user.gid);
+    }
+    fs.chownSync(tmp, 0, user.gid);
+  }
+  fs.chmodSync(tmp, user ? 0o750 : 0o700);
   try {
     fs.renameSync(tmp, bundleDir);
   } catch (error) {

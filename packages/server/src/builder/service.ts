@@ -4,6 +4,7 @@ import type { Kysely } from "kysely";
 import type { StreamLine } from "../api/contract.js";
 import type { Caller } from "../auth/tokens.js";
 import { AppError, isAppError } from "../errors.js";
+import type { Isolation } from "../executor/isolation.js";
 import type { Executor, ExecTarget } from "../executor/pool.js";
 import { LoadError } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
@@ -15,16 +16,24 @@ import type { DeploymentMeta } from "../store/deployments.js";
 import type { Database, DeploymentRow, WorkerRow } from "../store/schema.js";
 import * as uploadsStore from "../store/uploads.js";
 import * as workersStore from "../store/workers.js";
+import * as workspacesStore from "../store/workspaces.js";
 import type { Keyring } from "../vault/keyring.js";
 import type { WorkerService } from "../workers/service.js";
+import { openArchive, readUploadArchive } from "../workers/uploads.js";
 import { extractArchive } from "./archive.js";
-import { bundleWorker } from "./bundle.js";
-import { ensureInstalled, readInstallInput } from "./install.js";
+import { runBuildSandbox, type BuildEgressOpener, type BuildTools } from "./build-sandbox.js";
+import { openBundle, sealBundle, type Bundle } from "./bundle.js";
+import { checkDependencySources } from "./dependencies.js";
+import { adoptTree, installedTree, readInstallInput, treeHash } from "./install.js";
 import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
 import { layout, materialise } from "./materialise.js";
 
 /** Build log kept with a deployment, bytes. */
 const BUILD_LOG_LIMIT = 256 * 1024;
+/** An install or a bundle is stopped after this long. */
+const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
+/** A bundle larger than this is refused (it is loaded into every worker process). */
+const BUNDLE_LIMIT = 32 * 1024 * 1024;
 
 export interface BuildService {
   /** BuildWorker: the latest unbuilt upload to a live deployment, its log streamed line by line. */
@@ -45,7 +54,7 @@ export interface BuildService {
   /** What the executor needs to run a deployment with the worker's current secrets. */
   execTarget(worker: WorkerRow, deployment: DeploymentMeta, options?: { workerIsFresh?: boolean }): Promise<ExecTarget>;
   liveDeployment(worker: WorkerRow): Promise<DeploymentMeta | undefined>;
-  /** The live deployment's bundle text (for reading which env names it uses). */
+  /** The live deployment's bundle code (for reading which env names it uses). */
   liveBundle(worker: WorkerRow): Promise<string | undefined>;
 }
 
@@ -57,30 +66,153 @@ export function createBuildService(options: {
   workers: WorkerService;
   secrets: SecretService;
   log: Logger;
+  isolation: Isolation;
+  tools: BuildTools;
+  /** The npm registry builds install from (config.npmRegistry). */
+  registry: string;
+  /** The egress gateway for builds: npm reaches the registry through it, and nothing else. */
+  egress: BuildEgressOpener | undefined;
+  /** Where the gateway's sockets go (a short path). */
+  socketDir: string;
+  cpuCores: number;
   now?: () => number;
 }): BuildService {
-  const { db, keyring, dataDir, executor, workers, secrets, log } = options;
+  const { db, keyring, dataDir, executor, workers, secrets, log, isolation } = options;
   const now = options.now ?? Date.now;
   const dirs = layout(dataDir);
+
+  // A workspace's sandbox index never changes: its uid is looked up once per process.
+  const sandboxIndexes = new Map<string, number>();
+  async function userOf(workspaceId: string): Promise<{ uid: number; gid: number } | undefined> {
+    if (!isolation.privileged) return undefined;
+    let index = sandboxIndexes.get(workspaceId);
+    if (index === undefined) {
+      index = await workspacesStore.sandboxIndexOf(db, workspaceId);
+      if (index === undefined) throw new Error(`Workspace ${workspaceId} has no sandbox index.`);
+      sandboxIndexes.set(workspaceId, index);
+    }
+    return isolation.userFor(index);
+  }
+
+  /** One step of a build (install and/or bundle) in the build sandbox, as the workspace's uid. */
+  async function buildStep(step: {
+    owner: { workspaceId: string; workerId: string };
+    projectDir: string;
+    outDir: string;
+    install: boolean;
+    lockfile: boolean;
+    bundle: boolean;
+    onLog(stream: "stdout" | "stderr", line: string): void;
+  }) {
+    const user = await userOf(step.owner.workspaceId);
+    const index = sandboxIndexes.get(step.owner.workspaceId) ?? 0;
+    return runBuildSandbox({
+      isolation,
+      tools: options.tools,
+      user,
+      identity: step.owner,
+      projectDir: step.projectDir,
+      outDir: step.outDir,
+      // A cache per workspace: one workspace's build cannot plant entries another's reads.
+      npmCacheDir: path.join(dirs.npmCache, String(index)),
+      install: step.install,
+      lockfile: step.lockfile,
+      bundle: step.bundle,
+      registry: options.registry,
+      egress: options.egress,
+      socketDir: options.socketDir,
+      cpuCores: options.cpuCores,
+      timeoutMs: BUILD_TIMEOUT_MS,
+      onLog: step.onLog,
+    });
+  }
+
+  /**
+   * Unpacks a source archive into a fresh project folder, without the project's .npmrc (builds use
+   * the server's registry settings, never the tenant's) and with its dependency sources checked.
+   */
+  async function unpackProject(archive: Buffer, workDir: string): Promise<{ projectDir: string; files: number; npmrcIgnored: boolean; skipped: string[] }> {
+    const projectDir = path.join(workDir, "project");
+    fs.mkdirSync(projectDir, { recursive: true, mode: 0o700 });
+    const listing = await extractArchive(archive, projectDir);
+    const npmrc = path.join(projectDir, ".npmrc");
+    const npmrcIgnored = fs.existsSync(npmrc);
+    fs.rmSync(npmrc, { force: true });
+    checkDependencySources(projectDir);
+    return { projectDir, files: listing.files.length, npmrcIgnored, skipped: listing.skipped };
+  }
+
+  // Installs of one tree in this process: a second build of the same lockfile waits for the first.
+  const installing = new Map<string, Promise<string>>();
+
+  /**
+   * The installed tree of `hash` on this machine: there already, or installed from the deployment's
+   * stored source (a deployment built on another server process, or a tree collected meanwhile).
+   */
+  async function treeFor(deployment: Pick<DeploymentRow, "id" | "workspace_id" | "worker_id" | "upload_id">, hash: string): Promise<string> {
+    const ready = installedTree(dirs.deps, hash);
+    if (ready) return ready;
+    let pending = installing.get(hash);
+    if (!pending) {
+      pending = (async () => {
+        const archive = await readUploadArchive(db, keyring, deployment.upload_id);
+        if (!archive) throw new Error(`The source archive of deployment ${deployment.id} is missing from the store.`);
+        fs.mkdirSync(dirs.builds, { recursive: true, mode: 0o700 });
+        const workDir = fs.mkdtempSync(path.join(dirs.builds, "src-"));
+        try {
+          const { projectDir } = await unpackProject(archive, workDir);
+          const input = readInstallInput(projectDir);
+          const lines: string[] = [];
+          const result = await buildStep({
+            owner: { workspaceId: deployment.workspace_id, workerId: deployment.worker_id },
+            projectDir,
+            outDir: path.join(workDir, "out"),
+            install: true,
+            lockfile: Boolean(input.lockfile),
+            bundle: false,
+            onLog: (_stream, line) => lines.push(line),
+          });
+          if (!result.ok) {
+            log.warn({ deploymentId: deployment.id, npm: lines.slice(-10).join("\n") }, "installing a deployment's dependencies failed");
+            throw new AppError("build_failed", result.error ?? "Installing the deployment's dependencies failed.", { hint: result.hint });
+          }
+          return adoptTree(dirs.deps, hash, path.join(projectDir, "node_modules"));
+        } finally {
+          fs.rmSync(workDir, { recursive: true, force: true });
+        }
+      })().finally(() => installing.delete(hash));
+      installing.set(hash, pending);
+    }
+    return pending;
+  }
+
+  async function readBundle(deploymentId: string): Promise<Bundle | undefined> {
+    const row = await deploymentsStore.findDeploymentBundle(db, deploymentId);
+    return row ? openBundle(keyring, deploymentId, row) : undefined;
+  }
 
   async function execTarget(
     worker: WorkerRow,
     deployment: DeploymentMeta,
-    options: { workerIsFresh?: boolean; bundle?: Pick<DeploymentRow, "bundle" | "source_map"> } = {},
+    options: { workerIsFresh?: boolean; bundle?: Bundle } = {},
   ): Promise<ExecTarget> {
     const current = options.workerIsFresh ? worker : ((await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker);
+    const user = await userOf(worker.workspace_id);
     return {
+      workspaceId: worker.workspace_id,
+      user,
       workerId: worker.id,
       deploymentId: deployment.id,
       secretsVersion: current.secrets_version,
-      secrets: () => secrets.secretsOf(current),
+      secrets: () => secrets.runtimeSecretsOf(current),
       materialise: () =>
-        materialise(
+        materialise({
           dataDir,
           deployment,
-          async () => options.bundle ?? deploymentsStore.findDeploymentBundle(db, deployment.id),
-          () => uploadsStore.readArchive(db, deployment.upload_id),
-        ),
+          user,
+          readBundle: async () => options.bundle ?? readBundle(deployment.id),
+          installTree: (hash) => treeFor(deployment, hash),
+        }),
     };
   }
 
@@ -123,7 +255,11 @@ export function createBuildService(options: {
   async function runBuild(caller: Caller, worker: WorkerRow, queue: LineQueue<StreamLine>): Promise<void> {
     const logLines: string[] = [];
     let logBytes = 0;
-    const say = (stream: "stdout" | "stderr", data: string) => {
+    // What the worker's own code prints (at load, when the manifest is read) may hold its secrets:
+    // the log names them instead, streamed and stored.
+    const scrub = scrubberFor(Object.values(await secrets.secretsOf(worker)));
+    const say = (stream: "stdout" | "stderr", raw: string) => {
+      const data = scrub(raw);
       if (logBytes < BUILD_LOG_LIMIT) {
         logLines.push(`${stream === "stderr" ? "[err] " : ""}${data}`);
         logBytes += data.length;
@@ -131,7 +267,7 @@ export function createBuildService(options: {
       queue.push({ _tag: "log", event: { stream, data } });
     };
 
-    const upload = await uploadsStore.latestUnbuiltUpload(db, worker.id);
+    const upload = openArchive(keyring, await uploadsStore.latestUnbuiltUpload(db, worker.id));
     if (!upload || !upload.archive) {
       throw new AppError("nothing_to_build", "There is no uploaded source to build.", {
         hint: "Run `ntn workers deploy`, which uploads the source and builds it.",
@@ -165,29 +301,64 @@ export function createBuildService(options: {
     const workDir = path.join(dirs.builds, deployment.id);
     try {
       fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
-      const listing = await extractArchive(upload.archive, workDir);
-      say("stdout", `Unpacked the source: ${listing.files.length} files, ${Math.ceil(upload.archive.length / 1024)} KiB compressed.`);
-      for (const skipped of listing.skipped) say("stderr", `Skipped ${skipped}: only regular files are deployed.`);
+      const unpacked = await unpackProject(upload.archive, workDir);
+      say("stdout", `Unpacked the source: ${unpacked.files} files, ${Math.ceil(upload.archive.length / 1024)} KiB compressed.`);
+      for (const skipped of unpacked.skipped) say("stderr", `Skipped ${skipped}: only regular files are deployed.`);
+      if (unpacked.npmrcIgnored) say("stderr", `Ignored the project's .npmrc: builds install from ${options.registry} with the server's npm settings.`);
 
-      const input = readInstallInput(workDir);
+      const input = readInstallInput(unpacked.projectDir);
       if (!input.lockfile) say("stderr", "No package-lock.json: installing with `npm install` (commit a lockfile for repeatable builds).");
-      const installed = await ensureInstalled({ depsRoot: dirs.deps, cacheDir: dirs.npmCache, input, onLog: say });
-      say("stdout", installed.installed ? `Installed dependencies (tree ${installed.hash.slice(0, 12)}).` : `Dependencies unchanged: reusing tree ${installed.hash.slice(0, 12)}.`);
-
+      const hash = treeHash(input, options.registry);
+      // Another build of this process installing the same tree: wait for it, then only bundle.
+      await installing.get(hash)?.catch(() => undefined);
+      const cached = installedTree(dirs.deps, hash);
+      say("stdout", cached ? `Dependencies unchanged: reusing tree ${hash.slice(0, 12)}.` : "Installing dependencies in the build sandbox.");
       say("stdout", "Bundling src/index.ts with esbuild.");
-      const bundle = await bundleWorker(workDir, (line) => say("stderr", line));
-      const built: DeploymentRow = { ...deployment, lockfile_hash: installed.hash };
+      const outDir = path.join(workDir, "out");
+      let installDone: (tree: string) => void = () => {};
+      let installFailed: (error: unknown) => void = () => {};
+      if (!cached) {
+        const pending = new Promise<string>((resolve, reject) => {
+          installDone = resolve;
+          installFailed = reject;
+        });
+        pending.catch(() => undefined);
+        installing.set(hash, pending);
+      }
+      let tree: string;
+      try {
+        const result = await buildStep({
+          owner: { workspaceId: worker.workspace_id, workerId: worker.id },
+          projectDir: unpacked.projectDir,
+          outDir,
+          install: !cached,
+          lockfile: Boolean(input.lockfile),
+          bundle: true,
+          onLog: say,
+        });
+        if (!result.ok) throw new AppError("build_failed", result.error ?? "The build failed.", { hint: result.hint });
+        tree = cached ?? adoptTree(dirs.deps, hash, path.join(unpacked.projectDir, "node_modules"));
+        installDone(tree);
+      } catch (error) {
+        installFailed(error);
+        throw error;
+      } finally {
+        if (!cached) installing.delete(hash);
+      }
+      if (!cached) say("stdout", `Installed dependencies (tree ${hash.slice(0, 12)}).`);
+      const bundle = readBuiltBundle(outDir);
+      const built: DeploymentRow = { ...deployment, lockfile_hash: hash };
 
       say("stdout", "Loading the worker to read its manifest.");
       let manifest: WorkerManifest;
-      const target = await execTarget(worker, built, { bundle: { bundle: bundle.code, source_map: bundle.sourceMap } });
+      const target = await execTarget(worker, built, { bundle });
       try {
         manifest = asManifest((await executor.loadManifest(target)).manifest);
       } catch (error) {
         if (error instanceof LoadError) {
           for (const line of error.logs.split("\n").filter(Boolean)) say("stdout", line);
           for (const line of (error.error.stack ?? `${error.error.name}: ${error.error.message}`).split("\n")) say("stderr", line);
-          throw new AppError("build_failed", `The worker failed to load: ${error.error.message}`, {
+          throw new AppError("build_failed", `The worker failed to load: ${scrub(error.error.message)}`, {
             hint: "The build log shows the worker's error and stack.",
           });
         }
@@ -196,13 +367,14 @@ export function createBuildService(options: {
       const summary = summarise(manifest);
       say("stdout", `Capabilities: ${summary.map((c) => `${c._tag} ${c.key}`).join(", ") || "none"}.`);
       const sealed = sealManifest(keyring, built, manifest);
+      const sealedBundle = sealBundle(keyring, built, bundle);
       await db.transaction().execute(async (trx) => {
         await deploymentsStore.finishDeployment(trx, deployment.id, {
           status: "ready",
           finished_at: now(),
-          bundle: bundle.code,
-          source_map: bundle.sourceMap,
-          lockfile_hash: installed.hash,
+          bundle_key_id: sealedBundle.keyId,
+          bundle_sealed: sealedBundle.sealed,
+          lockfile_hash: hash,
           capabilities: JSON.stringify(summary),
           manifest_key_id: sealed.keyId,
           manifest_sealed: sealed.sealed,
@@ -216,21 +388,22 @@ export function createBuildService(options: {
       queue.push({ _tag: "result", result: { ok: true, deploymentId: deployment.id } });
     } catch (error) {
       const message = isAppError(error) ? error.message : `Build failed: ${(error as Error).message}`;
+      if (isAppError(error) && error.hint) say("stderr", error.hint);
       if (!isAppError(error)) log.error({ err: error, deploymentId: deployment.id }, "build failed unexpectedly");
       await deploymentsStore.finishDeployment(db, deployment.id, {
         status: "failed",
         finished_at: now(),
-        bundle: null,
-        source_map: null,
+        bundle_key_id: null,
+        bundle_sealed: null,
         lockfile_hash: null,
         capabilities: null,
         manifest_key_id: null,
         manifest_sealed: null,
         manifest_secrets_version: null,
         build_log: logLines.join("\n"),
-        error: message,
+        error: scrub(message),
       });
-      queue.push({ _tag: "error", error: message, code: "build_failed" });
+      queue.push({ _tag: "error", error: scrub(message), code: "build_failed" });
     } finally {
       fs.rm(workDir, { recursive: true, force: true }, () => {});
     }
@@ -312,7 +485,32 @@ export function createBuildService(options: {
     liveDeployment,
     async liveBundle(worker) {
       if (!worker.live_deployment_id) return undefined;
-      return (await deploymentsStore.findDeploymentBundle(db, worker.live_deployment_id))?.bundle ?? undefined;
+      return (await readBundle(worker.live_deployment_id))?.code;
     },
+  };
+}
+
+/** The bundle the build sandbox wrote; its size is checked before it is read. */
+function readBuiltBundle(outDir: string): Bundle {
+  const file = path.join(outDir, "index.mjs");
+  const size = fs.statSync(file).size;
+  if (size > BUNDLE_LIMIT) {
+    throw new AppError("build_failed", `The bundle is larger than ${BUNDLE_LIMIT / 1048576} MiB.`, {
+      hint: "Packages stay in node_modules; check that src/ does not import large data files.",
+    });
+  }
+  const mapFile = path.join(outDir, "index.mjs.map");
+  const sourceMap = fs.existsSync(mapFile) && fs.statSync(mapFile).size <= BUNDLE_LIMIT ? fs.readFileSync(mapFile, "utf8") : "";
+  return { code: fs.readFileSync(file, "utf8"), sourceMap };
+}
+
+/** Replaces each secret value (of 4 characters or more) in a line with its placeholder. */
+export function scrubberFor(values: string[]): (text: string) => string {
+  const needles = [...new Set(values.filter((v) => v.length >= 4))].sort((a, b) => b.length - a.length);
+  if (needles.length === 0) return (text) => text;
+  return (text) => {
+    let out = text;
+    for (const needle of needles) if (out.includes(needle)) out = out.split(needle).join("[secret]");
+    return out;
   };
 }

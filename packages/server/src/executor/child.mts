@@ -4,13 +4,17 @@
  * the SDK's own `worker.run(key, input, { concreteOutput: true })`.
  *
  * Started with Node's permission model: it may read only this file, the bundle and the installed
- * tree, and write only its scratch directory. So it imports nothing of ours but types.
+ * tree, and write only its scratch directory. So what it imports of ours is bundled into it
+ * (scripts/bundle-server.mjs): the egress client, and types.
  */
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { routeThroughGateway } from "../egress/client.js";
 import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
 
-const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304"] = process.argv.slice(2);
+const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304", egressSocket = ""] = process.argv.slice(2);
+// Before the worker's code loads: fetch, node:http and node:https go out through the gateway.
+if (egressSocket) routeThroughGateway(egressSocket);
 const LOG_LIMIT = Number(logLimitArg);
 const RESULT_LIMIT = Number(resultLimitArg);
 

@@ -8,9 +8,11 @@ export const LIMITS = {
   inputBytes: 1024 * 1024,
   /** Time a process gets to load its bundle and report the manifest. */
   loadTimeoutMs: 30_000,
-  /** Warm processes per deployment, and in all. */
+  /** Warm processes per deployment (the cap in all is config.maxProcesses). */
   processesPerDeployment: 4,
-  processesTotal: 32,
+  /** Runs waiting for room under the process cap, and how long one waits before a 503. */
+  queuedRunsTotal: 1024,
+  roomWaitMs: 10_000,
   /** Runs waiting for a process of one deployment; beyond, a run answers 503 overloaded. */
   queuedRunsPerDeployment: 256,
   /** An idle process is stopped after this long. */

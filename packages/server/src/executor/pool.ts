@@ -1,12 +1,22 @@
 import path from "node:path";
 import { AppError } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { Isolation } from "./isolation.js";
 import { LIMITS } from "./limits.js";
 import type { EnvPatch } from "./protocol.js";
 import { SandboxProcess, type RunOptions, type RunOutcome, type SandboxSpec } from "./sandbox.js";
 
+/** Opens the egress gateway for one process: a Unix socket that only this process is given. */
+export type EgressOpener = (
+  socketPath: string,
+  identity: { workspaceId: string; workerId: string },
+) => Promise<{ close(): Promise<void> }>;
+
 /** What a run or a manifest read needs: the deployment on disk and the worker's secrets of a version. */
 export interface ExecTarget {
+  workspaceId: string;
+  /** The workspace's uid and gid when the server runs as root. */
+  user: { uid: number; gid: number } | undefined;
   workerId: string;
   deploymentId: string;
   secretsVersion: number;
@@ -44,21 +54,32 @@ interface Pool {
  */
 export class Executor {
   private readonly pools = new Map<string, Pool>();
+  /** Processes alive or starting that count against the cap. */
   private total = 0;
+  /** Runs waiting for room under the cap: woken one at a time as processes go. */
+  private readonly roomWaiters: (() => void)[] = [];
   private readonly reaper: NodeJS.Timeout;
   private stopped = false;
+  private readonly socketDir: string;
 
   constructor(
     private readonly options: {
       entry: string;
       scratchRoot: string;
       memoryMb: number;
-      user: { uid: number; gid: number } | undefined;
+      isolation: Isolation;
+      /** Worker processes at once on this server; beyond, runs wait, then answer 503. */
+      maxProcesses: number;
+      cpuCores: number;
+      egress: EgressOpener | undefined;
+      /** Where the egress sockets go (short: a socket path holds at most 107 bytes). */
+      socketDir: string;
       log: Logger;
     },
   ) {
     this.reaper = setInterval(() => this.reapIdle(), Math.min(LIMITS.idleMs, 30_000));
     this.reaper.unref();
+    this.socketDir = options.socketDir;
   }
 
   private poolFor(target: ExecTarget): Pool {
@@ -87,33 +108,91 @@ export class Executor {
     return pool;
   }
 
+  /** Starts a process for the target; the caller has counted it in `total`. */
   private async spawn(target: ExecTarget): Promise<SandboxProcess> {
-    const { bundleDir, nodeModules } = await target.materialise();
-    const spec: SandboxSpec = {
-      entry: this.options.entry,
-      bundleDir,
-      nodeModules,
-      scratchDir: path.join(this.options.scratchRoot, `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`),
-      env: await target.secrets(),
-      memoryMb: this.options.memoryMb,
-      user: this.options.user,
-    };
-    this.total += 1;
+    let egress: { close(): Promise<void> } | undefined;
     try {
-      const process = await SandboxProcess.start(spec);
-      process.onExit(() => {
-        this.total -= 1;
-        this.forget(process);
+      const { bundleDir, nodeModules } = await target.materialise();
+      const name = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+      let egressSocket: string | undefined;
+      if (this.options.egress) {
+        egressSocket = path.join(this.socketDir, `${name}.sock`);
+        egress = await this.options.egress(egressSocket, { workspaceId: target.workspaceId, workerId: target.workerId });
+      }
+      const spec: SandboxSpec = {
+        entry: this.options.entry,
+        bundleDir,
+        nodeModules,
+        scratchDir: path.join(this.options.scratchRoot, name),
+        env: await target.secrets(),
+        memoryMb: this.options.memoryMb,
+        isolation: this.options.isolation,
+        user: target.user,
+        egressSocket,
+        cpuCores: this.options.cpuCores,
+      };
+      const started = await SandboxProcess.start(spec);
+      started.onExit(() => {
+        void egress?.close();
+        this.uncount(started);
+        this.forget(started);
       });
-      return process;
+      return started;
     } catch (error) {
+      void egress?.close();
       this.total -= 1;
+      this.wakeRoomWaiter();
       throw error;
     }
   }
 
+  private readonly uncounted = new WeakSet<SandboxProcess>();
+
+  /** Takes a process out of the count (once), and lets a waiting run use the room. */
+  private uncount(process: SandboxProcess): void {
+    if (this.uncounted.has(process)) return;
+    this.uncounted.add(process);
+    this.total -= 1;
+    this.wakeRoomWaiter();
+  }
+
+  private wakeRoomWaiter(): void {
+    this.roomWaiters.shift()?.();
+  }
+
+  /**
+   * Room under the cap for one more process: at once, by stopping the longest idle process of any
+   * worker, or by waiting (bounded) for one to go. Counts the new process in `total`.
+   */
+  private async makeRoom(): Promise<void> {
+    const deadline = Date.now() + LIMITS.roomWaitMs;
+    while (this.total >= this.options.maxProcesses) {
+      if (this.evictOneIdle()) continue;
+      if (this.roomWaiters.length >= LIMITS.queuedRunsTotal || Date.now() >= deadline) {
+        throw new AppError("overloaded", `This server runs its maximum of ${this.options.maxProcesses} worker processes; try again shortly.`, {
+          hint: "Retry after the time in the Retry-After header (the operator can raise --max-processes).",
+        });
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          const index = this.roomWaiters.indexOf(wake);
+          if (index >= 0) this.roomWaiters.splice(index, 1);
+          resolve();
+        }, Math.max(0, deadline - Date.now()));
+        const wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        this.roomWaiters.push(wake);
+      });
+      if (this.stopped) throw new AppError("overloaded", "The server is stopping.");
+    }
+    this.total += 1;
+  }
+
   /** Loads the deployment in a fresh process with these secrets; the process then joins the pool. */
   async loadManifest(target: ExecTarget): Promise<{ manifest: unknown; loadMs: number }> {
+    await this.makeRoom();
     const process = await this.spawn(target);
     const pool = this.poolFor(target);
     this.release(pool, process);
@@ -122,6 +201,7 @@ export class Executor {
 
   /** Loads the deployment once with the target's (possibly altered) environment, reports its manifest, and stops. */
   async probe(target: ExecTarget): Promise<unknown> {
+    await this.makeRoom();
     const process = await this.spawn(target);
     process.kill();
     return process.manifest;
@@ -139,9 +219,9 @@ export class Executor {
     }
     const size = pool.busy.size + pool.starting;
     if (size < LIMITS.processesPerDeployment) {
-      if (this.total >= LIMITS.processesTotal) this.evictOneIdle();
       pool.starting += 1;
       try {
+        await this.makeRoom();
         const process = await this.spawn(target);
         pool.busy.add(process);
         return { pool, process };
@@ -180,7 +260,9 @@ export class Executor {
     const waiter = pool.waiters.shift();
     if (!waiter) return;
     pool.starting += 1;
-    this.spawn(pool.target).then(
+    this.makeRoom()
+      .then(() => this.spawn(pool.target))
+      .then(
       (process) => {
         pool.starting -= 1;
         waiter(process);
@@ -219,11 +301,6 @@ export class Executor {
     };
   }
 
-  /** Runs a capability in a warm process. */
-  async run(target: ExecTarget, options: RunOptions): Promise<RunOutcome> {
-    return (await this.reserve(target)).run(options);
-  }
-
   /** Sends changed variables to every process of the worker that is running now. */
   pushEnv(workerId: string, env: EnvPatch): void {
     for (const pool of this.pools.values()) {
@@ -255,17 +332,21 @@ export class Executor {
     }
   }
 
-  private evictOneIdle(): void {
+  /** Stops the longest idle process of any worker; false when none is idle. */
+  private evictOneIdle(): boolean {
     let oldest: { pool: Pool; index: number; since: number } | undefined;
     for (const pool of this.pools.values()) {
       pool.idle.forEach((entry, index) => {
         if (!oldest || entry.since < oldest.since) oldest = { pool, index, since: entry.since };
       });
     }
-    if (oldest) {
-      const [entry] = oldest.pool.idle.splice(oldest.index, 1);
-      entry?.process.kill();
-    }
+    if (!oldest) return false;
+    const [entry] = oldest.pool.idle.splice(oldest.index, 1);
+    if (!entry) return false;
+    entry.process.kill();
+    // Its room is free now, not when the kernel reports the exit.
+    this.uncount(entry.process);
+    return true;
   }
 
   private reapIdle(): void {
@@ -280,11 +361,6 @@ export class Executor {
     }
   }
 
-  /** Counts for benchmarks and status. */
-  stats(): { processes: number; pools: number } {
-    return { processes: this.total, pools: this.pools.size };
-  }
-
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.reaper);
@@ -297,6 +373,7 @@ export class Executor {
       for (const waiter of pool.waiters.splice(0)) waiter(new Error("The server is stopping."));
     }
     this.pools.clear();
+    for (const wake of this.roomWaiters.splice(0)) wake();
     await Promise.all(exits);
   }
 }

@@ -1,17 +1,29 @@
-import { fork, type ChildProcess } from "node:child_process";
+import { fork, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
+import { AppError } from "../errors.js";
+import type { Isolation } from "./isolation.js";
 import { EXIT_CODES, LIMITS } from "./limits.js";
+import { sandboxArgs, type Mount, type SandboxHost } from "./namespaces.js";
 import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
 
-/** The sandbox entry as built (child.mts compiles to child.mjs), whether this runs from source, dist or the bundle. */
-const BUILT_CHILD_ENTRY = path.join(PACKAGE_ROOT, "dist", "executor", "child.mjs");
+/**
+ * The sandbox entry as built (child.mts, bundled with the egress client into one file by
+ * scripts/bundle-server.mjs), whether this runs from source, dist or the bundle.
+ */
+const BUILT_CHILD_ENTRY = path.join(PACKAGE_ROOT, "dist", "sandbox", "worker.mjs");
 
 /**
  * Copies the entry into the data dir (world-readable), so a worker process running as another
  * user can read it wherever the server itself is installed.
  */
+/** The built entry where it is installed (namespaces mount it; no copy needed). */
+export function childEntry(): string {
+  return BUILT_CHILD_ENTRY;
+}
+
 export function installChildEntry(runtimeDir: string): string {
   fs.mkdirSync(runtimeDir, { recursive: true, mode: 0o755 });
   fs.chmodSync(runtimeDir, 0o755);
@@ -32,12 +44,28 @@ export interface SandboxSpec {
   nodeModules: string;
   /** A directory of its own the process may write to (created and removed here). */
   scratchDir: string;
-  /** The worker's secrets, as the process environment at load. */
+  /** The worker's secrets (reserved names already left out), as the process environment at load. */
   env: Record<string, string>;
   memoryMb: number;
-  /** When the server runs as root: the user the process runs as. */
-  user?: { uid: number; gid: number } | undefined;
+  /** What this server can give the process (namespaces, uids, a CPU limit). */
+  isolation: Isolation;
+  /** The workspace's own uid and gid when the server runs as root. */
+  user: { uid: number; gid: number } | undefined;
+  /** The egress gateway's socket for this process, on the host. */
+  egressSocket: string | undefined;
+  /** CPU cores the process may use. */
+  cpuCores: number;
 }
+
+/** Where a worker process sees its files inside the namespaces. */
+export const INSIDE = {
+  entry: "/workyard/child.mjs",
+  bundle: "/worker/index.mjs",
+  map: "/worker/index.mjs.map",
+  nodeModules: "/worker/node_modules",
+  scratch: "/scratch",
+  egressSocket: "/run/workyard/egress.sock",
+} as const;
 
 export class LoadError extends Error {
   constructor(
@@ -102,38 +130,27 @@ export class SandboxProcess {
     else this.exitListeners.push(listener);
   }
 
+  private hostPid: number | undefined;
+  private cpuGroup: { remove(): void } | undefined;
+
   private async spawn(): Promise<void> {
     const { spec } = this;
+    if (!spec.isolation.host && spec.isolation.refusal) throw sandboxRefused(spec.isolation.refusal);
     fs.mkdirSync(spec.scratchDir, { recursive: true, mode: 0o700 });
     if (spec.user) fs.chownSync(spec.scratchDir, spec.user.uid, spec.user.gid);
-    const execArgv = [
-      "--experimental-permission",
-      "--disable-warning=ExperimentalWarning",
-      `--allow-fs-read=${spec.entry}`,
-      `--allow-fs-read=${spec.bundleDir}`,
-      `--allow-fs-read=${spec.nodeModules}`,
-      `--allow-fs-read=${spec.scratchDir}`,
-      `--allow-fs-write=${spec.scratchDir}`,
-      "--enable-source-maps",
-      `--max-old-space-size=${spec.memoryMb}`,
-    ];
-    const env: Record<string, string> = {
-      ...spec.env,
-      HOME: spec.scratchDir,
-      TMPDIR: spec.scratchDir,
-      NODE_ENV: spec.env.NODE_ENV ?? "production",
-    };
-    this.child = fork(spec.entry, [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes)], {
-      execArgv,
-      env,
-      cwd: spec.scratchDir,
-      stdio: ["ignore", "pipe", "pipe", "ipc"],
-      serialization: "json",
-      ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
-    });
+    this.child = spec.isolation.host ? this.spawnInNamespaces(spec.isolation.host) : this.spawnPlain();
     // What bypasses the child's own capture (V8's fatal errors, Node's warnings) arrives here.
     this.child.stdout?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
     this.child.stderr?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
+
+    this.child.on("exit", (code, signal) => {
+      this.exited = true;
+      this.cpuGroup?.remove();
+      this.exitInfo = { code, signal };
+      this.finishOnExit();
+      fs.rm(spec.scratchDir, { recursive: true, force: true }, () => {});
+      for (const listener of this.exitListeners.splice(0)) listener();
+    });
 
     const loadLogs: string[] = [];
     await new Promise<void>((resolve, reject) => {
@@ -166,15 +183,125 @@ export class SandboxProcess {
         clearTimeout(timer);
         reject(new LoadError({ name: "SpawnFailed", message: `Could not start the worker process: ${error.message}` }, ""));
       });
+    }).catch((error: unknown) => {
+      this.kill();
+      throw error;
     });
+  }
 
-    this.child.on("exit", (code, signal) => {
-      this.exited = true;
-      this.exitInfo = { code, signal };
-      this.finishOnExit();
-      fs.rm(spec.scratchDir, { recursive: true, force: true }, () => {});
-      for (const listener of this.exitListeners.splice(0)) listener();
+  /** The worker's environment: its secrets, then what the runtime fixes (never taken from secrets). */
+  private environment(paths: { scratch: string }): Record<string, string> {
+    return {
+      ...this.spec.env,
+      HOME: paths.scratch,
+      TMPDIR: paths.scratch,
+      // The one NODE_* a worker may set (Node.js itself ignores it).
+      NODE_ENV: this.spec.env.NODE_ENV ?? "production",
+      // Empty, whatever the worker's secrets say: flags here would switch the permission model off.
+      NODE_OPTIONS: "",
+    };
+  }
+
+  private nodeFlags(paths: { entry: string; worker: string; scratch: string }): string[] {
+    return [
+      "--experimental-permission",
+      "--disable-warning=ExperimentalWarning",
+      `--allow-fs-read=${paths.entry}`,
+      `--allow-fs-read=${paths.worker}`,
+      `--allow-fs-read=${paths.scratch}`,
+      `--allow-fs-write=${paths.scratch}`,
+      "--enable-source-maps",
+      `--max-old-space-size=${this.spec.memoryMb}`,
+    ];
+  }
+
+  /** bubblewrap: own namespaces, only its own files mounted, the workspace's uid as root. */
+  private spawnInNamespaces(host: SandboxHost): ChildProcess {
+    const { spec } = this;
+    const mounts: Mount[] = [
+      { source: spec.entry, target: INSIDE.entry },
+      { source: path.join(spec.bundleDir, "index.mjs"), target: INSIDE.bundle },
+      { source: spec.nodeModules, target: INSIDE.nodeModules },
+      { source: spec.scratchDir, target: INSIDE.scratch, writable: true },
+    ];
+    const map = path.join(spec.bundleDir, "index.mjs.map");
+    if (fs.existsSync(map)) mounts.push({ source: map, target: INSIDE.map });
+    if (spec.egressSocket) mounts.push({ source: spec.egressSocket, target: INSIDE.egressSocket, writable: true });
+    const flags = this.nodeFlags({ entry: INSIDE.entry, worker: "/worker", scratch: INSIDE.scratch });
+    const args = sandboxArgs(host, {
+      mounts,
+      user: spec.user,
+      infoFd: 4,
+      cwd: INSIDE.scratch,
+      command: [
+        host.node,
+        ...flags,
+        INSIDE.entry,
+        INSIDE.bundle,
+        String(LIMITS.logBytes),
+        String(LIMITS.resultBytes),
+        spec.egressSocket ? INSIDE.egressSocket : "",
+      ],
     });
+    const child = spawn(host.bwrap, args, {
+      env: this.environment({ scratch: INSIDE.scratch }),
+      cwd: "/",
+      stdio: ["ignore", "pipe", "pipe", "ipc", "pipe"],
+      serialization: "json",
+    });
+    // bubblewrap names the process it started, as the host sees it: for memory and CPU accounting.
+    let info = "";
+    const infoStream = child.stdio[4] as NodeJS.ReadableStream | null;
+    infoStream?.on("data", (chunk: Buffer) => {
+      info += chunk.toString("utf8");
+      const match = /"child-pid":\s*(\d+)/.exec(info);
+      if (match && this.hostPid === undefined) {
+        this.hostPid = Number(match[1]);
+        this.confineCpu();
+      }
+    });
+    infoStream?.on("error", () => {});
+    return child;
+  }
+
+  /** Without namespaces: Node's permission model, and the workspace's uid as root. */
+  private spawnPlain(): ChildProcess {
+    const { spec } = this;
+    const flags = this.nodeFlags({ entry: spec.entry, worker: spec.bundleDir, scratch: spec.scratchDir });
+    flags.push(`--allow-fs-read=${spec.nodeModules}`);
+    const child = fork(
+      spec.entry,
+      [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes), spec.egressSocket ?? ""],
+      {
+        execArgv: flags,
+        env: this.environment({ scratch: spec.scratchDir }),
+        cwd: spec.scratchDir,
+        stdio: ["ignore", "pipe", "pipe", "ipc"],
+        serialization: "json",
+        ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
+      },
+    );
+    if (child.pid) {
+      this.hostPid = child.pid;
+      this.confineCpu();
+    }
+    return child;
+  }
+
+  /** A CPU quota where the server can make control groups, else a lower priority. */
+  private confineCpu(): void {
+    const pid = this.hostPid;
+    if (!pid) return;
+    const { cpu } = this.spec.isolation;
+    if (cpu) {
+      this.cpuGroup = cpu.confine(`p${process.pid}-${this.id}`, pid, this.spec.cpuCores);
+    } else {
+      try {
+        os.setPriority(pid, 10);
+      } catch {
+        // gone already, or not ours to renice
+      }
+    }
   }
 
   private captureRaw(chunk: Buffer): void {
@@ -215,7 +342,7 @@ export class SandboxProcess {
       }, options.timeoutMs);
       const rssLimitKb = (this.spec.memoryMb + LIMITS.rssHeadroomMb) * 1024;
       const poll = setInterval(() => {
-        const rss = readRssKb(this.child.pid);
+        const rss = readRssKb(this.hostPid);
         if (rss !== undefined && rss > rssLimitKb) {
           this.killReason = { reason: "memory", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` };
           this.kill();
@@ -281,6 +408,14 @@ export class SandboxProcess {
 
   kill(): void {
     if (this.exited) return;
+    // The sandboxed process itself (it may run as another uid than bubblewrap), then its parent.
+    if (this.hostPid && this.hostPid !== this.child.pid) {
+      try {
+        process.kill(this.hostPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
     try {
       this.child.kill("SIGKILL");
     } catch {
@@ -302,4 +437,11 @@ function readRssKb(pid: number | undefined): number | undefined {
 
 export function formatMs(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** Runs and builds on a server that cannot keep them apart from itself. */
+export function sandboxRefused(reason: string): AppError {
+  return new AppError("sandbox_unavailable", reason, {
+    hint: "The operator should install bubblewrap (apt-get install bubblewrap) and restart the server.",
+  });
 }

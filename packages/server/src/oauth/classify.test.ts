@@ -1,7 +1,7 @@
 import net from "node:net";
 import * as oauth from "oauth4webapi";
 import { describe, expect, it } from "vitest";
-import { classify } from "./classify.js";
+import { classify, UNREACHABLE } from "./classify.js";
 
 const as: oauth.AuthorizationServer = { issuer: "https://provider.example", token_endpoint: "https://provider.example/token" };
 const client: oauth.Client = { client_id: "client-1" };
@@ -116,21 +116,27 @@ describe("classify: answers that are not RFC 6749 (OperationProcessingError) are
   });
 });
 
-describe("classify: no answer at all is transient", () => {
+describe("classify: no answer at all is transient, in one message whatever the cause (not a port scanner)", () => {
   it("a timeout (AbortSignal.timeout)", async () => {
     const signal = AbortSignal.timeout(1);
     await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(classify(signal.reason)).toEqual({ kind: "transient", code: undefined, message: "The provider did not answer in time.", retryAfterMs: undefined });
+    expect(classify(signal.reason)).toEqual({ kind: "transient", code: undefined, message: UNREACHABLE, retryAfterMs: undefined });
   });
 
-  it("a refused connection, with the cause's code", async () => {
+  it("a refused connection and an open port that does not speak HTTP read the same", async () => {
     // A port that was free a moment ago: nothing listens there.
     const probe = net.createServer();
     await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
     const { port } = probe.address() as net.AddressInfo;
     await new Promise<void>((resolve) => probe.close(() => resolve()));
-    const error = await fetch(`http://127.0.0.1:${port}/token`, { method: "POST" }).catch((e: unknown) => e);
-    expect(classify(error)).toEqual({ kind: "transient", code: undefined, message: "Could not reach the provider (ECONNREFUSED).", retryAfterMs: undefined });
+    const refused = await fetch(`http://127.0.0.1:${port}/token`, { method: "POST" }).catch((e: unknown) => e);
+    // A service on an open port that answers in its own protocol (as Redis or PostgreSQL would).
+    const other = net.createServer((socket) => socket.end("-ERR unknown command\r\n", () => socket.destroy()));
+    await new Promise<void>((resolve) => other.listen(0, "127.0.0.1", resolve));
+    const garbage = await fetch(`http://127.0.0.1:${(other.address() as net.AddressInfo).port}/token`, { method: "POST" }).catch((e: unknown) => e);
+    other.close();
+    expect(classify(refused)).toEqual({ kind: "transient", code: undefined, message: UNREACHABLE, retryAfterMs: undefined });
+    expect(classify(garbage)).toEqual(classify(refused));
   });
 });
 

@@ -1,4 +1,5 @@
 import * as oauth from "oauth4webapi";
+import { EgressDeniedError } from "../egress/policy.js";
 
 /**
  * What a failed token request means for the connection:
@@ -19,11 +20,36 @@ export interface ProviderFailure {
 }
 
 const MAX_DESCRIPTION = 200;
+const MAX_CODE = 100;
 
-function clip(text: unknown): string {
-  const s = typeof text === "string" ? text : "";
-  return s.length > MAX_DESCRIPTION ? `${s.slice(0, MAX_DESCRIPTION)}…` : s;
+/**
+ * Escape sequences a terminal acts on: CSI (`ESC [ ... final`, or the 8-bit CSI), OSC, DCS, SOS,
+ * PM and APC strings (up to BEL or ST, or to the end), and the other ESC sequences (ESC, any
+ * intermediate bytes, a final byte).
+ */
+const ESCAPE_SEQUENCE =
+  /(?:\u001b\[|\u009b)[0-?]*[ -/]*[@-~]?|(?:\u001b[\]PX^_]|[\u0090\u0098\u009d\u009e\u009f])[^\u0007\u001b\u009c]*(?:\u0007|\u001b\\|\u009c)?|\u001b[ -/]*[0-~]?/g;
+/** C0 controls but tab and newline, DEL, and C1 controls. */
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/**
+ * Text from a provider (an `error`, an `error_description`) made safe to store, log and print: no
+ * escape sequence or control character survives (a description that cleared the screen and set
+ * the terminal's title is only words now); tabs and newlines stay.
+ */
+export function plainText(text: string): string {
+  return text.replace(ESCAPE_SEQUENCE, "").replace(CONTROL, "");
 }
+
+/** Provider text, plain (plainText) and length-capped. */
+export function providerText(text: unknown, max = MAX_DESCRIPTION): string {
+  const s = typeof text === "string" ? plainText(text) : "";
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
+
+const clip = (text: unknown) => providerText(text);
+/** An RFC 6749 error code as the provider sent it, plain and capped; undefined when absent. */
+const codeOf = (code: unknown) => (typeof code === "string" ? providerText(code, MAX_CODE) : undefined);
 
 function retryAfter(response: Response | undefined): number | undefined {
   const header = response?.headers.get("retry-after");
@@ -39,7 +65,7 @@ export function classify(error: unknown): ProviderFailure {
   // WWW-Authenticate challenge; oauth4webapi reports the challenge instead of the body.
   if (error instanceof oauth.WWWAuthenticateChallengeError) {
     const challenge = error.cause[0];
-    const code = challenge?.parameters.error ?? (error.status === 401 ? "invalid_client" : undefined);
+    const code = codeOf(challenge?.parameters.error) ?? (error.status === 401 ? "invalid_client" : undefined);
     const description = clip(challenge?.parameters.error_description);
     const detail = [code, description].filter(Boolean).join(": ") || `HTTP ${error.status}`;
     if (code === "invalid_grant") return { kind: "reauthorize", code, message: `The provider refused the grant (${detail}).`, retryAfterMs: undefined };
@@ -49,7 +75,7 @@ export function classify(error: unknown): ProviderFailure {
     return { kind: "configuration", code, message: `The provider rejected the client credentials (${detail}).`, retryAfterMs: undefined };
   }
   if (error instanceof oauth.ResponseBodyError) {
-    const code = error.error;
+    const code = codeOf(error.error) ?? "";
     const description = clip(error.error_description);
     const detail = description ? `${code}: ${description}` : code;
     if (code === "invalid_grant") {
@@ -86,10 +112,23 @@ export function classify(error: unknown): ProviderFailure {
       retryAfterMs: retryAfter(response),
     };
   }
-  const err = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (err?.name === "TimeoutError" || err?.name === "AbortError") {
-    return { kind: "transient", code: undefined, message: "The provider did not answer in time.", retryAfterMs: undefined };
+  const denied = egressDenial(error);
+  if (denied) {
+    return { kind: "configuration", code: undefined, message: `${denied}: the server's own calls obey the egress policy.`, retryAfterMs: undefined };
   }
-  const cause = err?.cause?.code ?? err?.cause?.message ?? err?.message ?? String(error);
-  return { kind: "transient", code: undefined, message: `Could not reach the provider (${clip(cause)}).`, retryAfterMs: undefined };
+  // One message for every failure to get an answer (refused, reset, silent, not HTTP, timed out):
+  // a worker names the endpoint, and telling these apart would make the server a port scanner.
+  return { kind: "transient", code: undefined, message: UNREACHABLE, retryAfterMs: undefined };
+}
+
+export const UNREACHABLE = "Could not get an HTTP answer from the provider (no connection, no answer in time, or not HTTP).";
+
+/** The egress policy's refusal in an error's cause chain (egress/outbound.ts), if any. */
+function egressDenial(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; current instanceof Error && depth < 8; depth++) {
+    if (current instanceof EgressDeniedError) return current.message;
+    current = current.cause;
+  }
+  return undefined;
 }

@@ -6,7 +6,7 @@ import * as oauthStore from "../store/oauth.js";
 import type { Database, OauthFlowRow, WorkerRow } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, openText, seal } from "../vault/seal.js";
-import { classify } from "./classify.js";
+import { classify, providerText } from "./classify.js";
 import { authorizationServer, client, clientAuth, requestOptions } from "./http.js";
 import type { OAuthSettings } from "./settings.js";
 
@@ -74,9 +74,23 @@ export async function takeFlow(db: Kysely<Database>, state: string | null, now: 
   return flow;
 }
 
-/** Plain words for the errors providers put on the redirect (RFC 6749 §4.1.2.1). */
-export function describeAuthorizationError(code: string, description: string | null, redirectUri: string): { message: string; hint: string } {
-  const detail = description ? ` (${description.slice(0, 200)})` : "";
+/**
+ * The `error` a provider put on the redirect, as we keep and show it: plain text (no escape
+ * sequence or control character), capped; "client_rejected" for the client errors.
+ */
+function redirectErrorCode(error: string): string {
+  const code = providerText(error, 100);
+  return code === "invalid_client" || code === "unauthorized_client" ? "client_rejected" : code;
+}
+
+/**
+ * Plain words for the errors providers put on the redirect (RFC 6749 §4.1.2.1). The provider's
+ * code and description are taken in as plain text, length-capped: they reach terminals and pages.
+ */
+export function describeAuthorizationError(rawCode: string, rawDescription: string | null, redirectUri: string): { message: string; hint: string } {
+  const code = providerText(rawCode, 100) || "an unnamed error";
+  const description = rawDescription === null ? "" : providerText(rawDescription);
+  const detail = description ? ` (${description})` : "";
   switch (code) {
     case "access_denied":
       return { message: `Access was denied at the provider${detail}.`, hint: "Run `ntn workers oauth start` again and approve the request." };
@@ -109,7 +123,7 @@ export async function exchangeCode(
   const error = query.get("error");
   if (error) {
     const described = describeAuthorizationError(error, query.get("error_description"), secret.redirectUri);
-    const providerError = error === "invalid_client" || error === "unauthorized_client" ? "client_rejected" : error;
+    const providerError = redirectErrorCode(error);
     throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
   }
   const as = authorizationServer(settings);
@@ -132,7 +146,7 @@ export async function exchangeCode(
   } catch (err) {
     if (err instanceof oauth.AuthorizationResponseError) {
       const described = describeAuthorizationError(err.error, err.error_description ?? null, secret.redirectUri);
-      const providerError = err.error === "invalid_client" || err.error === "unauthorized_client" ? "client_rejected" : err.error;
+      const providerError = redirectErrorCode(err.error);
       throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
     }
     const failure = classify(err);

@@ -69,7 +69,7 @@ export async function normaliseTokenResponse(response: Response, settings: OAuth
 export function requestOptions(settings: OAuthSettings, extra: Record<string, string> = {}): oauth.TokenEndpointRequestOptions {
   const options: oauth.TokenEndpointRequestOptions = {
     [oauth.customFetch]: async (url: string, init: oauth.CustomFetchOptions<string, unknown>) =>
-      normaliseTokenResponse(await fetch(url, init as RequestInit), settings),
+      normaliseTokenResponse(await settings.fetch(url, init as RequestInit), settings),
     signal: AbortSignal.timeout(settings.providerTimeoutMs),
   };
   const params = { ...settings.extraTokenParams, ...extra };

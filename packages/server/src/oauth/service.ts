@@ -47,6 +47,8 @@ export function createOAuthService(options: {
   /** The provider catalog, read on first use (an operator's extra file is checked at start). */
   catalog: () => Promise<ProviderQuirks[]>;
   providerTimeoutMs?: number;
+  /** The server's own fetch, under the egress policy. */
+  fetch?: typeof fetch;
   timing?: Partial<RefreshTiming>;
   now?: () => number;
 }) {
@@ -58,6 +60,7 @@ export function createOAuthService(options: {
     allowInsecure: options.allowInsecure,
     catalog: await options.catalog(),
     providerTimeoutMs: options.providerTimeoutMs ?? PROVIDER_TIMEOUT_MS,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
   });
 
   /** The env var names a bundle reads (process.env.NAME / process.env["NAME"]). */
@@ -376,6 +379,7 @@ async function discoverRevocationEndpoint(settings: OAuthSettings): Promise<URL 
     try {
       const response = await oauth.discoveryRequest(issuer, {
         algorithm,
+        [oauth.customFetch]: settings.fetch,
         signal: AbortSignal.timeout(5000),
         ...(issuer.protocol === "http:" ? { [oauth.allowInsecureRequests]: true } : {}),
       });

@@ -4,6 +4,8 @@ import { quirksFor, type ProviderQuirks } from "./providers/load.js";
 
 export interface SettingsContext {
   publicUrl: string;
+  /** The server's own fetch, under the egress policy (egress/outbound.ts). */
+  fetch?: typeof fetch;
   /** How long a token endpoint gets to answer (default 10 s). */
   providerTimeoutMs?: number;
   allowInsecure: boolean;
@@ -33,6 +35,8 @@ export interface OAuthSettings {
   revocationEndpoint: URL | undefined;
   quirks: ProviderQuirks | undefined;
   providerTimeoutMs: number;
+  /** Every request to the provider goes through it: the egress policy applies to the server too. */
+  fetch: typeof fetch;
 }
 
 /** `OAUTH_<upper-case hex of the UTF-8 name>_ACCESS_TOKEN`, exactly as the SDK computes it. */
@@ -93,7 +97,9 @@ export function resolveSettings(capability: OAuthEntry, options: SettingsContext
   for (const [k, v] of Object.entries(params)) authorizationParams[k] = String(v);
   const configTtl = typeof config.accessTokenExpireMs === "number" && config.accessTokenExpireMs > 0 ? config.accessTokenExpireMs : undefined;
   const ttl = configTtl ?? quirks?.defaultAccessTokenTtlMs;
-  const redirectUri = typeof config.callbackUrl === "string" && config.callbackUrl ? config.callbackUrl : `${options.publicUrl}/workers/oauth/callback`;
+  // Always the server's own callback: a manifest's callbackUrl cannot send the code (and the
+  // state) anywhere else.
+  const redirectUri = `${options.publicUrl}/workers/oauth/callback`;
   return {
     key: capability.key,
     name,
@@ -113,5 +119,6 @@ export function resolveSettings(capability: OAuthEntry, options: SettingsContext
     revocationEndpoint: quirks?.revocationEndpoint ? new URL(quirks.revocationEndpoint) : undefined,
     quirks,
     providerTimeoutMs: options.providerTimeoutMs ?? 10_000,
+    fetch: options.fetch ?? fetch,
   };
 }

@@ -10,8 +10,57 @@ import type { WorkerService } from "../workers/service.js";
 
 /** What a POSIX shell and dotenv accept as a variable name. */
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** The runtime's own variables: the access token of each OAuth capability. */
+/**
+ * The runtime's own variables: the access token of each OAuth capability. UpsertSecrets ignores
+ * them (not refuses: the official CLI's `env push` sends every key of a pulled .env back).
+ */
 export const RESERVED_ENV_NAME = /^OAUTH_[0-9A-F]+_ACCESS_TOKEN$/;
+
+/**
+ * Names that configure what runs the worker rather than the worker itself: a secret named
+ * NODE_OPTIONS could switch the permission model off, LD_PRELOAD load a library into the process.
+ * Refused by UpsertSecrets, and left out of every worker process even when stored before this rule.
+ * Each rule's reason is what the refusal says.
+ */
+const RESERVED_ENV_RULES: { matches: (name: string) => boolean; reason: string }[] = [
+  // NODE_ENV is the exception: Node.js itself ignores it, and workers set it (the sandbox defaults it to production).
+  { matches: (name) => name.startsWith("NODE_") && name !== "NODE_ENV", reason: "NODE_* variables configure the Node.js runtime that runs the worker" },
+  { matches: (name) => name.startsWith("LD_"), reason: "LD_* variables configure the dynamic linker that loads the worker's runtime" },
+  { matches: (name) => name.startsWith("UV_"), reason: "UV_* variables configure libuv, the I/O layer of the worker's runtime" },
+  // npm reads npm_config_* in any case and sets lower-case npm_* itself; NPM_TOKEN stays usable.
+  { matches: (name) => /^npm_config_/i.test(name) || name.startsWith("npm_"), reason: "npm_* variables configure npm, which installs the worker's dependencies" },
+  { matches: (name) => name.startsWith("WORKYARD_"), reason: "WORKYARD_* variables configure the Workyard server" },
+  { matches: (name) => name.startsWith("OPENSSL_"), reason: "OPENSSL_* variables make OpenSSL load other configuration and engines" },
+];
+
+/**
+ * Why `name` may not be a worker's variable (a sentence naming it and the rule), or undefined when
+ * it may. OAuth access token names are not refused here: see RESERVED_ENV_NAME.
+ */
+export function reservedEnvName(name: string): string | undefined {
+  const rule = RESERVED_ENV_RULES.find((r) => r.matches(name));
+  return rule ? `${name} is reserved: ${rule.reason}.` : undefined;
+}
+
+/** Why a stored variable is kept out of worker processes (and out of PullEnv), or undefined. */
+function unusableReason(name: string, value: string): string | undefined {
+  if (RESERVED_ENV_NAME.test(name)) return `${name} is the runtime's OAuth access token variable`;
+  const reserved = reservedEnvName(name);
+  if (reserved) return reserved.replace(/\.$/, "");
+  if (value.includes("\0")) return `The value of ${name} contains a NUL byte, which no environment variable can hold`;
+  return undefined;
+}
+
+/**
+ * A worker process's environment without reserved names (reservedEnvName) and values holding a
+ * NUL byte. For whoever builds that environment, as the last filter before the process starts
+ * (the runtime's OAuth token variables pass).
+ */
+export function filterWorkerEnv(env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (reservedEnvName(name) === undefined && !value.includes("\0")) out[name] = value;
+  return out;
+}
 
 export const SECRET_LIMITS = { maxValueBytes: 64 * 1024, maxPerWorker: 500 };
 
@@ -32,9 +81,21 @@ export interface SecretService {
   upsert(caller: Caller, workerId: string, entries: EnvEntry[]): Promise<{ updated: string[]; ignored: string[]; warnings: string[] }>;
   list(caller: Caller, workerId: string): Promise<{ key: string; createdAt: string; updatedAt: string }[]>;
   delete(caller: Caller, workerId: string, key: string): Promise<{ warnings: string[] }>;
-  /** Every secret in clear, plus runtime variables: for `env pull` and the executor. */
+  /**
+   * Every secret a run gets, in clear, plus runtime variables (`env pull`); a notice names each
+   * stored secret no run gets (a reserved name, a NUL byte) and how to remove it.
+   */
   pull(caller: Caller, workerId: string): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
-  /** The worker's secrets in clear, for the builder and the executor (no caller: trusted callers only). */
+  /**
+   * The worker's secrets in clear as its processes may get them: rows stored before the rules
+   * with a reserved name or a NUL byte are left out, and so are OAuth token names (the runtime sets
+   * those). For the builder and the executor (no caller: trusted callers only).
+   */
+  runtimeSecretsOf(worker: WorkerRow): Promise<Record<string, string>>;
+  /**
+   * Every stored secret in clear, usable or not (e.g. to scrub their values from logs); never for
+   * a process's environment: that is runtimeSecretsOf.
+   */
   secretsOf(worker: WorkerRow): Promise<Record<string, string>>;
 }
 
@@ -53,12 +114,19 @@ export function createSecretService(options: {
   const { db, keyring, workers } = options;
   const now = options.now ?? Date.now;
 
-  async function secretsOf(worker: WorkerRow): Promise<Record<string, string>> {
+  /** Every stored secret in clear, usable or not. */
+  async function storedSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {
     const rows = await secretsStore.listSecrets(db, worker.id);
     const out: Record<string, string> = {};
     for (const row of rows) {
       out[row.name] = openText(keyring, { keyId: row.key_id, sealed: row.sealed }, aad.secret(row.workspace_id, row.worker_id, row.name));
     }
+    return out;
+  }
+
+  async function runtimeSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const [name, value] of Object.entries(await storedSecretsOf(worker))) if (unusableReason(name, value) === undefined) out[name] = value;
     return out;
   }
 
@@ -74,8 +142,20 @@ export function createSecretService(options: {
             hint: "Names start with a letter or _ and hold only letters, digits and _ (e.g. GITHUB_CLIENT_ID).",
           });
         }
+        const reserved = reservedEnvName(key);
+        if (reserved) {
+          throw new AppError("env_name_reserved", reserved, {
+            hint: "Give the value another name (e.g. APP_" + key + ") and read that name in the worker.",
+          });
+        }
         if (Buffer.byteLength(value, "utf8") > SECRET_LIMITS.maxValueBytes) {
           throw new AppError("validation_error", `The value of ${key} is larger than ${SECRET_LIMITS.maxValueBytes / 1024} KiB.`);
+        }
+        // Never echoed: the message names the variable only.
+        if (value.includes("\0")) {
+          throw new AppError("env_value_invalid", `The value of ${key} contains a NUL byte, which no environment variable can hold.`, {
+            hint: "Remove the NUL character (\\0) from the value and set it again.",
+          });
         }
         if (RESERVED_ENV_NAME.test(key)) {
           ignored.push(key);
@@ -135,9 +215,17 @@ export function createSecretService(options: {
 
     async pull(caller, workerId) {
       const worker = await workers.get(caller, workerId);
-      const secrets = await secretsOf(worker);
-      const env: EnvEntry[] = Object.entries(secrets).map(([key, value]) => ({ key, value }));
+      const env: EnvEntry[] = [];
       const notices: EnvNotice[] = [];
+      // What no run gets is not pulled either (a push of the pulled .env would be refused); a
+      // notice says why and how to remove it.
+      for (const [key, value] of Object.entries(await storedSecretsOf(worker))) {
+        // The runtime's token variables come from the OAuth connections below, never from here.
+        if (RESERVED_ENV_NAME.test(key)) continue;
+        const unusable = unusableReason(key, value);
+        if (unusable === undefined) env.push({ key, value });
+        else notices.push({ key, message: `${unusable}; it is stored but no run gets it. Remove it with: ntn workers env unset ${key}` });
+      }
       if (options.runtimeEnv) {
         const runtime = await options.runtimeEnv(worker);
         env.push(...runtime.env);
@@ -146,6 +234,7 @@ export function createSecretService(options: {
       return { env, notices };
     },
 
-    secretsOf,
+    runtimeSecretsOf,
+    secretsOf: storedSecretsOf,
   };
 }

@@ -56,3 +56,29 @@ export async function failInterruptedRuns(db: Db, startedBefore: number, now: nu
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
+
+/**
+ * Retention: deletes runs (and so their logs) that ended before `endedBefore`, never a running one.
+ * In batches, so a first sweep over a long history never holds the writer lock for long; the
+ * `runs_started` index finds them (a run that ended before the cutoff started before it too).
+ */
+export async function deleteRunsEndedBefore(db: Db, endedBefore: number, batchSize = 1000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db
+      .deleteFrom("runs")
+      .where("id", "in", (eb) =>
+        eb
+          .selectFrom("runs")
+          .select("id")
+          .where("started_at", "<", endedBefore)
+          .where("status", "!=", "running")
+          .where("ended_at", "<", endedBefore)
+          .limit(batchSize),
+      )
+      .executeTakeFirst();
+    const deleted = Number(result.numDeletedRows);
+    total += deleted;
+    if (deleted < batchSize) return total;
+  }
+}

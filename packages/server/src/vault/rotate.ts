@@ -3,17 +3,23 @@ import * as deploymentsStore from "../store/deployments.js";
 import type { Database } from "../store/schema.js";
 import * as oauthStore from "../store/oauth.js";
 import * as secretsStore from "../store/secrets.js";
+import * as uploadsStore from "../store/uploads.js";
 import type { Keyring } from "./keyring.js";
 import { aad, open, seal, type Sealed } from "./seal.js";
 
 /**
- * Every kind of sealed value in the store: how to find rows left under an old key, their
- * associated data, and how to swap in a new ciphertext with a compare-and-set (a row written by
- * a running server in between is already under the new key and is left alone).
+ * Every kind of sealed value in the store: how to find rows left under an old key (or, for kinds
+ * that were once stored in clear, not sealed yet), their associated data, and how to swap in a new
+ * ciphertext with a compare-and-set (a row written by a running server in between is already under
+ * the new key and is left alone).
  */
 export interface SealedKind {
   name: string;
-  stale(db: Kysely<Database>, currentKeyId: string, limit: number): Promise<{ value: Sealed; aad: string; replace(next: Sealed): Promise<boolean> }[]>;
+  stale(
+    db: Kysely<Database>,
+    currentKeyId: string,
+    limit: number,
+  ): Promise<{ value: Sealed | { clear: Buffer }; aad: string; replace(next: Sealed): Promise<boolean> }[]>;
 }
 
 export const SEALED_KINDS: SealedKind[] = [
@@ -43,6 +49,21 @@ export const SEALED_KINDS: SealedKind[] = [
     },
   },
   {
+    name: "bundles",
+    async stale(db, current, limit) {
+      const rows = await deploymentsStore.bundlesSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        // Rows from before 0.2 hold the bundle in clear: sealed now, in the same shape as new ones.
+        value:
+          row.bundle_key_id && row.bundle_sealed
+            ? { keyId: row.bundle_key_id, sealed: row.bundle_sealed }
+            : { clear: Buffer.from(JSON.stringify({ code: row.bundle ?? "", sourceMap: row.source_map ?? "" })) },
+        aad: aad.bundle(row.workspace_id, row.worker_id, row.id),
+        replace: (next: Sealed) => deploymentsStore.resealBundle(db, row.id, row.bundle_key_id, next),
+      }));
+    },
+  },
+  {
     name: "OAuth connections",
     async stale(db, current, limit) {
       const rows = await oauthStore.connectionsSealedUnderOtherKeys(db, current, limit);
@@ -64,6 +85,18 @@ export const SEALED_KINDS: SealedKind[] = [
       }));
     },
   },
+  {
+    name: "source archives",
+    async stale(db, current, limit) {
+      // Each may be as large as an upload: a few at a time, not a batch of hundreds in memory.
+      const rows = await uploadsStore.archivesSealedUnderOtherKeys(db, current, Math.min(limit, 2));
+      return rows.map((row) => ({
+        value: row.archive_key_id === null ? { clear: row.archive } : { keyId: row.archive_key_id, sealed: row.archive },
+        aad: aad.archive(row.workspace_id, row.worker_id, row.id),
+        replace: (next: Sealed) => uploadsStore.resealArchive(db, row, next),
+      }));
+    },
+  },
 ];
 
 /** The distinct key ids the store's ciphertexts were sealed under. */
@@ -71,8 +104,10 @@ export async function keyIdsInUse(db: Kysely<Database>): Promise<string[]> {
   const rows = await sql<{ key_id: string }>`
     select key_id from secrets
     union select manifest_key_id as key_id from deployments where manifest_key_id is not null
+    union select bundle_key_id as key_id from deployments where bundle_key_id is not null
     union select key_id from oauth_connections
     union select key_id from oauth_flows
+    union select archive_key_id as key_id from uploads where archive_key_id is not null
   `.execute(db);
   return rows.rows.map((r) => r.key_id);
 }
@@ -99,7 +134,8 @@ export async function resealAll(db: Kysely<Database>, keyring: Keyring, batch = 
       if (rows.length === 0) break;
       let progressed = false;
       for (const row of rows) {
-        const next = seal(keyring, open(keyring, row.value, row.aad), row.aad);
+        const plaintext = "clear" in row.value ? row.value.clear : open(keyring, row.value, row.aad);
+        const next = seal(keyring, plaintext, row.aad);
         if (await row.replace(next)) {
           count += 1;
           progressed = true;

@@ -83,9 +83,20 @@ describe("seal / open", () => {
 
   it("keeps the associated data of each kind distinct", () => {
     const parts = ["ws", "wk", "x"] as const;
-    const all = [aad.secret(...parts), aad.manifest(...parts), aad.oauthCredentials(...parts), aad.oauthFlow(...parts)];
+    const all = [aad.secret(...parts), aad.manifest(...parts), aad.oauthCredentials(...parts), aad.oauthFlow(...parts), aad.archive(...parts)];
     expect(new Set(all).size).toBe(all.length);
     // NUL separates parts, so shifting text from one part to the next gives other data.
     expect(aad.secret("ab", "c", "d")).not.toBe(aad.secret("a", "bc", "d"));
+  });
+
+  it("seals a source archive's bytes bound to its upload", () => {
+    const ring = keyring();
+    const bytes = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08]), Buffer.from("canary-archive-content".repeat(100))]);
+    const where = aad.archive("ws_1", "wk_1", "up_1");
+    const sealed = seal(ring, bytes, where);
+    expect(sealed.sealed.includes(Buffer.from("canary-archive-content"))).toBe(false);
+    expect(open(ring, sealed, where).equals(bytes)).toBe(true);
+    expect(() => open(ring, sealed, aad.archive("ws_1", "wk_1", "up_2"))).toThrow(VaultError);
+    expect(() => open(ring, sealed, aad.archive("ws_1", "wk_2", "up_1"))).toThrow(VaultError);
   });
 });

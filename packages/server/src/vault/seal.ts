@@ -62,4 +62,8 @@ export const aad = {
   oauthCredentials: (workspaceId: string, workerId: string, capabilityKey: string) =>
     `oauth\0${workspaceId}\0${workerId}\0${capabilityKey}`,
   oauthFlow: (workspaceId: string, workerId: string, flowId: string) => `oauth-flow\0${workspaceId}\0${workerId}\0${flowId}`,
+  /** A source archive as uploaded (bytes, not text). */
+  archive: (workspaceId: string, workerId: string, uploadId: string) => `archive\0${workspaceId}\0${workerId}\0${uploadId}`,
+  /** A deployment's bundle and source map, as JSON `{code, sourceMap}`. */
+  bundle: (workspaceId: string, workerId: string, deploymentId: string) => `bundle\0${workspaceId}\0${workerId}\0${deploymentId}`,
 };

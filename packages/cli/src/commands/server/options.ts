@@ -13,7 +13,12 @@ export async function loadServer() {
 
 /** The server's start-up errors (bad options, keys, catalog) are the user's to fix: no stack. */
 export function asUserError(server: Awaited<ReturnType<typeof loadServer>>, error: unknown): unknown {
-  if (error instanceof server.ConfigError || error instanceof server.KeyringError || error instanceof server.CatalogError) {
+  if (
+    error instanceof server.ConfigError ||
+    error instanceof server.KeyringError ||
+    error instanceof server.CatalogError ||
+    error instanceof server.IsolationRefused
+  ) {
     return new UserError(error.message);
   }
   return error;

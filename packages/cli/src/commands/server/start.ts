@@ -94,6 +94,10 @@ export default defineCommand({
       out.data(`  export NOTION_WORKSPACE_ID=${bootstrap.workspace.id}`);
       out.data(`  export NOTION_API_TOKEN="$(cat ${bootstrap.adminTokenFile})"`);
     }
+    // What workers get and may reach, said at every start; a server that cannot isolate them says so loudly.
+    if (running.security.isolated) out.data(running.security.isolation);
+    else out.warn(running.security.isolation);
+    for (const line of running.security.egress) out.data(line);
     if (config.allowInsecureOauth) {
       out.warn("--allow-insecure-oauth: OAuth endpoints over plain http are allowed beyond loopback; tokens may cross the network in clear.");
     }
