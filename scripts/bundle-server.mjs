@@ -31,7 +31,8 @@ for (const [entry, outfile] of [
     format: "esm",
     platform: "node",
     target: "node20",
-    external: ["esbuild"],
+    // Mounted beside the entries instead: esbuild for builds, undici for a worker's first fetch.
+    external: ["esbuild", "undici"],
     banner: { js: 'import { createRequire as __workyardRequire } from "node:module"; const require = __workyardRequire(import.meta.url);' },
     logLevel: "warning",
   });

@@ -115,9 +115,12 @@ describe("limits that hold, and what the builder stores (M2, at rest)", () => {
   it("build logs show the worker's secret values as [secret], streamed and stored", async () => {
     const env = cliEnv(server, path.join(tmp.dir, "home"));
     expect((await ntn(["workers", "env", "set", `LOAD_SECRET=${SECRET}`], { cwd: dirs[0]!, env })).code).toBe(0);
+    // A version that prints the secret and fails while loading: its output and error go in the log.
+    fs.writeFileSync(path.join(dirs[0]!, "src", "index.ts"), `${SOURCE}\nthrow new Error(\`cannot start with \${process.env.LOAD_SECRET}\`);\n`);
     const deployed = await ntn(["workers", "deploy"], { cwd: dirs[0]!, env, timeoutMs: 120_000 });
-    expect(deployed.code, deployed.stderr).toBe(0);
+    expect(deployed.code).toBe(5);
     expect(deployed.stderr).toContain("loading with [secret]");
+    expect(deployed.stderr).toContain("cannot start with [secret]");
     expect(deployed.stderr).not.toContain(SECRET);
     const logs = await server.server.store.db.selectFrom("deployments").select("build_log").execute();
     expect(JSON.stringify(logs)).toContain("loading with [secret]");

@@ -38,6 +38,8 @@ export interface ServerOptions {
   egressDeny?: string[] | string;
   /** Extra CA certificates (PEM file) the egress gateway trusts for HTTPS upstreams (WORKYARD_EGRESS_CA_FILE). */
   egressCaFile?: string;
+  /** The operator's HTTP proxy for outbound connections (WORKYARD_EGRESS_PROXY, else HTTPS_PROXY). */
+  egressProxy?: string;
   /** `strict` refuses to start without namespaces, per-workspace uids and the gateway (WORKYARD_ISOLATION). */
   isolation?: string;
   /** Uids for workspaces when the server runs as root, `FIRST-LAST` (WORKYARD_WORKER_UIDS). */
@@ -78,6 +80,9 @@ export interface Config {
   egressAllow: string[];
   egressDeny: string[];
   egressCaFile: string | undefined;
+  /** An http:// proxy URL, taken by name from the environment unless given; NO_PROXY beside it. */
+  egressProxy: string | undefined;
+  noProxy: string | undefined;
   isolation: "strict" | "standard";
   workerUids: { first: number; last: number };
   npmRegistry: string;
@@ -169,6 +174,8 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
     egressDeny: list(options.egressDeny ?? env.WORKYARD_EGRESS_DENY),
     egressCaFile: options.egressCaFile ?? (env.WORKYARD_EGRESS_CA_FILE || undefined),
+    egressProxy: options.egressProxy ?? (env.WORKYARD_EGRESS_PROXY || env.HTTPS_PROXY || env.https_proxy || undefined),
+    noProxy: env.NO_PROXY ?? env.no_proxy,
     isolation: isolationMode(options.isolation ?? env.WORKYARD_ISOLATION),
     workerUids: uidRange(options.workerUids ?? env.WORKYARD_WORKER_UIDS ?? "200000-299999"),
     npmRegistry: registryUrl(options.npmRegistry ?? (env.WORKYARD_NPM_REGISTRY || env.npm_config_registry || env.NPM_CONFIG_REGISTRY || "https://registry.npmjs.org/")),

@@ -22,6 +22,7 @@ import { removeCpuGroups } from "./executor/cgroup.js";
 import { findBuildTools } from "./builder/build-sandbox.js";
 import { createEgressGateway } from "./egress/gateway.js";
 import { createOutboundFetch } from "./egress/outbound.js";
+import { parseUpstreamProxy } from "./egress/upstream.js";
 import { createEgressPolicy, EgressRuleError, localInterfaceAddresses } from "./egress/policy.js";
 import { createRunService } from "./runs/service.js";
 import { createOAuthService, type OAuthService } from "./oauth/service.js";
@@ -61,6 +62,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const catalog = () => loadCatalog(config.providerCatalog);
   // Bad egress rules stop the server before anything starts.
   const policy = createEgressPolicy({ allow: config.egressAllow, deny: config.egressDeny, serverAddresses: localInterfaceAddresses() });
+  const upstreamProxy = parseUpstreamProxy(config.egressProxy, config.noProxy);
+  const egressOptions = { ...(config.egressCaFile ? { caFile: config.egressCaFile } : {}), ...(upstreamProxy ? { upstreamProxy } : {}) };
   // Probing bubblewrap starts a process: it runs while the store opens.
   const isolationProbe = detectIsolation({ mode: config.isolation, workerUids: config.workerUids, dataDir: config.dataDir });
   isolationProbe.catch(() => undefined);
@@ -80,7 +83,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const uploads = createUploadService(db, keyring, { dataDir: config.dataDir });
   const workers = createWorkerService({ db, uploads });
   const dirs = layout(config.dataDir);
-  const gateway = createEgressGateway({ policy, log, ...(config.egressCaFile ? { caFile: config.egressCaFile } : {}) });
+  const gateway = createEgressGateway({ policy, log, ...egressOptions });
   // The gateway's sockets: a short folder others may pass through (not list), for sandboxed uids.
   const socketDir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-sock-"));
   fs.chmodSync(socketDir, 0o711);
@@ -134,7 +137,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     allowInsecure: config.allowInsecureOauth,
     catalog,
     providerTimeoutMs: config.providerTimeoutMs,
-    fetch: createOutboundFetch(policy, config.egressCaFile ? { caFile: config.egressCaFile } : {}),
+    fetch: createOutboundFetch(policy, egressOptions),
     // Waiting requests outwait a lease (plus a provider timeout) before they give up.
     timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 4, keepAliveMs: config.refreshKeepAliveMs },
   });
@@ -202,7 +205,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     publicUrl,
     config,
     bootstrap: boot,
-    security: { isolation: isolation.describe(), isolated: isolation.problems.length === 0, egress: policy.describe() },
+    security: {
+      isolation: isolation.describe(),
+      isolated: isolation.problems.length === 0,
+      egress: [...policy.describe(), ...(upstreamProxy ? [`Egress goes through the proxy ${upstreamProxy.url.origin}${upstreamProxy.direct.length ? ` (not for ${upstreamProxy.direct.join(", ")})` : ""}.`] : [])],
+    },
     store,
     log,
     async stop() {

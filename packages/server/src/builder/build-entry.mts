@@ -1,13 +1,12 @@
 /**
- * The entry of a build's sandboxed process (builder/build-sandbox.ts starts it): installs the
- * project's dependencies with npm and bundles src/index.ts with esbuild, inside namespaces where
- * the only files are the project, its npm cache, the output folder and the tools themselves, and
- * the only way out is the egress gateway's socket, which lets npm reach the registry and nothing
- * else. It runs as the workspace's own uid (as root) and gets no variable of the server's.
+ * The entry of an install's sandboxed process (builder/build-sandbox.ts starts it): installs the
+ * project's dependencies with npm, inside namespaces where the only files are the project, its
+ * npm cache, the output folder and the tools themselves, and the only way out is the egress
+ * gateway's socket, which lets npm reach the registry and nothing else. It runs as the
+ * workspace's own uid (as root) and gets no variable of the server's.
  *
  * The job comes as JSON in argv[2]. Progress goes to stdout/stderr line by line (the build log);
- * the outcome to <out>/result.json. Bundled with its imports (scripts/bundle-server.mjs) except
- * esbuild, which is mounted beside it.
+ * the outcome to <out>/result.json. It imports nothing but Node's own modules.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -17,13 +16,10 @@ import path from "node:path";
 export interface BuildJob {
   /** The project folder (writable): package.json, the lockfile, src/. */
   project: string;
-  /** Where the bundle, its map and result.json go. */
+  /** Where result.json goes. */
   out: string;
-  /** Install the dependencies (the tree is not cached yet). */
-  install: boolean;
   /** `npm ci` with a lockfile, `npm install` without one. */
   lockfile: boolean;
-  bundle: boolean;
   registry: string;
   npmCli: string;
   npmCache: string;
@@ -128,88 +124,8 @@ async function install(): Promise<void> {
   fs.mkdirSync(path.join(job.project, "node_modules"), { recursive: true });
 }
 
-async function bundle(): Promise<void> {
-  const entry = path.join(job.project, "src", "index.ts");
-  if (!fs.existsSync(entry)) {
-    finish({ ok: false, error: "The project has no src/index.ts.", hint: "A worker's entry is src/index.ts, exporting `new Worker()` as default." });
-  }
-  const esbuild = await import("esbuild");
-  const root = `${job.project}/`;
-  const confined: import("esbuild").Plugin = {
-    name: "workyard-confine-imports",
-    setup(build) {
-      // Every import that is bundled (packages stay external) must resolve inside the project.
-      build.onResolve({ filter: /.*/ }, async (args) => {
-        if (args.pluginData === "workyard-resolving" || args.kind === "entry-point") return undefined;
-        const result = await build.resolve(args.path, {
-          kind: args.kind,
-          importer: args.importer,
-          resolveDir: args.resolveDir,
-          with: args.with,
-          pluginData: "workyard-resolving",
-        });
-        if (result.errors.length > 0 || result.external || !result.path) return result;
-        let real = result.path;
-        try {
-          real = fs.realpathSync(result.path);
-        } catch {
-          // a virtual or missing path: esbuild reports it
-        }
-        if (!real.startsWith(root)) {
-          return {
-            errors: [{ text: `Import ${JSON.stringify(args.path)} resolves outside the project (${real}); a worker may import only its own files and its packages.` }],
-          };
-        }
-        return result;
-      });
-    },
-  };
-  let result: import("esbuild").BuildResult & { outputFiles: import("esbuild").OutputFile[] };
-  try {
-    result = await esbuild.build({
-      entryPoints: [entry],
-      absWorkingDir: job.project,
-      outfile: path.join(job.out, "index.mjs"),
-      bundle: true,
-      format: "esm",
-      platform: "node",
-      target: "node20",
-      packages: "external",
-      sourcemap: "linked",
-      sourcesContent: true,
-      write: false,
-      logLevel: "silent",
-      plugins: [confined],
-    });
-  } catch (error) {
-    const messages = (error as { errors?: import("esbuild").Message[] }).errors ?? [];
-    for (const line of await formatLines(esbuild, messages, "error")) process.stderr.write(`${line}\n`);
-    finish({
-      ok: false,
-      error: `Bundling src/index.ts failed: ${messages[0]?.text ?? (error as Error).message}`,
-      hint: "Fix the error shown in the build log and deploy again.",
-    });
-  }
-  for (const line of await formatLines(esbuild, result.warnings, "warning")) process.stderr.write(`${line}\n`);
-  const js = result.outputFiles.find((f) => f.path.endsWith(".mjs"));
-  const map = result.outputFiles.find((f) => f.path.endsWith(".map"));
-  if (!js || !map) finish({ ok: false, error: "esbuild produced no bundle." });
-  // Sources read `/src/...`: stack traces point at the worker's own files, not at build paths.
-  const parsed = JSON.parse(map.text) as { sources: string[] };
-  parsed.sources = parsed.sources.map((source) => `/${path.relative(job.project, path.resolve(job.out, source)).split(path.sep).join("/")}`);
-  fs.writeFileSync(path.join(job.out, "index.mjs"), js.text);
-  fs.writeFileSync(path.join(job.out, "index.mjs.map"), JSON.stringify(parsed));
-}
-
-async function formatLines(esbuild: typeof import("esbuild"), messages: import("esbuild").Message[], kind: "error" | "warning"): Promise<string[]> {
-  if (messages.length === 0) return [];
-  const formatted = await esbuild.formatMessages(messages, { kind, color: false });
-  return formatted.flatMap((text) => text.split("\n")).filter((line) => line.trim());
-}
-
 try {
-  if (job.install) await install();
-  if (job.bundle) await bundle();
+  await install();
   finish({ ok: true });
 } catch (error) {
   process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);

@@ -9,21 +9,20 @@ import { sandboxRefused } from "../executor/sandbox.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import type { BuildJob, BuildResult } from "./build-entry.mjs";
 
-/** Opens the egress gateway for one build: npm may reach the registry's host and port, nothing else. */
+/** Opens the egress gateway for one install: npm may reach the registry's host and port, nothing else. */
 export type BuildEgressOpener = (
   socketPath: string,
   identity: { workspaceId: string; workerId: string },
   registry: { host: string; port: number },
 ) => Promise<{ close(): Promise<void> }>;
 
-/** The programs a build runs, found once: our entry, esbuild, and npm. */
+/** The programs a build runs, found once: our install entry, npm, and esbuild's binary. */
 export interface BuildTools {
   entry: string;
-  esbuildDir: string;
-  /** The package holding esbuild's binary for this platform (@esbuild/linux-x64, ...). */
-  esbuildBinaryDir: string | undefined;
   npmRoot: string;
   npmCli: string;
+  /** esbuild's native binary (static): a bundle runs it alone, without Node. */
+  esbuild: string;
   /** CA files npm must trust (NODE_EXTRA_CA_CERTS of the server), mounted read-only. */
   caFile: string | undefined;
 }
@@ -32,16 +31,17 @@ export function findBuildTools(env: NodeJS.ProcessEnv = process.env): BuildTools
   const entry = path.join(PACKAGE_ROOT, "dist", "sandbox", "build.mjs");
   const require = createRequire(path.join(PACKAGE_ROOT, "package.json"));
   const esbuildDir = path.dirname(require.resolve("esbuild/package.json"));
-  let esbuildBinaryDir: string | undefined;
+  let esbuild = path.join(esbuildDir, "bin", "esbuild");
   try {
+    // The platform package holds the binary; esbuild's own bin/esbuild may be a JS shim.
     const fromEsbuild = createRequire(path.join(esbuildDir, "package.json"));
-    esbuildBinaryDir = path.dirname(fromEsbuild.resolve(`@esbuild/${process.platform}-${os.arch()}/package.json`));
+    esbuild = fromEsbuild.resolve(`@esbuild/${process.platform}-${os.arch()}/bin/esbuild`);
   } catch {
-    // esbuild's own install put the binary inside its package (bin/esbuild)
+    // esbuild's install put the binary in its own package
   }
   const npmCli = findNpmCli(env);
   const caFile = env.NODE_EXTRA_CA_CERTS && fs.existsSync(env.NODE_EXTRA_CA_CERTS) ? fs.realpathSync(env.NODE_EXTRA_CA_CERTS) : undefined;
-  return { entry, esbuildDir, esbuildBinaryDir, npmRoot: path.dirname(path.dirname(npmCli)), npmCli, caFile };
+  return { entry, npmRoot: path.dirname(path.dirname(npmCli)), npmCli, esbuild: fs.realpathSync(esbuild), caFile };
 }
 
 /** npm's own CLI script (`<npm>/bin/npm-cli.js`), from the npm on PATH. */
@@ -60,10 +60,75 @@ function findNpmCli(env: NodeJS.ProcessEnv): string {
   throw new Error("npm is not installed: builds need npm beside Node.");
 }
 
-/** Where a build sees its files inside the namespaces. */
+/** One command of a build, in namespaces when the server has them, as the workspace's uid. */
+export interface SandboxedCommand {
+  isolation: Isolation;
+  user: { uid: number; gid: number } | undefined;
+  /** Inside namespaces: what the command sees, and the command as it sees it. */
+  mounts: Mount[];
+  tmpfs?: string[];
+  command: string[];
+  cwd: string;
+  /** Without namespaces: the same command on the host's paths. */
+  plain: { command: string[]; cwd: string };
+  /** The whole environment: nothing of the server's reaches a build. */
+  env: Record<string, string>;
+  timeoutMs: number;
+  cpuCores: number;
+  onLine(stream: "stdout" | "stderr", line: string): void;
+}
+
+/** Runs it to the end (or its time limit); answers the exit code. */
+export async function runSandboxed(run: SandboxedCommand): Promise<number> {
+  const { isolation, user } = run;
+  if (!isolation.host && isolation.refusal) throw sandboxRefused(isolation.refusal);
+  const namespaces = isolation.host;
+  const [file, ...args] = namespaces
+    ? [namespaces.bwrap, ...sandboxArgs(namespaces, { mounts: run.mounts, user, infoFd: 3, tmpfs: run.tmpfs ?? [], cwd: run.cwd, command: run.command })]
+    : run.plain.command;
+  return new Promise<number>((resolve) => {
+    const child = spawn(file!, args, {
+      cwd: namespaces ? "/" : run.plain.cwd,
+      env: run.env,
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
+      ...(user && !namespaces ? { uid: user.uid, gid: user.gid } : {}),
+    });
+    let group: { remove(): void } | undefined;
+    const confine = (pid: number) => {
+      group = isolation.cpu?.confine(`b${process.pid}-${pid}`, pid, run.cpuCores);
+    };
+    if (!namespaces && child.pid) confine(child.pid);
+    // bubblewrap names the process it started (as the host sees it) on descriptor 3.
+    let info = "";
+    const infoStream = child.stdio[3] as NodeJS.ReadableStream | null;
+    infoStream?.on("data", (chunk: Buffer) => {
+      info += chunk.toString("utf8");
+      const match = /"child-pid":\s*(\d+)/.exec(info);
+      if (match && !group) confine(Number(match[1]));
+    });
+    infoStream?.on("error", () => {});
+    forward(child.stdout!, (line) => run.onLine("stdout", line));
+    forward(child.stderr!, (line) => run.onLine("stderr", line));
+    const timer = setTimeout(() => {
+      run.onLine("stderr", `The step did not finish within ${Math.round(run.timeoutMs / 60_000)} minutes and was stopped.`);
+      child.kill("SIGKILL");
+    }, run.timeoutMs);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      run.onLine("stderr", `Could not start the build: ${error.message}`);
+      resolve(127);
+    });
+    child.on("close", (exit) => {
+      clearTimeout(timer);
+      group?.remove();
+      resolve(exit ?? 1);
+    });
+  });
+}
+
+/** Where an install sees its files inside the namespaces. */
 const INSIDE = {
   entry: "/workyard/build.mjs",
-  esbuild: "/workyard/node_modules/esbuild",
   project: "/project",
   out: "/out",
   npmCache: "/npm-cache",
@@ -72,7 +137,7 @@ const INSIDE = {
   egressSocket: "/run/workyard/egress.sock",
 } as const;
 
-export interface BuildRun {
+export interface InstallRun {
   isolation: Isolation;
   tools: BuildTools;
   user: { uid: number; gid: number } | undefined;
@@ -80,9 +145,7 @@ export interface BuildRun {
   projectDir: string;
   outDir: string;
   npmCacheDir: string;
-  install: boolean;
   lockfile: boolean;
-  bundle: boolean;
   registry: string;
   egress: BuildEgressOpener | undefined;
   socketDir: string;
@@ -92,15 +155,16 @@ export interface BuildRun {
 }
 
 /**
- * Runs one build step (install and/or bundle) as the workspace's uid, in namespaces when this
- * server has them, with an environment of our making and the gateway as npm's only way out.
+ * `npm ci` (or `npm install` without a lockfile) into the project's node_modules, as the
+ * workspace's uid, with an environment and an npm configuration of our making and the gateway as
+ * npm's only way out.
  */
-export async function runBuildSandbox(run: BuildRun): Promise<BuildResult> {
+export async function installDependencies(run: InstallRun): Promise<BuildResult> {
   const { isolation, tools, user } = run;
   if (!isolation.host && isolation.refusal) throw sandboxRefused(isolation.refusal);
   for (const dir of [run.outDir, run.npmCacheDir]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (user) {
-    // The workspace's uid writes node_modules into the project, the bundle into out, and its
+    // The workspace's uid writes node_modules into the project, its result into out, and its
     // cache (its own from the start: walked only if something else ever wrote there).
     chownTree(run.projectDir, user);
     chownTree(run.outDir, user);
@@ -109,112 +173,45 @@ export async function runBuildSandbox(run: BuildRun): Promise<BuildResult> {
   const registryUrl = new URL(run.registry);
   const registry = { host: registryUrl.hostname, port: Number(registryUrl.port || (registryUrl.protocol === "https:" ? 443 : 80)) };
   const socketPath = path.join(run.socketDir, `build-${process.pid}-${Math.random().toString(36).slice(2, 10)}.sock`);
-  const egress = run.egress && run.install ? await run.egress(socketPath, run.identity, registry) : undefined;
+  const egress = run.egress ? await run.egress(socketPath, run.identity, registry) : undefined;
   const home = fs.mkdtempSync(path.join(os.tmpdir(), "wy-build-home-"));
   if (user) fs.chownSync(home, user.uid, user.gid);
   try {
-    const namespaces = isolation.host;
-    const job: BuildJob = namespaces
-      ? {
-          project: INSIDE.project,
-          out: INSIDE.out,
-          install: run.install,
-          lockfile: run.lockfile,
-          bundle: run.bundle,
-          registry: run.registry,
-          npmCli: tools.npmCli,
-          npmCache: INSIDE.npmCache,
-          egressSocket: INSIDE.egressSocket,
-          home: INSIDE.home,
-        }
-      : {
-          project: run.projectDir,
-          out: run.outDir,
-          install: run.install,
-          lockfile: run.lockfile,
-          bundle: run.bundle,
-          registry: run.registry,
-          npmCli: tools.npmCli,
-          npmCache: run.npmCacheDir,
-          egressSocket: socketPath,
-          home,
-        };
-    // Chosen by name: nothing of the server's environment reaches npm or the build.
-    const env: Record<string, string> = { PATH: "/usr/bin:/bin", HOME: job.home, NODE_OPTIONS: "", TMPDIR: namespaces ? INSIDE.tmp : os.tmpdir() };
+    const common = { lockfile: run.lockfile, registry: run.registry, npmCli: tools.npmCli };
+    const inside: BuildJob = { ...common, project: INSIDE.project, out: INSIDE.out, npmCache: INSIDE.npmCache, egressSocket: INSIDE.egressSocket, home: INSIDE.home };
+    const onHost: BuildJob = { ...common, project: run.projectDir, out: run.outDir, npmCache: run.npmCacheDir, egressSocket: socketPath, home };
+    // Chosen by name: nothing of the server's environment reaches npm.
+    const env: Record<string, string> = { PATH: "/usr/bin:/bin", NODE_OPTIONS: "", TMPDIR: isolation.host ? INSIDE.tmp : os.tmpdir() };
     if (tools.caFile) env.NODE_EXTRA_CA_CERTS = tools.caFile;
-
-    let file: string;
-    let args: string[];
-    if (namespaces) {
-      const mounts: Mount[] = [
-        { source: tools.entry, target: INSIDE.entry },
-        { source: tools.esbuildDir, target: INSIDE.esbuild },
-        { source: tools.npmRoot, target: tools.npmRoot },
-        { source: run.projectDir, target: INSIDE.project, writable: true },
-        { source: run.outDir, target: INSIDE.out, writable: true },
-        { source: run.npmCacheDir, target: INSIDE.npmCache, writable: true },
-        { source: home, target: INSIDE.home, writable: true },
-      ];
-      if (tools.esbuildBinaryDir) {
-        mounts.push({ source: tools.esbuildBinaryDir, target: `/workyard/node_modules/${path.basename(path.dirname(tools.esbuildBinaryDir))}/${path.basename(tools.esbuildBinaryDir)}` });
-      }
-      if (tools.caFile) mounts.push({ source: tools.caFile, target: tools.caFile });
-      if (egress) mounts.push({ source: socketPath, target: INSIDE.egressSocket, writable: true });
-      file = namespaces.bwrap;
-      args = sandboxArgs(namespaces, {
-        mounts,
-        user,
-        infoFd: 3,
-        tmpfs: [INSIDE.tmp],
-        cwd: INSIDE.project,
-        command: [namespaces.node, INSIDE.entry, JSON.stringify(job)],
-      });
-    } else {
-      file = process.execPath;
-      args = [tools.entry, JSON.stringify(job)];
-    }
-    const code = await new Promise<number>((resolve) => {
-      const child = spawn(file, args, {
-        cwd: namespaces ? "/" : run.projectDir,
-        env,
-        stdio: ["ignore", "pipe", "pipe", "pipe"],
-        ...(user && !namespaces ? { uid: user.uid, gid: user.gid } : {}),
-      });
-      let group: { remove(): void } | undefined;
-      const confine = (pid: number) => {
-        group = isolation.cpu?.confine(`b${process.pid}-${pid}`, pid, run.cpuCores);
-      };
-      if (!namespaces && child.pid) confine(child.pid);
-      // bubblewrap names the process it started (as the host sees it) on descriptor 3.
-      let info = "";
-      const infoStream = child.stdio[3] as NodeJS.ReadableStream | null;
-      infoStream?.on("data", (chunk: Buffer) => {
-        info += chunk.toString("utf8");
-        const match = /"child-pid":\s*(\d+)/.exec(info);
-        if (match && !group) confine(Number(match[1]));
-      });
-      infoStream?.on("error", () => {});
-      forward(child.stdout!, (line) => run.onLog("stdout", line));
-      forward(child.stderr!, (line) => run.onLog("stderr", line));
-      const timer = setTimeout(() => {
-        run.onLog("stderr", `The build did not finish within ${Math.round(run.timeoutMs / 60_000)} minutes and was stopped.`);
-        child.kill("SIGKILL");
-      }, run.timeoutMs);
-      child.on("error", (error) => {
-        clearTimeout(timer);
-        run.onLog("stderr", `Could not start the build: ${error.message}`);
-        resolve(127);
-      });
-      child.on("close", (exit) => {
-        clearTimeout(timer);
-        group?.remove();
-        resolve(exit ?? 1);
-      });
+    const mounts: Mount[] = [
+      { source: tools.entry, target: INSIDE.entry },
+      { source: tools.npmRoot, target: tools.npmRoot },
+      { source: run.projectDir, target: INSIDE.project, writable: true },
+      { source: run.outDir, target: INSIDE.out, writable: true },
+      { source: run.npmCacheDir, target: INSIDE.npmCache, writable: true },
+      { source: home, target: INSIDE.home, writable: true },
+    ];
+    if (tools.caFile) mounts.push({ source: tools.caFile, target: tools.caFile });
+    if (egress) mounts.push({ source: socketPath, target: INSIDE.egressSocket, writable: true });
+    const code = await runSandboxed({
+      isolation,
+      user,
+      mounts,
+      tmpfs: [INSIDE.tmp],
+      command: [isolation.host?.node ?? process.execPath, INSIDE.entry, JSON.stringify(inside)],
+      cwd: INSIDE.project,
+      plain: { command: [process.execPath, tools.entry, JSON.stringify(onHost)], cwd: run.projectDir },
+      env,
+      timeoutMs: run.timeoutMs,
+      cpuCores: run.cpuCores,
+      onLine: (stream, line) => {
+        if (!/Unknown (user|env|project) config "nodedir"/.test(line)) run.onLog(stream, line);
+      },
     });
     try {
       return JSON.parse(fs.readFileSync(path.join(run.outDir, "result.json"), "utf8")) as BuildResult;
     } catch {
-      return { ok: false, error: `The build process ended without a result (exit code ${code}).` };
+      return { ok: false, error: `The install ended without a result (exit code ${code}).` };
     }
   } finally {
     await egress?.close();
@@ -227,7 +224,7 @@ function forward(stream: NodeJS.ReadableStream, onLine: (line: string) => void):
   stream.on("data", (chunk: Buffer) => {
     const lines = (rest + chunk.toString("utf8")).split("\n");
     rest = lines.pop() ?? "";
-    for (const line of lines) if (line.trim() && !/Unknown (user|env|project) config "nodedir"/.test(line)) onLine(line);
+    for (const line of lines) if (line.trim()) onLine(line);
   });
   stream.on("end", () => {
     if (rest.trim()) onLine(rest);

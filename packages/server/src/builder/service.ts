@@ -21,8 +21,8 @@ import type { Keyring } from "../vault/keyring.js";
 import type { WorkerService } from "../workers/service.js";
 import { openArchive, readUploadArchive } from "../workers/uploads.js";
 import { extractArchive } from "./archive.js";
-import { runBuildSandbox, type BuildEgressOpener, type BuildTools } from "./build-sandbox.js";
-import { openBundle, sealBundle, type Bundle } from "./bundle.js";
+import { installDependencies, type BuildEgressOpener, type BuildTools } from "./build-sandbox.js";
+import { bundleProject, openBundle, sealBundle, type Bundle } from "./bundle.js";
 import { checkDependencySources } from "./dependencies.js";
 import { adoptTree, installedTree, readInstallInput, treeHash } from "./install.js";
 import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
@@ -32,8 +32,7 @@ import { layout, materialise } from "./materialise.js";
 const BUILD_LOG_LIMIT = 256 * 1024;
 /** An install or a bundle is stopped after this long. */
 const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
-/** A bundle larger than this is refused (it is loaded into every worker process). */
-const BUNDLE_LIMIT = 32 * 1024 * 1024;
+
 
 export interface BuildService {
   /** BuildWorker: the latest unbuilt upload to a live deployment, its log streamed line by line. */
@@ -94,19 +93,17 @@ export function createBuildService(options: {
     return isolation.userFor(index);
   }
 
-  /** One step of a build (install and/or bundle) in the build sandbox, as the workspace's uid. */
-  async function buildStep(step: {
+  /** npm in the install sandbox, as the workspace's uid, with the workspace's own npm cache. */
+  async function install(step: {
     owner: { workspaceId: string; workerId: string };
     projectDir: string;
     outDir: string;
-    install: boolean;
     lockfile: boolean;
-    bundle: boolean;
     onLog(stream: "stdout" | "stderr", line: string): void;
   }) {
     const user = await userOf(step.owner.workspaceId);
     const index = sandboxIndexes.get(step.owner.workspaceId) ?? 0;
-    return runBuildSandbox({
+    return installDependencies({
       isolation,
       tools: options.tools,
       user,
@@ -115,9 +112,7 @@ export function createBuildService(options: {
       outDir: step.outDir,
       // A cache per workspace: one workspace's build cannot plant entries another's reads.
       npmCacheDir: path.join(dirs.npmCache, String(index)),
-      install: step.install,
       lockfile: step.lockfile,
-      bundle: step.bundle,
       registry: options.registry,
       egress: options.egress,
       socketDir: options.socketDir,
@@ -163,13 +158,11 @@ export function createBuildService(options: {
           const { projectDir } = await unpackProject(archive, workDir);
           const input = readInstallInput(projectDir);
           const lines: string[] = [];
-          const result = await buildStep({
+          const result = await install({
             owner: { workspaceId: deployment.workspace_id, workerId: deployment.worker_id },
             projectDir,
             outDir: path.join(workDir, "out"),
-            install: true,
             lockfile: Boolean(input.lockfile),
-            bundle: false,
             onLog: (_stream, line) => lines.push(line),
           });
           if (!result.ok) {
@@ -299,9 +292,17 @@ export function createBuildService(options: {
     await deploymentsStore.insertDeployment(db, deployment);
 
     const workDir = path.join(dirs.builds, deployment.id);
+    // Where a build's time goes, for the operator's debug log.
+    let phaseStart = performance.now();
+    const phase = (name: string) => {
+      const now = performance.now();
+      log.debug({ deploymentId: deployment.id, phase: name, ms: Math.round(now - phaseStart) }, "build phase");
+      phaseStart = now;
+    };
     try {
       fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
       const unpacked = await unpackProject(upload.archive, workDir);
+      phase("unpack");
       say("stdout", `Unpacked the source: ${unpacked.files} files, ${Math.ceil(upload.archive.length / 1024)} KiB compressed.`);
       for (const skipped of unpacked.skipped) say("stderr", `Skipped ${skipped}: only regular files are deployed.`);
       if (unpacked.npmrcIgnored) say("stderr", `Ignored the project's .npmrc: builds install from ${options.registry} with the server's npm settings.`);
@@ -313,7 +314,6 @@ export function createBuildService(options: {
       await installing.get(hash)?.catch(() => undefined);
       const cached = installedTree(dirs.deps, hash);
       say("stdout", cached ? `Dependencies unchanged: reusing tree ${hash.slice(0, 12)}.` : "Installing dependencies in the build sandbox.");
-      say("stdout", "Bundling src/index.ts with esbuild.");
       const outDir = path.join(workDir, "out");
       let installDone: (tree: string) => void = () => {};
       let installFailed: (error: unknown) => void = () => {};
@@ -325,28 +325,37 @@ export function createBuildService(options: {
         pending.catch(() => undefined);
         installing.set(hash, pending);
       }
-      let tree: string;
-      try {
-        const result = await buildStep({
-          owner: { workspaceId: worker.workspace_id, workerId: worker.id },
-          projectDir: unpacked.projectDir,
-          outDir,
-          install: !cached,
-          lockfile: Boolean(input.lockfile),
-          bundle: true,
-          onLog: say,
-        });
-        if (!result.ok) throw new AppError("build_failed", result.error ?? "The build failed.", { hint: result.hint });
-        tree = cached ?? adoptTree(dirs.deps, hash, path.join(unpacked.projectDir, "node_modules"));
-        installDone(tree);
-      } catch (error) {
-        installFailed(error);
-        throw error;
-      } finally {
-        if (!cached) installing.delete(hash);
+      if (!cached) {
+        try {
+          const result = await install({
+            owner: { workspaceId: worker.workspace_id, workerId: worker.id },
+            projectDir: unpacked.projectDir,
+            outDir,
+            lockfile: Boolean(input.lockfile),
+            onLog: say,
+          });
+          if (!result.ok) throw new AppError("build_failed", result.error ?? "The install failed.", { hint: result.hint });
+          installDone(adoptTree(dirs.deps, hash, path.join(unpacked.projectDir, "node_modules")));
+        } catch (error) {
+          installFailed(error);
+          throw error;
+        } finally {
+          installing.delete(hash);
+        }
+        phase("install");
+        say("stdout", `Installed dependencies (tree ${hash.slice(0, 12)}).`);
       }
-      if (!cached) say("stdout", `Installed dependencies (tree ${hash.slice(0, 12)}).`);
-      const bundle = readBuiltBundle(outDir);
+      say("stdout", "Bundling src/index.ts with esbuild.");
+      const bundle = await bundleProject({
+        isolation,
+        tools: options.tools,
+        user: await userOf(worker.workspace_id),
+        projectDir: unpacked.projectDir,
+        outDir: path.join(workDir, "bundle"),
+        cpuCores: options.cpuCores,
+        onLog: (line) => say("stderr", line),
+      });
+      phase("bundle");
       const built: DeploymentRow = { ...deployment, lockfile_hash: hash };
 
       say("stdout", "Loading the worker to read its manifest.");
@@ -364,6 +373,7 @@ export function createBuildService(options: {
         }
         throw error;
       }
+      phase("manifest");
       const summary = summarise(manifest);
       say("stdout", `Capabilities: ${summary.map((c) => `${c._tag} ${c.key}`).join(", ") || "none"}.`);
       const sealed = sealManifest(keyring, built, manifest);
@@ -384,6 +394,7 @@ export function createBuildService(options: {
         });
         await workersStore.setLiveDeployment(trx, worker.id, deployment.id, now());
       });
+      phase("commit");
       say("stdout", `Deployment ${deployment.id} is live.`);
       queue.push({ _tag: "result", result: { ok: true, deploymentId: deployment.id } });
     } catch (error) {
@@ -488,20 +499,6 @@ export function createBuildService(options: {
       return (await readBundle(worker.live_deployment_id))?.code;
     },
   };
-}
-
-/** The bundle the build sandbox wrote; its size is checked before it is read. */
-function readBuiltBundle(outDir: string): Bundle {
-  const file = path.join(outDir, "index.mjs");
-  const size = fs.statSync(file).size;
-  if (size > BUNDLE_LIMIT) {
-    throw new AppError("build_failed", `The bundle is larger than ${BUNDLE_LIMIT / 1048576} MiB.`, {
-      hint: "Packages stay in node_modules; check that src/ does not import large data files.",
-    });
-  }
-  const mapFile = path.join(outDir, "index.mjs.map");
-  const sourceMap = fs.existsSync(mapFile) && fs.statSync(mapFile).size <= BUNDLE_LIMIT ? fs.readFileSync(mapFile, "utf8") : "";
-  return { code: fs.readFileSync(file, "utf8"), sourceMap };
 }
 
 /** Replaces each secret value (of 4 characters or more) in a line with its placeholder. */

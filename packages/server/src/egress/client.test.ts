@@ -8,6 +8,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { createRequire } from "node:module";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../log.js";
@@ -129,14 +130,14 @@ import https from "node:https";
 import { routeThroughGateway } from ${JSON.stringify(clientBundle)};
 // No resolver inside a sandbox: a request that skipped the gateway fails here.
 dns.lookup = (host, options, callback) => (callback ?? options)(Object.assign(new Error("no DNS in this test: " + host), { code: "ENOTFOUND" }));
-routeThroughGateway(process.argv[2]);
+routeThroughGateway(process.argv[2], process.argv[3]);
 const url = (scheme, port, path) => scheme + "://upstream.test:" + port + path;
 const collect = (res) => new Promise((resolve, reject) => { let text = ""; res.on("data", (c) => (text += c)); res.on("end", () => resolve(text)); res.on("error", reject); });
 const result = await (async () => { ${body} })();
 process.stdout.write(JSON.stringify(result));
 `,
   );
-  const { stdout } = await run(process.execPath, [script, socketPath], { timeout: 60_000 });
+  const { stdout } = await run(process.execPath, [script, socketPath, path.dirname(createRequire(import.meta.url).resolve("undici/package.json"))], { timeout: 60_000 });
   return JSON.parse(stdout);
 }
 

@@ -1,8 +1,10 @@
 import http, { type ClientRequest, type IncomingMessage } from "node:http";
 import https from "node:https";
+import { createRequire } from "node:module";
 import net from "node:net";
+import path from "node:path";
 import type { Duplex } from "node:stream";
-import { Agent, setGlobalDispatcher, type Dispatcher } from "undici";
+import type { Agent as AgentClass, Dispatcher } from "undici";
 
 /**
  * The worker side of the egress gateway (gateway.ts), run by the sandbox entry before the
@@ -13,7 +15,9 @@ import { Agent, setGlobalDispatcher, type Dispatcher } from "undici";
  * back as errors, the way a network failure would.
  *
  * Bundled into the sandbox entry with esbuild, so it imports nothing of ours: the two header
- * names below are gateway.ts's, and client.test.ts checks they stay equal.
+ * names below are gateway.ts's, and client.test.ts checks they stay equal. undici is not bundled:
+ * loading it costs tens of milliseconds, so a worker pays for it on its first fetch only (and a
+ * worker that never fetches, never), from the package folder the sandbox mounts beside the entry.
  */
 
 const DENIED_HEADER = "x-workyard-egress-denied";
@@ -114,7 +118,9 @@ class GatewayAnswerHandler implements Dispatcher.DispatchHandlers {
 }
 
 /** Every request to the gateway's socket, rewritten to absolute form. */
-function gatewayDispatcher(socketPath: string): Dispatcher {
+function gatewayDispatcher(socketPath: string, undiciDir: string): Dispatcher {
+  // The agent alone, not undici's index: a third of the load time.
+  const Agent = createRequire(import.meta.url)(path.join(undiciDir, "lib", "dispatcher", "agent.js")) as typeof AgentClass;
   const agent = new Agent({ connect: { socketPath } });
   return agent.compose((dispatch) => (options, handler) => {
     const origin = options.origin ? new URL(String(options.origin)) : undefined;
@@ -218,13 +224,23 @@ let routed: string | undefined;
  * Sends fetch, node:http and node:https through the gateway's socket. Call once, before the
  * worker's code loads.
  */
-export function routeThroughGateway(socketPath: string): void {
+export function routeThroughGateway(socketPath: string, undiciDir: string): void {
   if (routed !== undefined) {
     if (routed !== socketPath) throw new Error(`egress is already routed through ${routed}`);
     return;
   }
   routed = socketPath;
-  // Node's own fetch reads the dispatcher undici's setGlobalDispatcher stores (same major, 6).
-  setGlobalDispatcher(gatewayDispatcher(socketPath));
+  // Node's own fetch reads the dispatcher stored under this symbol (undici's setGlobalDispatcher
+  // does exactly this; same major, 6). The real one is made on the first request.
+  let dispatcher: Dispatcher | undefined;
+  const lazy = {
+    dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandlers): boolean {
+      dispatcher ??= gatewayDispatcher(socketPath, undiciDir);
+      return dispatcher.dispatch(options, handler);
+    },
+    close: () => dispatcher?.close() ?? Promise.resolve(),
+    destroy: () => dispatcher?.destroy() ?? Promise.resolve(),
+  };
+  Object.defineProperty(globalThis, Symbol.for("undici.globalDispatcher.1"), { value: lazy, writable: true, enumerable: false, configurable: false });
   routeNodeAgents(socketPath);
 }

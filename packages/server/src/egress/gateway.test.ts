@@ -468,3 +468,70 @@ describe("CONNECT", () => {
     expect(tunnel.headers[ERROR_HEADER]).toBe(`could not connect to registry.test:${port}: connection refused`);
   });
 });
+
+describe("through the operator's proxy (HTTPS_PROXY / --egress-proxy)", () => {
+  /** A CONNECT proxy on 127.0.0.1 that, like a real one, resolves names itself: here, all to loopback. */
+  async function startProxy(options: { refuse?: boolean } = {}) {
+    const tunnels: string[] = [];
+    const server = http.createServer((_req, res) => res.writeHead(405).end());
+    server.on("connect", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+      tunnels.push(`${req.url} ${req.headers["proxy-authorization"] ?? ""}`.trim());
+      if (options.refuse) {
+        client.end("HTTP/1.1 403 Forbidden\r\n\r\n");
+        return;
+      }
+      const port = Number(new URL(`http://${req.url}`).port);
+      const upstream = net.connect(port, "127.0.0.1", () => {
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        if (head.length) upstream.write(head);
+        upstream.pipe(client).pipe(upstream);
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    })); // prettier-ignore
+    return { url: new URL(`http://user:p%40ss@127.0.0.1:${(server.address() as AddressInfo).port}`), tunnels };
+  }
+
+  it("a build reaches its registry through a tunnel the proxy opens, by name, without resolving it here", async () => {
+    const upstream = await startUpstream();
+    const proxy = await startProxy();
+    // No lookup answers registry.example: only the proxy knows the name.
+    const { socketPath } = await startGateway(
+      {},
+      { upstreamProxy: { url: proxy.url, direct: [] }, lookup: async () => Promise.reject(Object.assign(new Error("ENOTFOUND"), { code: "ENOTFOUND" })) },
+      { identity: { workspaceId: "ws_test", purpose: "build" }, onlyTargets: [{ host: "registry.example", port: upstream.port }] },
+    );
+    const tunnel = await connectVia(socketPath, `registry.example:${upstream.port}`);
+    expect(tunnel.status).toBe(200);
+    tunnel.socket!.destroy();
+    expect(proxy.tunnels).toEqual([`registry.example:${upstream.port} Basic ${Buffer.from("user:p@ss").toString("base64")}`]);
+  });
+
+  it("a worker's request goes through the proxy after the policy said yes; a denied one never reaches it", async () => {
+    const upstream = await startUpstream();
+    const proxy = await startProxy();
+    const { socketPath } = await startGateway({ allow: [`upstream.test:${upstream.port}`] }, { upstreamProxy: { url: proxy.url, direct: [] } });
+    const answer = await viaGateway(socketPath, `http://upstream.test:${upstream.port}/via-proxy`);
+    expect(answer.status).toBe(201);
+    expect(upstream.seen[0]?.url).toBe("/via-proxy");
+    expect(proxy.tunnels).toHaveLength(1);
+    const denied = await viaGateway(socketPath, `http://other.test:${upstream.port}/`);
+    expect(denied.status).toBe(403);
+    expect(proxy.tunnels).toHaveLength(1);
+  });
+
+  it("NO_PROXY names are reached directly; a proxy that refuses the tunnel gives a 502 saying so", async () => {
+    const upstream = await startUpstream();
+    const refusing = await startProxy({ refuse: true });
+    const { socketPath } = await startGateway({ allow: [`upstream.test:${upstream.port}`, `direct.test:${upstream.port}`] }, { upstreamProxy: { url: refusing.url, direct: ["direct.test"] } });
+    expect((await viaGateway(socketPath, `http://direct.test:${upstream.port}/`)).status).toBe(201);
+    const refused = await viaGateway(socketPath, `http://upstream.test:${upstream.port}/`);
+    expect(refused.status).toBe(502);
+    expect(refused.headers[ERROR_HEADER]).toMatch(/proxy refused the tunnel to upstream\.test:\d+ \(HTTP 403\)/);
+  });
+});

@@ -6,6 +6,7 @@ import tls from "node:tls";
 import { ConfigError } from "../config.js";
 import type { Logger } from "../log.js";
 import { EgressDeniedError, resolveAllowed, systemLookup, type EgressLookup, type EgressPolicy } from "./policy.js";
+import { connectThroughProxy, viaProxy, type UpstreamProxy } from "./upstream.js";
 
 /**
  * The egress gateway: an HTTP forward proxy on a Unix socket bound into each sandbox, the only
@@ -74,6 +75,8 @@ export interface EgressGatewayOptions {
    * adds per-destination headers here. Returns the headers to send.
    */
   upstreamHeaders?: (request: UpstreamRequest) => OutgoingHttpHeaders | Promise<OutgoingHttpHeaders>;
+  /** The operator's HTTP proxy: connections go through it (CONNECT) once the policy said yes. */
+  upstreamProxy?: UpstreamProxy;
 }
 
 export interface GatewayListener {
@@ -248,6 +251,15 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       log.info({ egress: { ...identity, target: where, category: "not-a-target" } }, "egress denied");
       return { status: 403, header: DENIED_HEADER, message };
     }
+    // A named target behind the operator's proxy: the proxy resolves it (this machine may not).
+    if (onlyTargets && viaProxy(options.upstreamProxy, target.host)) {
+      const decision = policy.decideByName(target.host, target.port);
+      if (!decision.allowed) {
+        log.info({ egress: { ...identity, target: where, category: decision.category } }, "egress denied");
+        return { status: 403, header: DENIED_HEADER, message: decision.message };
+      }
+      return { address: target.host };
+    }
     try {
       const [first] = await resolveAllowed(policy, lookup, target, { byName: onlyTargets !== undefined });
       return { address: first!.address };
@@ -308,8 +320,27 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     if (res.closed) return;
 
     const common = { host: pinned.address, port, method, path: `${url.pathname}${url.search}`, headers, setHost: false };
-    const upstream =
-      protocol === "https:"
+    const proxy = options.upstreamProxy;
+    const upstream = viaProxy(proxy, host)
+      ? // Through the operator's proxy: a tunnel to the checked name, TLS (for https) started here.
+        // (No agent: with one, Node would ignore createConnection and connect by itself.)
+        http.request({
+          ...common,
+          createConnection: (_options: unknown, done: (error: Error | null, socket?: Socket) => void) => {
+            connectThroughProxy(proxy, host, port, connectTimeoutMs).then(
+              (socket) =>
+                done(
+                  null,
+                  protocol === "https:"
+                    ? tls.connect({ socket, secureContext, servername: isIP(host) === 0 ? host : undefined, checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) })
+                    : socket,
+                ),
+              (error: Error) => done(error),
+            );
+            return undefined;
+          },
+        } as http.RequestOptions)
+      : protocol === "https:"
         ? https.request({
             ...common,
             agent: httpsAgent,
@@ -380,17 +411,31 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         return;
       }
       if (client.destroyed) return;
+      const proxy = options.upstreamProxy;
+      let opened: Socket;
+      if (viaProxy(proxy, target.host)) {
+        try {
+          opened = await connectThroughProxy(proxy, target.host, target.port, connectTimeoutMs);
+        } catch (error) {
+          answerRaw(client, 502, "Bad Gateway", ERROR_HEADER, describeUpstreamError(error, target.host, target.port));
+          return;
+        }
+      } else {
+        opened = net.connect({ host: pinned.address, port: target.port });
+      }
       await new Promise<void>((resolve) => {
-        const upstream = net.connect({ host: pinned.address, port: target.port });
+        const upstream = opened;
         let connected = false;
         guardConnect(upstream, (error) => upstream.destroy(error));
-        upstream.once("connect", () => {
+        const onConnected = () => {
           connected = true;
           client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
           if (head.length > 0) upstream.write(head);
           upstream.pipe(client);
           client.pipe(upstream);
-        });
+        };
+        if (upstream.connecting) upstream.once("connect", onConnected);
+        else onConnected();
         upstream.setTimeout(idleTimeoutMs, () => upstream.destroy());
         upstream.on("error", (error) => {
           if (connected) client.destroy();

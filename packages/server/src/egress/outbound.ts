@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import { Agent, buildConnector } from "undici";
 import { createTrustedSecureContext } from "./gateway.js";
 import { EgressDeniedError, resolveAllowed, systemLookup, type EgressLookup, type EgressPolicy } from "./policy.js";
+import { connectThroughProxy, viaProxy, type UpstreamProxy } from "./upstream.js";
 
 /**
  * The server's own outbound HTTP (OAuth token, revocation and discovery endpoints), under the
@@ -23,6 +24,8 @@ export interface OutboundOptions {
   connectTimeoutMs?: number;
   /** Backstop for a silent peer (callers set their own, shorter, signal); default 30 s. */
   answerTimeoutMs?: number;
+  /** The operator's HTTP proxy (CONNECT), used once the policy said yes. */
+  upstreamProxy?: UpstreamProxy;
 }
 
 export type OutboundFetch = typeof fetch;
@@ -39,7 +42,13 @@ export function createOutboundFetch(policy: EgressPolicy, options: OutboundOptio
     const port = Number(target.port) || (target.protocol === "https:" ? 443 : 80);
     resolveAllowed(policy, lookup, { host, port }).then(
       ([first]) =>
-        connectTo(
+        viaProxy(options.upstreamProxy, host)
+          ? connectThroughProxy(options.upstreamProxy, host, port, options.connectTimeoutMs ?? 10_000).then(
+              // undici starts TLS (for https) on the tunnel it is handed.
+              (httpSocket) => connectTo({ ...target, httpSocket, servername: isIP(host) === 0 ? host : undefined } as Parameters<typeof connectTo>[0], callback),
+              (error: Error) => callback(error, null),
+            )
+          : connectTo(
           {
             ...target,
             hostname: first!.address,

@@ -57,6 +57,11 @@ export interface DecideOptions {
 
 export interface EgressPolicy {
   decide(target: EgressTarget, options?: DecideOptions): EgressDecision;
+  /**
+   * For a target the server names itself and reaches through the operator's proxy without
+   * resolving it here: only --egress-deny rules by name (or by literal address) apply.
+   */
+  decideByName(host: string, port: number): EgressDecision;
   /** A few lines for the start banner. */
   describe(): string[];
 }
@@ -265,6 +270,16 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
     return { allowed: true };
   }
 
+  function decideByName(rawHost: string, port: number): EgressDecision {
+    const host = normaliseHost(rawHost);
+    const literal = isIP(host) !== 0;
+    const denyRule = deny.find((rule) => (rule.kind === "address" ? literal && ruleMatches(rule, host, port, host) : ruleMatches(rule, host, port, host)));
+    if (denyRule) {
+      return { allowed: false, category: "deny-rule", message: `egress denied: ${literal ? host : `${host}`}:${port} is denied by --egress-deny ${denyRule.text}` };
+    }
+    return { allowed: true };
+  }
+
   function describe(): string[] {
     const lines = [
       `Egress: workers may reach public addresses; denied: ${CATEGORIES.map((c) => c.summary).join(", ")}, this server's own addresses`,
@@ -274,7 +289,7 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
     return lines;
   }
 
-  return { decide, describe };
+  return { decide, decideByName, describe };
 }
 
 /** Every address on this machine's interfaces: what "this server's own addresses" means by default. */

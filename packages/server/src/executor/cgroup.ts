@@ -1,20 +1,29 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 /**
- * CPU limits for sandboxed processes: a control group per process with a CPU quota (and a cap on
- * its tasks, so native code cannot fork-bomb the machine), where the server may create one
- * (root, with the cpu controller of cgroup v2 or v1 mounted writable). Elsewhere the caller falls
- * back to a lower priority and a CPU-time limit.
+ * CPU limits for sandboxed processes, where the server may create control groups (root, with the
+ * cpu controller of cgroup v2 or v1 mounted writable): all of them together share one group that
+ * weighs half of what the server does and may use every core but half of one, so /healthz and the
+ * API keep answering however many runs spin; each process, once loaded, also gets a group of its
+ * own with a quota of `cores` CPUs (and a cap on its tasks, so native code cannot fork-bomb the
+ * machine). Loading is left out of the per-process quota: V8 compiles on helper threads then, and a
+ * one-core quota would only slow every cold start. Elsewhere the caller falls back to a lower
+ * priority.
  */
 export interface CpuLimiter {
   /** What enforces the limit, for the start banner. */
   readonly kind: "cgroup v2" | "cgroup v1";
+  /** Puts a process in the group all sandboxed processes share. */
+  admit(pid: number): void;
   /** Puts a process (all its threads) under a quota of `cores` CPUs; remove() when it is gone. */
   confine(name: string, pid: number, cores: number): { remove(): void };
 }
 
 const PERIOD_US = 100_000;
+/** What all sandboxed processes together may use: every core but half of one (at least one). */
+const SHARED_CORES = Math.max(1, os.availableParallelism() - 0.5);
 /** Threads a sandboxed Node process may have: V8, libuv's pool, and room to spare. */
 const TASKS_MAX = 128;
 
@@ -68,8 +77,16 @@ function cgroupV2(root: string): CpuLimiter | undefined {
     removeLater(base);
     return undefined;
   }
+  write(path.join(base, "cpu.weight"), "50");
+  write(path.join(base, "cpu.max"), `${Math.round(SHARED_CORES * PERIOD_US)} ${PERIOD_US}`);
+  // v2 keeps processes out of inner groups that have children: the shared ones wait in a leaf.
+  const shared = path.join(base, "shared");
+  tryMkdir(shared);
   return {
     kind: "cgroup v2",
+    admit(pid) {
+      write(path.join(shared, "cgroup.procs"), String(pid));
+    },
     confine(name, pid, cores) {
       const dir = path.join(base, name);
       if (!tryMkdir(dir)) return { remove() {} };
@@ -86,10 +103,16 @@ function cgroupV1(root: string): CpuLimiter | undefined {
   if (!fs.existsSync(path.join(cpuRoot, "cpu.cfs_quota_us"))) return undefined;
   const base = path.join(cpuRoot, `workyard-${process.pid}`);
   if (!tryMkdir(base)) return undefined;
+  write(path.join(base, "cpu.shares"), "512");
+  write(path.join(base, "cpu.cfs_period_us"), String(PERIOD_US));
+  write(path.join(base, "cpu.cfs_quota_us"), String(Math.round(SHARED_CORES * PERIOD_US)));
   const pidsRoot = path.join(root, "pids");
   const pidsBase = fs.existsSync(path.join(pidsRoot, "cgroup.procs")) && tryMkdir(path.join(pidsRoot, `workyard-${process.pid}`)) ? path.join(pidsRoot, `workyard-${process.pid}`) : undefined;
   return {
     kind: "cgroup v1",
+    admit(pid) {
+      write(path.join(base, "cgroup.procs"), String(pid));
+    },
     confine(name, pid, cores) {
       const dir = path.join(base, name);
       if (!tryMkdir(dir)) return { remove() {} };
@@ -116,7 +139,12 @@ function cgroupV1(root: string): CpuLimiter | undefined {
 
 /** Removes this server's (now empty) parent groups at stop. */
 export function removeCpuGroups(root = "/sys/fs/cgroup"): void {
-  for (const dir of [path.join(root, `workyard-${process.pid}`), path.join(root, "cpu", `workyard-${process.pid}`), path.join(root, "pids", `workyard-${process.pid}`)]) {
+  for (const dir of [
+    path.join(root, `workyard-${process.pid}`, "shared"),
+    path.join(root, `workyard-${process.pid}`),
+    path.join(root, "cpu", `workyard-${process.pid}`),
+    path.join(root, "pids", `workyard-${process.pid}`),
+  ]) {
     try {
       fs.rmdirSync(dir);
     } catch {

@@ -5,16 +5,16 @@
  *
  * Started with Node's permission model: it may read only this file, the bundle and the installed
  * tree, and write only its scratch directory. So what it imports of ours is bundled into it
- * (scripts/bundle-server.mjs): the egress client, and types.
+ * (scripts/bundle-server.mjs): the egress client, and types; undici is mounted beside it.
  */
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { routeThroughGateway } from "../egress/client.js";
 import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
 
-const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304", egressSocket = ""] = process.argv.slice(2);
+const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304", egressSocket = "", undiciDir = ""] = process.argv.slice(2);
 // Before the worker's code loads: fetch, node:http and node:https go out through the gateway.
-if (egressSocket) routeThroughGateway(egressSocket);
+if (egressSocket) routeThroughGateway(egressSocket, undiciDir);
 const LOG_LIMIT = Number(logLimitArg);
 const RESULT_LIMIT = Number(resultLimitArg);
 

@@ -253,6 +253,8 @@ export class Executor {
       return;
     }
     pool.idle.push({ process, since: Date.now() });
+    // A run of another worker waits for room under the cap: this idle process can make it.
+    this.wakeRoomWaiter();
   }
 
   /** A process died: let a waiter start a new one instead of waiting forever. */

@@ -1,4 +1,5 @@
 import { fork, spawn, type ChildProcess } from "node:child_process";
+import { createRequire } from "node:module";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -14,6 +15,8 @@ import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.j
  * scripts/bundle-server.mjs), whether this runs from source, dist or the bundle.
  */
 const BUILT_CHILD_ENTRY = path.join(PACKAGE_ROOT, "dist", "sandbox", "worker.mjs");
+/** undici's package, which the entry loads on a worker's first fetch (egress/client.ts). */
+const UNDICI_DIR = path.dirname(createRequire(path.join(PACKAGE_ROOT, "package.json")).resolve("undici/package.json"));
 
 /**
  * Copies the entry into the data dir (world-readable), so a worker process running as another
@@ -59,7 +62,9 @@ export interface SandboxSpec {
 
 /** Where a worker process sees its files inside the namespaces. */
 export const INSIDE = {
+  runtime: "/workyard",
   entry: "/workyard/child.mjs",
+  undici: "/workyard/node_modules/undici",
   bundle: "/worker/index.mjs",
   map: "/worker/index.mjs.map",
   nodeModules: "/worker/node_modules",
@@ -165,6 +170,7 @@ export class SandboxProcess {
           clearTimeout(timer);
           this.manifest = message.manifest;
           this.loadMs = message.loadMs;
+          this.confineCpu();
           this.child.off("message", onMessage);
           this.child.on("message", (m: FromChild) => this.onMessage(m));
           resolve();
@@ -202,11 +208,12 @@ export class SandboxProcess {
     };
   }
 
-  private nodeFlags(paths: { entry: string; worker: string; scratch: string }): string[] {
+  private nodeFlags(paths: { entry: string; undici: string; worker: string; scratch: string }): string[] {
     return [
       "--experimental-permission",
       "--disable-warning=ExperimentalWarning",
       `--allow-fs-read=${paths.entry}`,
+      `--allow-fs-read=${paths.undici}`,
       `--allow-fs-read=${paths.worker}`,
       `--allow-fs-read=${paths.scratch}`,
       `--allow-fs-write=${paths.scratch}`,
@@ -220,6 +227,7 @@ export class SandboxProcess {
     const { spec } = this;
     const mounts: Mount[] = [
       { source: spec.entry, target: INSIDE.entry },
+      { source: UNDICI_DIR, target: INSIDE.undici },
       { source: path.join(spec.bundleDir, "index.mjs"), target: INSIDE.bundle },
       { source: spec.nodeModules, target: INSIDE.nodeModules },
       { source: spec.scratchDir, target: INSIDE.scratch, writable: true },
@@ -227,7 +235,7 @@ export class SandboxProcess {
     const map = path.join(spec.bundleDir, "index.mjs.map");
     if (fs.existsSync(map)) mounts.push({ source: map, target: INSIDE.map });
     if (spec.egressSocket) mounts.push({ source: spec.egressSocket, target: INSIDE.egressSocket, writable: true });
-    const flags = this.nodeFlags({ entry: INSIDE.entry, worker: "/worker", scratch: INSIDE.scratch });
+    const flags = this.nodeFlags({ entry: INSIDE.entry, undici: INSIDE.undici, worker: "/worker", scratch: INSIDE.scratch });
     const args = sandboxArgs(host, {
       mounts,
       user: spec.user,
@@ -241,6 +249,7 @@ export class SandboxProcess {
         String(LIMITS.logBytes),
         String(LIMITS.resultBytes),
         spec.egressSocket ? INSIDE.egressSocket : "",
+        INSIDE.undici,
       ],
     });
     const child = spawn(host.bwrap, args, {
@@ -257,7 +266,7 @@ export class SandboxProcess {
       const match = /"child-pid":\s*(\d+)/.exec(info);
       if (match && this.hostPid === undefined) {
         this.hostPid = Number(match[1]);
-        this.confineCpu();
+        this.admitCpu();
       }
     });
     infoStream?.on("error", () => {});
@@ -267,11 +276,11 @@ export class SandboxProcess {
   /** Without namespaces: Node's permission model, and the workspace's uid as root. */
   private spawnPlain(): ChildProcess {
     const { spec } = this;
-    const flags = this.nodeFlags({ entry: spec.entry, worker: spec.bundleDir, scratch: spec.scratchDir });
+    const flags = this.nodeFlags({ entry: spec.entry, undici: UNDICI_DIR, worker: spec.bundleDir, scratch: spec.scratchDir });
     flags.push(`--allow-fs-read=${spec.nodeModules}`);
     const child = fork(
       spec.entry,
-      [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes), spec.egressSocket ?? ""],
+      [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes), spec.egressSocket ?? "", UNDICI_DIR],
       {
         execArgv: flags,
         env: this.environment({ scratch: spec.scratchDir }),
@@ -283,25 +292,32 @@ export class SandboxProcess {
     );
     if (child.pid) {
       this.hostPid = child.pid;
-      this.confineCpu();
+      this.admitCpu();
     }
     return child;
   }
 
-  /** A CPU quota where the server can make control groups, else a lower priority. */
-  private confineCpu(): void {
+  /** While it loads: the group all sandboxed processes share where the server can make them, else a lower priority. */
+  private admitCpu(): void {
     const pid = this.hostPid;
     if (!pid) return;
     const { cpu } = this.spec.isolation;
     if (cpu) {
-      this.cpuGroup = cpu.confine(`p${process.pid}-${this.id}`, pid, this.spec.cpuCores);
-    } else {
-      try {
-        os.setPriority(pid, 10);
-      } catch {
-        // gone already, or not ours to renice
-      }
+      cpu.admit(pid);
+      return;
     }
+    try {
+      os.setPriority(pid, 10);
+    } catch {
+      // gone already, or not ours to renice
+    }
+  }
+
+  /** Once loaded: a CPU quota of its own (cgroup.ts says why not before). */
+  private confineCpu(): void {
+    const pid = this.hostPid;
+    const { cpu } = this.spec.isolation;
+    if (pid && cpu && !this.cpuGroup) this.cpuGroup = cpu.confine(`p${process.pid}-${this.id}`, pid, this.spec.cpuCores);
   }
 
   private captureRaw(chunk: Buffer): void {
