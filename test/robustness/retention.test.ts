@@ -32,6 +32,7 @@ function sweep(server: TestServer, options: { deploymentsKept?: number; runReten
     soleServer: false,
     runRetentionMs: options.runRetentionMs ?? config.runRetentionMs,
     deploymentsKept: options.deploymentsKept ?? config.deploymentsKept,
+    workerProcesses: { workerIds: () => [], retireWorker: () => {} },
     log,
   });
   return maintenance.sweep(false);

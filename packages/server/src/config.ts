@@ -100,7 +100,7 @@ export class ConfigError extends Error {
 }
 
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_DATA_HOME || path.join(os.homedir(), ".local", "share");
+  const base = env.XDG_DATA_HOME || path.join(env.HOME || os.homedir(), ".local", "share");
   return path.join(base, "workyard");
 }
 

@@ -81,7 +81,6 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   let publicUrl = config.publicUrl ?? "";
   const tokens = createTokenService(db);
   const uploads = createUploadService(db, keyring, { dataDir: config.dataDir });
-  const workers = createWorkerService({ db, uploads });
   const dirs = layout(config.dataDir);
   const gateway = createEgressGateway({ policy, log, ...egressOptions });
   // The gateway's sockets: a short folder others may pass through (not list), for sandboxed uids.
@@ -99,6 +98,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     egress: (socketPath, identity) => gateway.listen(socketPath, { identity: { ...identity, purpose: "run" } }),
     log,
   });
+  // A deleted worker's processes (holding its decrypted secrets) stop at once on this process;
+  // other processes of a cluster stop theirs at their next request for it, or their next sweep.
+  const workers = createWorkerService({ db, uploads, onDeleted: (workerId) => executor.retireWorker(workerId) });
   // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
   // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
@@ -150,6 +152,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // What a crash left behind (runs and builds never finished, half-written folders) is cleared now
   // and every minute.
   const maintenance = new Maintenance({
+    workerProcesses: executor,
     db,
     dataDir: config.dataDir,
     runTimeoutMs: config.runTimeoutMs,

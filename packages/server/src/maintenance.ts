@@ -7,6 +7,7 @@ import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
 import type { Database } from "./store/schema.js";
 import * as uploadsStore from "./store/uploads.js";
+import * as workersStore from "./store/workers.js";
 
 /** No build lasts longer (an npm install is stopped after 10 minutes). */
 const BUILD_DEADLINE_MS = 20 * 60 * 1000;
@@ -31,6 +32,8 @@ export interface MaintenanceOptions {
   runRetentionMs: number;
   /** Deployments kept per worker besides the live one (and any still building) (config.deploymentsKept). */
   deploymentsKept: number;
+  /** The workers with processes on this machine, and how to stop those of a worker deleted elsewhere. */
+  workerProcesses: { workerIds(): string[]; retireWorker(workerId: string): void };
   log: Logger;
 }
 
@@ -100,6 +103,13 @@ export class Maintenance {
       const runs = await runsStore.failInterruptedRuns(db, everything ? now : now - this.options.runTimeoutMs - 60_000, now);
       const builds = await deploymentsStore.failStaleBuilds(db, everything ? now : now - BUILD_DEADLINE_MS, now);
       if (runs + builds > 0) log.info({ runs, builds }, "recorded interrupted runs and builds as failed");
+    });
+    await step("deleted workers", async () => {
+      // Deleted through another server process: this one stops the processes it still has.
+      const running = this.options.workerProcesses.workerIds();
+      if (running.length === 0) return;
+      const existing = await workersStore.existingWorkerIds(db, running);
+      for (const id of running) if (!existing.has(id)) this.options.workerProcesses.retireWorker(id);
     });
     await step("runs", async () => {
       report.runs = await runsStore.deleteRunsEndedBefore(db, now - this.options.runRetentionMs);

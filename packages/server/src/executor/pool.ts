@@ -311,6 +311,11 @@ export class Executor {
     }
   }
 
+  /** The workers this executor has processes (or pools) for. */
+  workerIds(): string[] {
+    return [...new Set([...this.pools.values()].map((pool) => pool.workerId))];
+  }
+
   /** Stops every process of a worker (deleted, or its secrets changed). */
   retireWorker(workerId: string): void {
     for (const pool of this.pools.values()) if (pool.workerId === workerId) this.retire(pool);

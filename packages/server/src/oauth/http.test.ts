@@ -25,6 +25,7 @@ function settingsWith(quirks?: Partial<ProviderQuirks>, tokenEndpoint = "https:/
     revocationEndpoint: undefined,
     quirks: quirks ? { name: "test", match: ["https://provider.example"], ...quirks } : undefined,
     providerTimeoutMs: PROVIDER_TIMEOUT_MS,
+    fetch,
   };
 }
 

@@ -66,6 +66,13 @@ export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId:
 }
 
 /** A worker by id alone: for the server's own background work, never for a request. */
+/** Which of these worker ids still exist (in any workspace). */
+export async function existingWorkerIds(db: Db, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db.selectFrom("workers").select("id").where("id", "in", ids).execute();
+  return new Set(rows.map((row) => row.id));
+}
+
 export async function findWorkerById(db: Db, workerId: string): Promise<WorkerRow | undefined> {
   return db.selectFrom("workers").selectAll().where("id", "=", workerId).executeTakeFirst();
 }

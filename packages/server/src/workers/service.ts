@@ -42,8 +42,8 @@ export function validateWorkerName(name: string): string {
 export function createWorkerService(options: {
   db: Kysely<Database>;
   uploads: UploadService;
-  /** Called after a worker and everything it owns were deleted (pools, caches). */
-  onDeleted?: (workerId: string) => void;
+  /** Called after a worker and everything it owns were deleted: stops its processes, drops caches. */
+  onDeleted: (workerId: string) => void;
   now?: () => number;
 }): WorkerService {
   const { db, uploads } = options;
@@ -51,7 +51,11 @@ export function createWorkerService(options: {
 
   async function get(caller: Caller, workerId: string): Promise<WorkerRow> {
     const row = await workersStore.findWorker(db, caller.workspaceId, workerId);
-    if (!row) throw workerNotFound(workerId);
+    if (!row) {
+      // Deleted (through another server process, say): whatever this process still runs of it goes.
+      if (!(await workersStore.findWorkerById(db, workerId))) options.onDeleted(workerId);
+      throw workerNotFound(workerId);
+    }
     return row;
   }
 
@@ -87,7 +91,7 @@ export function createWorkerService(options: {
       const row = await get(caller, workerId);
       const deleted = await db.transaction().execute((trx) => workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId));
       if (!deleted) throw workerNotFound(workerId);
-      options.onDeleted?.(workerId);
+      options.onDeleted(workerId);
       return workerView(row);
     },
   };

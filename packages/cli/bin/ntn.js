@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+// The `ntn` command: the built CLI (dist/bin.js). A file of its own in the repository, so npm can
+// link it into node_modules/.bin at install, before `prepare` has built dist/.
+import "../dist/bin.js";
