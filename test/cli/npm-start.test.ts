@@ -45,3 +45,14 @@ it("`npm start -- --port 0 --data-dir D` from the repository's root listens, and
     tmp.cleanup();
   }
 });
+
+it("`npx ntn` in the repository runs ours: npm links node_modules/.bin/ntn to a file the repository holds", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const fs = await import("node:fs");
+  const link = path.join(ROOT, "node_modules", ".bin", "ntn");
+  // The link's target is committed (not built), so npm can link it before `prepare` builds dist/.
+  expect(fs.realpathSync(link)).toBe(path.join(ROOT, "packages", "cli", "bin", "ntn.js"));
+  expect(execFileSync("git", ["ls-files", "packages/cli/bin/ntn.js"], { cwd: ROOT }).toString().trim()).toBe("packages/cli/bin/ntn.js");
+  const version = execFileSync("npx", ["--no-install", "ntn", "--version"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "/usr/bin", HOME: "/nonexistent" } }).toString();
+  expect(version).toMatch(/^ntn \d+\.\d+\.\d+ \(workyard\)$/m);
+});

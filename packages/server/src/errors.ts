@@ -47,6 +47,8 @@ export const ERROR_STATUS = {
   sandbox_unavailable: 503,
   // runs
   run_failed: 422,
+  // The worker's module threw while loading (or exported no Worker): its error, not the server's.
+  worker_load_failed: 422,
   capability_not_runnable: 400,
   capability_not_supported: 501,
   input_too_large: 413,

@@ -72,12 +72,22 @@ export const INSIDE = {
   egressSocket: "/run/workyard/egress.sock",
 } as const;
 
-export class LoadError extends Error {
+/**
+ * The worker's code failed to load (it threw, exported no Worker, or its process died while
+ * loading): the worker's error, not the server's, wherever a load happens (a run, a manifest read).
+ */
+export class LoadError extends AppError {
   constructor(
     readonly error: SerializedError,
     readonly logs: string,
+    options: { runId?: string } = {},
   ) {
-    super(error.message);
+    super("worker_load_failed", `The worker failed to load: ${error.message}`, {
+      hint: options.runId
+        ? `Its stack is in the run's logs: ntn workers runs logs ${options.runId}. Fix it and deploy again.`
+        : "Fix the error in the worker's code (the build log shows its stack) and deploy again.",
+      ...(options.runId ? { details: { runId: options.runId } } : {}),
+    });
     this.name = "LoadError";
   }
 }

@@ -8,7 +8,7 @@ import { AppError } from "../errors.js";
 import { EXIT_CODES, LIMITS } from "../executor/limits.js";
 import type { Executor } from "../executor/pool.js";
 import type { EnvPatch, SerializedError } from "../executor/protocol.js";
-import type { RunOutcome } from "../executor/sandbox.js";
+import { LoadError, type RunOutcome } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
 import { LineQueue } from "../line-queue.js";
 import type { Logger } from "../log.js";
@@ -144,8 +144,40 @@ export function createRunService(options: {
     const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.
-    const reservation = await executor.reserve(target);
+    let reservation;
+    try {
+      reservation = await executor.reserve(target);
+    } catch (error) {
+      if (error instanceof LoadError) throw await recordLoadFailure(prepared, request.capabilityKey, error);
+      throw error;
+    }
     return { ...prepared, reservation };
+  }
+
+  /** A worker that failed to load when a run started it: a failed run, with its output and stack. */
+  async function recordLoadFailure(
+    prepared: Awaited<ReturnType<typeof prepare>>,
+    capabilityKey: string,
+    error: LoadError,
+  ): Promise<LoadError> {
+    const runId = newId();
+    const at = now();
+    const trace = tidyStack(error.error.stack && error.error.stack.includes("\n") ? error.error.stack : `${error.error.name}: ${error.error.message}`);
+    await journal.whole({
+      id: runId,
+      workspace_id: prepared.worker.workspace_id,
+      worker_id: prepared.worker.id,
+      deployment_id: prepared.deployment.id,
+      capability_key: capabilityKey,
+      status: "failed",
+      exit_code: EXIT_CODES.error,
+      started_at: at,
+      ended_at: at,
+      duration_ms: 0,
+      error: error.message,
+      logs: `${error.logs}${error.logs && !error.logs.endsWith("\n") ? "\n" : ""}[workyard] the worker failed to load: ${trace}\n`,
+    });
+    return new LoadError(error.error, error.logs, { runId });
   }
 
   async function execute(

@@ -41,7 +41,8 @@ export default defineCommand({
       for (const key of changed) ctx.out.status(`  ~ ${key}`);
       if (!(await ctx.confirm("? Push changes?"))) return;
     }
-    await api.call("UpsertSecrets", { workerId, secrets: [...local].map(([key, value]) => ({ key, value })) });
+    const result = await api.call("UpsertSecrets", { workerId, secrets: [...local].map(([key, value]) => ({ key, value })) });
     ctx.out.success("Environment variables pushed successfully");
+    for (const warning of result.warnings ?? []) ctx.out.warn(warning);
   },
 });

@@ -20,5 +20,7 @@ export default defineCommand({
     const stored = secrets.filter((s) => !ignored.includes(s.key));
     if (stored.length === 1) ctx.out.success(`Set environment variable '${stored[0]!.key}'`);
     else if (stored.length > 1) ctx.out.success(`Set ${stored.length} environment variables`);
+    // The live deployment re-read with the new values: what went wrong there (the values stay set).
+    for (const warning of result.warnings ?? []) ctx.out.warn(warning);
   },
 });

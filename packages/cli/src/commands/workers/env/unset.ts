@@ -7,7 +7,8 @@ export default defineCommand({
   workerIdOption: true,
   async run(ctx) {
     const key = ctx.args.KEY as string;
-    await ctx.api().call("DeleteSecret", { workerId: ctx.workerId(), key });
+    const result = await ctx.api().call("DeleteSecret", { workerId: ctx.workerId(), key });
     ctx.out.success(`Unset environment variable '${key}'`);
+    for (const warning of result.warnings ?? []) ctx.out.warn(warning);
   },
 });
