@@ -57,21 +57,24 @@ export async function listConnections(db: Db, workerId: string): Promise<OauthCo
   return db.selectFrom("oauth_connections").selectAll().where("worker_id", "=", workerId).orderBy("capability_key").execute();
 }
 
-/** A new authorization replaces whatever was stored, lease included; the version keeps counting. */
+/**
+ * A new authorization replaces whatever was stored, lease included; the version keeps counting.
+ * One statement (insert, or update on the key's conflict): two callbacks for one capability at
+ * once both succeed, the later one's tokens stay.
+ */
 export async function replaceConnection(db: Db, row: Omit<OauthConnectionRow, "version">): Promise<number> {
-  const existing = await findConnection(db, row.worker_id, row.capability_key);
-  const version = (existing?.version ?? 0) + 1;
-  if (existing) {
-    await db
-      .updateTable("oauth_connections")
-      .set({ ...row, version })
-      .where("worker_id", "=", row.worker_id)
-      .where("capability_key", "=", row.capability_key)
-      .execute();
-  } else {
-    await db.insertInto("oauth_connections").values({ ...row, version }).execute();
-  }
-  return version;
+  const written = await db
+    .insertInto("oauth_connections")
+    .values({ ...row, version: 1 })
+    .onConflict((oc) =>
+      oc.columns(["worker_id", "capability_key"]).doUpdateSet((eb) => ({
+        ...row,
+        version: eb(eb.ref("oauth_connections.version"), "+", 1),
+      })),
+    )
+    .returning("version")
+    .executeTakeFirstOrThrow();
+  return Number(written.version);
 }
 
 export async function deleteConnection(db: Db, workerId: string, key: string): Promise<boolean> {
