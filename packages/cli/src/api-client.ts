@@ -23,6 +23,31 @@ const ACTION_VERBS: Partial<Record<ActionName, string>> = {
 };
 
 /**
+ * Actions that change nothing, or set what they set whatever happened before: a busy server's
+ * 503 (or a 429) is retried for them, after its Retry-After. The others (a run, a build, a create)
+ * might have happened already and are left to the user.
+ */
+const IDEMPOTENT = new Set<ActionName>([
+  "ListWorkers",
+  "GetWorker",
+  "ListCapabilities",
+  "ListSecrets",
+  "UpsertSecrets",
+  "PullEnv",
+  "GetOauthToken",
+  "GetOauthStatus",
+  "GetOauthFlow",
+  "ListRunsForWorker",
+  "GetRunLogs",
+  "ListTokens",
+  "WhoAmI",
+  "GetServerInfo",
+] as ActionName[]);
+
+/** Tries of an idempotent call, and the time they may take in all. */
+const RETRY = { tries: 3, withinMs: 30_000, defaultWaitMs: 1000 };
+
+/**
  * The only HTTP client of the server API: `POST <base>/api/v3/workers<Action>` with a JSON body.
  * Error bodies become ApiError (exit 5) or AuthError (401, exit 4) carrying the server's message
  * and hint; the raw body is kept for --verbose.
@@ -34,6 +59,21 @@ export class ApiClient {
   ) {}
 
   private async post(action: ActionName, body: unknown, signal?: AbortSignal): Promise<Response> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.postOnce(action, body, signal);
+      if (response.ok) return response;
+      const busy = response.status === 503 || response.status === 429;
+      const wait = retryAfterMs(response.headers.get("retry-after"));
+      if (!busy || !IDEMPOTENT.has(action) || attempt >= RETRY.tries || Date.now() - started + wait > RETRY.withinMs) {
+        throw await this.errorFrom(action, response);
+      }
+      await response.body?.cancel().catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  private async postOnce(action: ActionName, body: unknown, signal?: AbortSignal): Promise<Response> {
     const url = `${this.baseUrl}/api/v3/workers${action}`;
     const headers: Record<string, string> = { "content-type": "application/json", "user-agent": USER_AGENT };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -48,7 +88,6 @@ export class ApiClient {
         cause: error,
       });
     }
-    if (!response.ok) throw await this.errorFrom(action, response);
     return response;
   }
 
@@ -111,6 +150,15 @@ export class ApiClient {
     buffered += decoder.decode();
     if (buffered.trim()) yield parseLine(buffered.trim());
   }
+}
+
+/** Retry-After in seconds or as an HTTP date; a second when absent or unreadable. */
+function retryAfterMs(header: string | null): number {
+  if (!header) return RETRY.defaultWaitMs;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? RETRY.defaultWaitMs : Math.max(0, at - Date.now());
 }
 
 function parseLine(line: string): StreamLine {

@@ -153,10 +153,6 @@ function fromFrameworkError(error: FastifyError): AppError | undefined {
     case "FST_FIELDS_LIMIT":
       return new AppError("validation_error", "The upload holds too many parts; send the issued fields and one file.");
   }
-  // The store is momentarily locked (SQLite's writer lock) or out of connections (PostgreSQL).
-  if (error.code === "SQLITE_BUSY" || error.code === "SQLITE_LOCKED" || /timeout exceeded when trying to connect/.test(error.message)) {
-    return new AppError("store_busy", "The database is busy; try again shortly.");
-  }
   if (error instanceof SyntaxError || error.statusCode === 400) {
     return new AppError("invalid_json", "The request body is not valid JSON.");
   }

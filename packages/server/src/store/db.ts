@@ -1,7 +1,33 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
+import { AppError } from "../errors.js";
 import type { Database } from "./schema.js";
+
+/**
+ * The database could not take the query now: no connection within the wait, the SQLite write
+ * lock held past its timeout, a serialisation failure or deadlock PostgreSQL resolved by giving up
+ * this transaction. Busy, not broken: 503 with Retry-After, and the caller tries again.
+ */
+export class StoreBusyError extends AppError {
+  constructor(cause: unknown) {
+    super("store_busy", "The server is busy (its database did not take the request in time); try again shortly.", {
+      hint: "Retry after the time in the Retry-After header.",
+      cause,
+    });
+    this.name = "StoreBusyError";
+  }
+}
+
+/** SQLite's codes for a lock it could not take in time. */
+const SQLITE_BUSY_CODES = new Set(["SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_TIMEOUT", "SQLITE_LOCKED", "SQLITE_LOCKED_SHAREDCACHE"]);
+/** PostgreSQL's SQLSTATEs for a transaction given up, or a server that cannot take it now. */
+const PG_BUSY_CODES = new Set(["40001", "40P01", "53300", "57P03", "55P03"]);
+
+function busyOr(error: unknown, codes: Set<string>): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && codes.has(code) ? new StoreBusyError(error) : error;
+}
 
 export type Dialect = "sqlite" | "postgres";
 
@@ -62,7 +88,7 @@ function withStatementCache(database: import("better-sqlite3").Database): import
       return (sql: string) => {
         let statement = cache.get(sql);
         if (!statement) {
-          statement = prepare(sql);
+          statement = busyAware(prepare(sql));
           if (cache.size >= 500) cache.delete(cache.keys().next().value!);
           cache.set(sql, statement);
         }
@@ -72,6 +98,31 @@ function withStatementCache(database: import("better-sqlite3").Database): import
   });
 }
 
+/** The statement, with SQLite's lock timeouts thrown as StoreBusyError. */
+function busyAware(statement: import("better-sqlite3").Statement): import("better-sqlite3").Statement {
+  const wrap =
+    <A extends unknown[], R>(run: (...args: A) => R) =>
+    (...args: A): R => {
+      try {
+        return run(...args);
+      } catch (error) {
+        throw busyOr(error, SQLITE_BUSY_CODES);
+      }
+    };
+  return new Proxy(statement, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (property === "all" || property === "run" || property === "get" || property === "iterate") {
+        return wrap((value as (...args: unknown[]) => unknown).bind(target));
+      }
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+/** Connections kept open from the start, so a burst does not begin with connects. */
+const PG_WARM_CONNECTIONS = 4;
+
 async function openPostgres(url: string): Promise<Store> {
   const pg = await import("pg");
   const { Pool, types } = pg.default;
@@ -80,6 +131,8 @@ async function openPostgres(url: string): Promise<Store> {
   const pool = new Pool({
     connectionString: url,
     max: 20,
+    min: PG_WARM_CONNECTIONS,
+    idleTimeoutMillis: 60_000,
     // A request waits this long for a connection, then answers store_busy (503, Retry-After).
     connectionTimeoutMillis: 10_000,
     types: {
@@ -87,13 +140,16 @@ async function openPostgres(url: string): Promise<Store> {
         oid === 20 ? parseBigint : types.getTypeParser(oid, format as "text")) as typeof types.getTypeParser,
     },
   });
-  // Fail at start with a clear message instead of at the first request.
-  const client = await pool.connect().catch(async (error: Error) => {
+  // Fail at start with a clear message instead of at the first request; the warm ones stay open.
+  const clients = await Promise.all(Array.from({ length: PG_WARM_CONNECTIONS }, () => pool.connect())).catch(async (error: Error) => {
     await pool.end().catch(() => {});
     throw new Error(`Cannot connect to PostgreSQL (DATABASE_URL): ${error.message}`);
   });
-  client.release();
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  for (const client of clients) client.release();
+  // An idle connection PostgreSQL dropped (a restart, a failover) is removed from the pool; without
+  // a listener, its error would end the process.
+  pool.on("error", () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: busyAwarePool(pool) }) });
   const where = new URL(url);
   return {
     db,
@@ -101,4 +157,41 @@ async function openPostgres(url: string): Promise<Store> {
     location: `postgres://${where.host}${where.pathname}`,
     close: () => db.destroy(),
   };
+}
+
+/**
+ * The pool as Kysely sees it: a connection that does not come within the wait, or a query
+ * PostgreSQL gave up on as busy, is a StoreBusyError.
+ */
+function busyAwarePool(pool: import("pg").Pool): import("pg").Pool {
+  const connect = async () => {
+    let client: import("pg").PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (error) {
+      throw new StoreBusyError(error);
+    }
+    return new Proxy(client, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown;
+        if (property === "query") {
+          return async (...args: unknown[]) => {
+            try {
+              return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            } catch (error) {
+              throw busyOr(error, PG_BUSY_CODES);
+            }
+          };
+        }
+        return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  };
+  return new Proxy(pool, {
+    get(target, property) {
+      if (property === "connect") return connect;
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
