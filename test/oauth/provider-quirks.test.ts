@@ -240,10 +240,40 @@ describe("a missing expires_in", () => {
     expect(Date.parse(connected.nextRefreshAt)).toBeLessThan(Date.parse(connected.expiresAt));
 
     const table = ok(await bench.cli(["workers", "oauth", "status"], { cwd: workers.quirks.dir }));
-    expect(table.stdout).toContain(`${connected.expiresAt} (default 60 min interval)`);
+    expect(table.stdout).toContain("unknown (no expires_in, no accessTokenExpireMs): refreshed every 60 min and before each token read or env pull");
     expect(table.stdout).not.toContain("does not expire");
     const json = JSON.parse(ok(await bench.cli(["workers", "oauth", "status", "--json"], { cwd: workers.quirks.dir })).stdout);
     expect(json[0]).toMatchObject({ key: "githubAuth", expiresAt: connected.expiresAt, expirySource: "default" });
+  });
+
+  it("without accessTokenExpireMs, once the provider expired the token: env pull and oauth token refresh first (issue 13, fix 7)", async () => {
+    proxy.setMode("drop-expires-in");
+    const { page } = await bench.connect(workers.quirks.workerId);
+    expect(page.status, page.text).toBe(200);
+    const first = await bench.token(workers.quirks.workerId);
+    // The provider's own lifetime passes (a real wait: the provider must see the token expire), and
+    // the 5 s during which Workyard does not refresh a token of unknown expiry again.
+    await sleep(Math.max(TTL_S * 1000 + 1200, 5200));
+    expect(await resourceStatus(provider, first.body.accessToken)).toBe(401);
+
+    // What the seed says to do after a 401: pull again. The token Workyard thought valid is refreshed first.
+    const refreshed = refreshes(provider);
+    const dotenv = path.join(workers.quirks.dir, ".env");
+    fs.rmSync(dotenv, { force: true });
+    ok(await bench.cli(["workers", "env", "pull", "--yes"], { cwd: workers.quirks.dir }));
+    const pulled = /^OAUTH_[0-9A-F]+_ACCESS_TOKEN=(.+)$/m.exec(fs.readFileSync(dotenv, "utf8"))![1]!;
+    expect(pulled).not.toBe(first.body.accessToken);
+    expect(await resourceStatus(provider, pulled)).toBe(200);
+    expect(refreshes(provider)).toBe(refreshed + 1);
+    // At most one refresh per connection every 5 seconds: a read right after gets the same token.
+    const again = await bench.token(workers.quirks.workerId);
+    expect(again.body.accessToken).toBe(pulled);
+    expect(refreshes(provider)).toBe(refreshed + 1);
+    // --refresh forces one in any case.
+    const forced = ok(await bench.cli(["workers", "oauth", "token", "githubAuth", "--refresh", "--plain"], { cwd: workers.quirks.dir })).stdout.trim();
+    expect(forced).not.toBe(pulled);
+    expect(refreshes(provider)).toBe(refreshed + 2);
+    expect(await resourceStatus(provider, forced)).toBe(200);
   });
 
   it("without a refresh token either: the token does not expire for us, until an API rejects it", async () => {

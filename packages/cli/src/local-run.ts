@@ -101,7 +101,7 @@ export async function runLocally(options: LocalRunOptions): Promise<unknown> {
     if (error.stack) out.status(error.stack);
     const tokenTrouble = stale.length > 0 || /\b401\b|unauthori[sz]ed|invalid.token|expired|Missing OAuth access token/i.test(error.message);
     throw new UserError(error.message, {
-      hint: tokenTrouble ? "If the provider rejected the token, run `ntn workers env pull` for a fresh one, then try again." : undefined,
+      hint: tokenTrouble ? "If the provider rejected the token, run `ntn workers env pull --refresh` for a fresh one, then try again." : undefined,
     });
   } finally {
     fs.rmSync(bundlePath, { force: true });

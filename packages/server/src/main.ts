@@ -110,7 +110,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     keyring,
     workers,
     onChanged: (worker) => builder!.onSecretsChanged(worker),
-    runtimeEnv: (worker) => oauth!.pullEnv(worker),
+    runtimeEnv: (worker, read) => oauth!.pullEnv(worker, read),
   });
   builder = createBuildService({
     db,

@@ -124,7 +124,8 @@ export interface Actions {
   };
   ListSecrets: { request: { workerId: string }; response: { secrets: SecretView[] } };
   DeleteSecret: { request: { workerId: string; key: string }; response: { warnings: string[] } };
-  PullEnv: { request: { workerId: string }; response: { env: EnvEntry[]; notices: EnvNotice[] } };
+  /** Workyard's `refresh`: refresh every OAuth token first (the official CLI never sends it). */
+  PullEnv: { request: { workerId: string; refresh?: boolean }; response: { env: EnvEntry[]; notices: EnvNotice[] } };
   RunCapability: {
     request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean };
     response: { result: unknown; runId: string };
@@ -136,7 +137,8 @@ export interface Actions {
     response: { authorizationUrl: string; state: string; redirectUrl: string };
   };
   GetOauthToken: {
-    request: { workerId: string; oauthCapabilityKey: string };
+    /** Workyard's `refresh`: refresh first, whatever the expiry (`ntn workers oauth token KEY --refresh`). */
+    request: { workerId: string; oauthCapabilityKey: string; refresh?: boolean };
     response: { accessToken: string; expiresAt: string | null };
   };
   CreateToken: {

@@ -39,6 +39,13 @@ export interface RefreshTiming {
   keepAliveMs: number;
 }
 
+/**
+ * A token whose expiry is unknown (no expires_in, no accessTokenExpireMs) is refreshed before a
+ * token or env read, unless it is younger than this: the provider may have expired it already, and
+ * the user's recourse after a 401 is to read again.
+ */
+export const UNKNOWN_EXPIRY_REFRESH_MS = 5000;
+
 export const DEFAULT_TIMING: RefreshTiming = { leaseTtlMs: LEASE_TTL_MS, leaseWaitMs: LEASE_WAIT_MS, keepAliveMs: 7 * 24 * 3600 * 1000 };
 
 /** Refresh before expiry by min(5 minutes, half the token's lifetime). */
@@ -58,7 +65,7 @@ export function expiryOf(
   now: number,
 ): { expiresAt: number | null; source: OauthConnectionRow["expiry_source"] } {
   if (typeof answer.expires_in === "number" && answer.expires_in > 0) return { expiresAt: now + answer.expires_in * 1000, source: "provider" };
-  if (settings.accessTokenTtlMs) return { expiresAt: now + settings.accessTokenTtlMs, source: settings.accessTokenTtlSource === "catalog" ? "default" : "config" };
+  if (settings.accessTokenTtlMs) return { expiresAt: now + settings.accessTokenTtlMs, source: settings.accessTokenTtlSource === "catalog" ? "catalog" : "config" };
   if (refreshable) return { expiresAt: now + DEFAULT_REFRESH_INTERVAL_MS, source: "default" };
   return { expiresAt: null, source: "none" };
 }
@@ -178,13 +185,20 @@ export class Connections {
     return { accessToken: this.open(row).access_token, expiresAt: row.access_expires_at };
   }
 
-  /** A valid access token, refreshed first when it expires within the margin. */
-  async validToken(worker: WorkerRow, settings: OAuthSettings, options: { force?: boolean } = {}): Promise<ValidToken> {
+  /**
+   * A valid access token, refreshed first when it expires within the margin, or, with options,
+   * when it was obtained before a time: `refreshObtainedBefore` (the user asked for a refresh),
+   * `refreshUnknownExpiry` (its expiry is a guess: refreshed unless obtained in the last 5 s).
+   */
+  async validToken(worker: WorkerRow, settings: OAuthSettings, options: { refreshObtainedBefore?: number; refreshUnknownExpiry?: boolean } = {}): Promise<ValidToken> {
     const row = await oauthStore.findConnection(this.options.db, worker.id, settings.key);
     if (!row) throw notConnected(settings.key);
     if (row.status === "needs_reauthorization") throw needsReauthorization(settings.key, row.last_error);
     const now = this.now();
-    if (!options.force && this.isFresh(row, now)) return this.tokenOf(row);
+    const unknown = options.refreshUnknownExpiry && row.expiry_source === "default" ? now - UNKNOWN_EXPIRY_REFRESH_MS : undefined;
+    const before = Math.max(options.refreshObtainedBefore ?? -Infinity, unknown ?? -Infinity);
+    const wanted = Number.isFinite(before) && row.obtained_at < before ? before : undefined;
+    if (wanted === undefined && this.isFresh(row, now)) return this.tokenOf(row);
     if (!row.has_refresh_token) {
       if (row.access_expires_at !== null && row.access_expires_at <= now) {
         throw needsReauthorization(settings.key, "the access token expired and the provider issued no refresh token");
@@ -194,7 +208,7 @@ export class Connections {
     const flightKey = `${worker.id}\0${settings.key}`;
     let pending = this.inFlight.get(flightKey);
     if (!pending) {
-      pending = this.refreshUnderLease(worker, settings, row, options.force === true).finally(() => this.inFlight.delete(flightKey));
+      pending = this.refreshUnderLease(worker, settings, row, wanted).finally(() => this.inFlight.delete(flightKey));
       this.inFlight.set(flightKey, pending);
     }
     return pending;
@@ -222,8 +236,12 @@ export class Connections {
     }
   }
 
-  /** Takes the lease (or waits for whoever has it), then refreshes unless someone just did. */
-  private async refreshUnderLease(worker: WorkerRow, settings: OAuthSettings, seen: OauthConnectionRow, force: boolean): Promise<ValidToken> {
+  /**
+   * Takes the lease (or waits for whoever has it), then refreshes unless someone just did: a token
+   * is good enough once it is fresh and, when `obtainedBefore` is given, obtained since then.
+   */
+  private async refreshUnderLease(worker: WorkerRow, settings: OAuthSettings, seen: OauthConnectionRow, obtainedBefore: number | undefined): Promise<ValidToken> {
+    const goodEnough = (row: OauthConnectionRow) => this.isFresh(row, this.now()) && (obtainedBefore === undefined || row.obtained_at >= obtainedBefore);
     const { db } = this.options;
     const owner = randomToken(16);
     const deadline = this.now() + this.timing.leaseWaitMs;
@@ -235,7 +253,7 @@ export class Connections {
       if (!row) throw notConnected(settings.key);
       if (row.status === "needs_reauthorization") throw needsReauthorization(settings.key, row.last_error);
       // Another refresher finished: its token is ours too.
-      if (row.version !== seen.version && this.isFresh(row, this.now())) return this.tokenOf(row);
+      if (row.version !== seen.version && goodEnough(row)) return this.tokenOf(row);
       // A holder whose lease ran out (it crashed, say) is gone: take the lease over.
       if (row.lease_expires_at !== null && row.lease_expires_at <= this.now()) continue;
       if (this.now() > deadline) {
@@ -250,7 +268,7 @@ export class Connections {
       const row = await oauthStore.findConnection(db, worker.id, settings.key);
       if (!row) throw notConnected(settings.key);
       if (row.status === "needs_reauthorization") throw needsReauthorization(settings.key, row.last_error);
-      if (!force && row.version !== seen.version && this.isFresh(row, this.now())) {
+      if (row.version !== seen.version && goodEnough(row)) {
         await oauthStore.releaseLease(db, worker.id, settings.key, owner);
         return this.tokenOf(row);
       }

@@ -160,14 +160,21 @@ export function createOAuthService(options: {
     };
   }
 
+  /**
+   * What a user's read of tokens (GetOauthToken, PullEnv) refreshes first: tokens whose expiry is
+   * unknown (the seed's promise: after a 401, pull again and get a valid one), and every token
+   * when asked to. Runs keep to the plain expiry.
+   */
+  const readOptions = (read: TokenRead) => (read.refresh ? { refreshObtainedBefore: now(), refreshUnknownExpiry: true } : { refreshUnknownExpiry: true });
+
   /** Valid tokens for every OAuth capability; a capability that has none says why. */
-  async function collectTokens(worker: WorkerRow, workerIsFresh = false) {
+  async function collectTokens(worker: WorkerRow, workerIsFresh = false, options: Parameters<Connections["validToken"]>[2] = {}) {
     const { settings, broken } = await allSettings(worker, workerIsFresh);
     const tokens: { settings: OAuthSettings; accessToken: string; expiresAt: number | null }[] = [];
     const failures: { key: string; envKey: string; error: AppError }[] = broken.map((b) => ({ key: b.key, envKey: envKeyFor(b.name), error: b.error }));
     for (const s of settings) {
       try {
-        const token = await connections.validToken(worker, s);
+        const token = await connections.validToken(worker, s, options);
         tokens.push({ settings: s, ...token });
       } catch (error) {
         if (!isAppError(error)) throw error;
@@ -284,9 +291,9 @@ export function createOAuthService(options: {
       }
     },
 
-    async token(caller: Caller, workerId: string, key: string) {
+    async token(caller: Caller, workerId: string, key: string, read: TokenRead = {}) {
       const worker = await workers.get(caller, workerId);
-      const token = await connections.validToken(worker, await settingsFor(worker, key, true));
+      const token = await connections.validToken(worker, await settingsFor(worker, key, true), readOptions(read));
       return { accessToken: token.accessToken, expiresAt: iso(token.expiresAt) };
     },
 
@@ -337,9 +344,9 @@ export function createOAuthService(options: {
     },
 
     /** PullEnv's runtime part: a fresh token per connected capability, notices for the others. */
-    async pullEnv(worker: WorkerRow): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }> {
+    async pullEnv(worker: WorkerRow, read: TokenRead = {}): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }> {
       // The worker row was read in this same request.
-      const { tokens, failures } = await collectTokens(worker, true);
+      const { tokens, failures } = await collectTokens(worker, true, readOptions(read));
       return {
         env: tokens.map((t) => ({ key: t.settings.envKey, value: t.accessToken, expiresAt: iso(t.expiresAt) })),
         notices: failures
@@ -368,6 +375,13 @@ export function createOAuthService(options: {
 }
 
 export type OAuthService = ReturnType<typeof createOAuthService>;
+
+/** How a user's read of tokens (GetOauthToken, PullEnv) wants them: `refresh` forces one. */
+export interface TokenRead {
+  refresh?: boolean;
+}
+
+
 
 /**
  * The provider's RFC 7009 endpoint from its RFC 8414 (or OpenID) metadata at the token endpoint's

@@ -75,7 +75,7 @@ export interface EnvNotice {
 }
 
 /** Adds runtime variables (OAuth access tokens) to what PullEnv returns. */
-export type RuntimeEnvSource = (worker: WorkerRow) => Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
+export type RuntimeEnvSource = (worker: WorkerRow, read: { refresh?: boolean }) => Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
 
 export interface SecretService {
   upsert(caller: Caller, workerId: string, entries: EnvEntry[]): Promise<{ updated: string[]; ignored: string[]; warnings: string[] }>;
@@ -85,7 +85,8 @@ export interface SecretService {
    * Every secret a run gets, in clear, plus runtime variables (`env pull`); a notice names each
    * stored secret no run gets (a reserved name, a NUL byte) and how to remove it.
    */
-  pull(caller: Caller, workerId: string): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
+  /** `read.refresh`: every OAuth token is refreshed first (`ntn workers env pull --refresh`). */
+  pull(caller: Caller, workerId: string, read?: { refresh?: boolean }): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
   /**
    * The worker's secrets in clear as its processes may get them: rows stored before the rules
    * with a reserved name or a NUL byte are left out, and so are OAuth token names (the runtime sets
@@ -213,7 +214,7 @@ export function createSecretService(options: {
       return { warnings: (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [] };
     },
 
-    async pull(caller, workerId) {
+    async pull(caller, workerId, read = {}) {
       const worker = await workers.get(caller, workerId);
       const env: EnvEntry[] = [];
       const notices: EnvNotice[] = [];
@@ -227,7 +228,7 @@ export function createSecretService(options: {
         else notices.push({ key, message: `${unusable}; it is stored but no run gets it. Remove it with: ntn workers env unset ${key}` });
       }
       if (options.runtimeEnv) {
-        const runtime = await options.runtimeEnv(worker);
+        const runtime = await options.runtimeEnv(worker, read);
         env.push(...runtime.env);
         notices.push(...runtime.notices);
       }

@@ -135,8 +135,11 @@ export interface OauthConnectionsTable {
   sealed: Buffer;
   has_refresh_token: number;
   access_expires_at: number | null;
-  /** Where the expiry came from: `provider` (expires_in), `config` (accessTokenExpireMs), `default`, or `none`. */
-  expiry_source: "provider" | "config" | "default" | "none";
+  /**
+   * Where the expiry came from: `provider` (expires_in), `config` (accessTokenExpireMs), `catalog`
+   * (the provider's usual lifetime), `default` (unknown: Workyard's interval), or `none`.
+   */
+  expiry_source: "provider" | "config" | "catalog" | "default" | "none";
   connected_at: number;
   /** When the current access token was obtained (its lifetime starts here). */
   obtained_at: number;

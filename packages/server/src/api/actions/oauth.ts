@@ -25,9 +25,9 @@ export const oauthActions = [
   defineAction({
     name: "GetOauthToken",
     auth: "workspace",
-    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey }, ["workerId", "oauthCapabilityKey"]),
+    schema: object({ workerId: id, oauthCapabilityKey: capabilityKey, refresh: { type: "boolean" } }, ["workerId", "oauthCapabilityKey"]),
     async handle({ caller, deps, body }) {
-      return deps.oauth.token(caller, body.workerId, body.oauthCapabilityKey);
+      return deps.oauth.token(caller, body.workerId, body.oauthCapabilityKey, { refresh: body.refresh === true });
     },
   }),
   defineAction({

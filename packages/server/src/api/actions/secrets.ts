@@ -30,9 +30,9 @@ export const secretActions = [
   defineAction({
     name: "PullEnv",
     auth: "workspace",
-    schema: object({ workerId: id }, ["workerId"]),
+    schema: object({ workerId: id, refresh: { type: "boolean" } }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      return deps.secrets.pull(caller, body.workerId);
+      return deps.secrets.pull(caller, body.workerId, { refresh: body.refresh === true });
     },
   }),
 ];

@@ -8,17 +8,18 @@ export default defineCommand({
   summary: "Pull remote environment variables into a local .env file",
   description:
     "Pull remote environment variables into a local .env file: every secret, and a fresh access token " +
-    "for each connected OAuth capability (refreshed first when near expiry). Existing files are merged: " +
-    "comments and other variables stay.",
+    "for each connected OAuth capability (refreshed first when near expiry, or when its expiry is unknown; " +
+    "--refresh refreshes every one). Existing files are merged: comments and other variables stay.",
   args: [{ name: "WORKER_ID", description: "The ID of the worker (reads from workers.json if omitted)" }],
   options: [
     { flags: "--file <FILE>", description: "Path to the .env file to write", default: ".env" },
     { flags: "--no-file", description: "Print env vars to stdout instead of writing to a file" },
     { flags: "--yes", description: "Skip confirmation prompt" },
+    { flags: "--refresh", description: "Refresh every OAuth access token first (after an API rejected one)" },
   ],
   async run(ctx) {
     const workerId = ctx.workerId(ctx.args.WORKER_ID as string | undefined);
-    const pulled = await ctx.api().call("PullEnv", { workerId });
+    const pulled = await ctx.api().call("PullEnv", { workerId, ...(ctx.opts.refresh ? { refresh: true } : {}) });
     for (const notice of pulled.notices ?? []) ctx.out.warn(notice.message);
     const remote = new Map(pulled.env.map((e) => [e.key, e.value]));
     const comments = new Map<string, string>();

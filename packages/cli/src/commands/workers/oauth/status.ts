@@ -4,7 +4,10 @@ import { defineCommand } from "../../../define-command.js";
 function describeExpiry(c: ConnectionStatusView): string {
   if (c.status === "not_connected") return "-";
   if (!c.expiresAt) return "does not expire";
-  const source = c.expirySource === "default" ? ` (default ${Math.round(c.defaultRefreshIntervalMs / 60000)} min interval)` : c.expirySource === "config" ? " (accessTokenExpireMs)" : "";
+  if (c.expirySource === "default") {
+    return `unknown (no expires_in, no accessTokenExpireMs): refreshed every ${Math.round(c.defaultRefreshIntervalMs / 60000)} min and before each token read or env pull`;
+  }
+  const source = c.expirySource === "config" ? " (accessTokenExpireMs)" : c.expirySource === "catalog" ? " (the provider's usual lifetime)" : "";
   return `${c.expiresAt}${source}`;
 }
 
