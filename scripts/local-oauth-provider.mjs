@@ -3,9 +3,11 @@
 // test suite's provider) with development login and consent pages, refresh tokens, a short access
 // token lifetime, and a resource API at /api/user/repos that accepts only its valid tokens.
 //
-//   node scripts/local-oauth-provider.mjs [--port 4000] [--redirect http://127.0.0.1:7777/workers/oauth/callback] [--ttl 120]
+//   node scripts/local-oauth-provider.mjs [--port 4000] [--server http://127.0.0.1:7777] [--ttl 120]
 //
-// Any user name and password log in. Stop it with Ctrl-C. For development only.
+// The client's redirect URL is the Workyard server's callback: --server names the server (default
+// NOTION_API_BASE_URL, else http://127.0.0.1:7777), or --redirect gives the URL whole. Any user
+// name and password log in. Stop it with Ctrl-C. For development only.
 import http from "node:http";
 import { parseArgs } from "node:util";
 import Provider from "oidc-provider";
@@ -13,7 +15,8 @@ import Provider from "oidc-provider";
 const { values } = parseArgs({
   options: {
     port: { type: "string", default: "4000" },
-    redirect: { type: "string", default: "http://127.0.0.1:7777/workers/oauth/callback" },
+    server: { type: "string", default: process.env.NOTION_API_BASE_URL || "http://127.0.0.1:7777" },
+    redirect: { type: "string" },
     ttl: { type: "string", default: "120" },
     "client-id": { type: "string", default: "local-client" },
     "client-secret": { type: "string", default: "local-client-secret" },
@@ -21,6 +24,8 @@ const { values } = parseArgs({
 });
 
 const issuer = `http://127.0.0.1:${values.port}`;
+// What `ntn workers oauth show-redirect-url` prints for that server.
+values.redirect ??= `${values.server.replace(/\/+$/, "")}/workers/oauth/callback`;
 const provider = new Provider(issuer, {
   clients: [
     {
