@@ -84,19 +84,37 @@ describe("exec --local with our ntn", () => {
     expect(await greet()).toMatchObject({ notionToken: "token-from-dotenv", notionBaseUrl: null });
   });
 
-  it("a tool that throws: exit 5, its message, and a stack pointing at src/index.ts", async () => {
+  it("a tool that throws: exit 5 and its message; with -v, its stack pointing at src/index.ts, none of Workyard's frames", async () => {
     const result = await run(["workers", "exec", "boom", "--local"]);
     expect(result.code).toBe(5);
     expect(result.stdout).toBe("");
     expect(result.stderr).toMatch(/^error: kaboom: the tool failed on purpose$/m);
-    expect(result.stderr).toContain(`src/index.ts:${lineOf(PROBE_SOURCE, "kaboom: the tool failed")}:`);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+    const verbose = await run(["-v", "workers", "exec", "boom", "--local"]);
+    expect(verbose.code).toBe(5);
+    expect(verbose.stderr).toContain(`src/index.ts:${lineOf(PROBE_SOURCE, "kaboom: the tool failed")}:`);
+    expect(verbose.stderr).not.toMatch(/child\.m[jt]s|sandbox\/worker\.mjs/);
   });
 
-  it("an invalid input fails with exit 5 and says what is invalid", async () => {
+  it("an invalid input says what is invalid, once, as the server's exec does (exit 5)", async () => {
     const result = await run(["workers", "exec", "echo", "--local", "-d", '{"text":5}']);
     expect(result.code).toBe(5);
     expect(result.stdout).toBe("");
-    expect(result.stderr).toContain("must be string");
+    expect(result.stderr).toMatch(/^error: Invalid input: \/text must be string$/m);
+    expect(result.stderr.match(/must be string/g)).toHaveLength(1);
+    expect(result.stderr).not.toContain('"instancePath"');
+  });
+
+  it("an unknown capability, or one that does not run, gets the server's words and hint, no stack (exit 5)", async () => {
+    const unknown = await run(["workers", "exec", "nope", "--local"]);
+    expect(unknown.code).toBe(5);
+    expect(unknown.stderr).toMatch(/^error: The worker has no capability "nope"\.$/m);
+    expect(unknown.stderr).toMatch(/^ {2}hint: Run `ntn workers capabilities list` to see its capabilities\.$/m);
+    expect(unknown.stderr).not.toMatch(/child\.m[jt]s|^\s+at /m);
+    const oauth = await run(["workers", "exec", "demoAuth", "--local"]);
+    expect(oauth.stderr).toMatch(/^error: "demoAuth" is an OAuth capability: it only provides configuration\.$/m);
+    const automation = await run(["workers", "exec", "onPage", "--local"]);
+    expect(automation.stderr).toMatch(/^error: Running automation capabilities is not supported by this server yet\.$/m);
   });
 
   it("outside a worker project it names the missing src/index.ts (exit 5)", async () => {

@@ -3,7 +3,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { FromChild, SerializedError, ToChild } from "@workyard/server/executor-protocol";
+import { describeRunError, tidyStack, whyNotRunnable, type FromChild, type SerializedError, type ToChild } from "@workyard/server/executor-protocol";
 import { expiryComments, parseEnvFile } from "./dotenv-file.js";
 import { LocalError, UserError } from "./errors.js";
 import type { Output } from "./output.js";
@@ -16,6 +16,8 @@ export interface LocalRunOptions {
   dotenvFile: string | undefined;
   env: NodeJS.ProcessEnv;
   out: Output;
+  /** -v: the worker's stack with its error (never frames of Workyard's own entry). */
+  verbose: boolean;
 }
 
 /** The runtime's OAuth token variables: `OAUTH_<hex of the name>_ACCESS_TOKEN`. */
@@ -97,10 +99,12 @@ export async function runLocally(options: LocalRunOptions): Promise<unknown> {
     await bundle(cwd, entry, bundlePath);
     const outcome = await runInChild(bundlePath, options.key, options.input, env, cwd, out);
     if (outcome.ok) return outcome.value;
+    if ("refused" in outcome) throw new UserError(outcome.refused.message, { hint: outcome.refused.hint });
     const error = outcome.error;
-    if (error.stack) out.status(error.stack);
+    // As the server's exec says it; the worker's own stack with --verbose.
+    if (options.verbose && error.stack) out.status(tidyStack(error.stack));
     const tokenTrouble = stale.length > 0 || /\b401\b|unauthori[sz]ed|invalid.token|expired|Missing OAuth access token/i.test(error.message);
-    throw new UserError(error.message, {
+    throw new UserError(describeRunError(error), {
       hint: tokenTrouble ? "If the provider rejected the token, run `ntn workers env pull --refresh` for a fresh one, then try again." : undefined,
     });
   } finally {
@@ -108,7 +112,7 @@ export async function runLocally(options: LocalRunOptions): Promise<unknown> {
   }
 }
 
-type Outcome = { ok: true; value: unknown } | { ok: false; error: SerializedError };
+type Outcome = { ok: true; value: unknown } | { ok: false; error: SerializedError } | { ok: false; refused: { message: string; hint: string } };
 
 function runInChild(bundlePath: string, key: string, input: unknown, env: Record<string, string>, cwd: string, out: Output): Promise<Outcome> {
   return new Promise((resolve, reject) => {
@@ -132,9 +136,14 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
         case "log":
           out.stderr.write(message.data);
           break;
-        case "ready":
-          child.send({ type: "run", runId: "local", key, input, env: {} } satisfies ToChild);
+        case "ready": {
+          // The same checks as the server's exec, on the manifest the worker reported.
+          const manifest = message.manifest as { capabilities?: { _tag: string; key: string }[] } | null;
+          const refused = whyNotRunnable(manifest?.capabilities ?? [], key);
+          if (refused) finish({ ok: false, refused });
+          else child.send({ type: "run", runId: "local", key, input, env: {} } satisfies ToChild);
           break;
+        }
         case "result":
           finish({ ok: true, value: message.value });
           break;

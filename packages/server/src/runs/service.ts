@@ -7,7 +7,7 @@ import type { CapabilitySummary } from "../builder/manifest.js";
 import { AppError } from "../errors.js";
 import { EXIT_CODES, LIMITS } from "../executor/limits.js";
 import type { Executor } from "../executor/pool.js";
-import type { EnvPatch, SerializedError } from "../executor/protocol.js";
+import { describeRunError, tidyStack, whyNotRunnable, type EnvPatch } from "../executor/protocol.js";
 import { LoadError, type RunOutcome } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
 import { LineQueue } from "../line-queue.js";
@@ -58,40 +58,6 @@ export function runView(row: Omit<RunRow, "logs" | "deployment_id">): RunView {
   };
 }
 
-/** The SDK reports invalid input as ajv's error list in JSON; one readable line says more. */
-export function describeRunError(error: SerializedError): string {
-  if (error.code === "ERR_ACCESS_DENIED") {
-    const what = error.permission ? `: ${error.permission}${error.resource ? ` ${error.resource}` : ""}` : "";
-    return `${error.message} (ERR_ACCESS_DENIED${what}). The sandbox allows reading only the worker's own files and writing only its scratch directory, and no child processes, threads or addons.`;
-  }
-  if (error.name === "InvalidToolInputError" || error.name === "InvalidToolOutputError") {
-    try {
-      const issues = JSON.parse(error.message) as { instancePath?: string; message?: string; params?: Record<string, unknown> }[];
-      const what = error.name === "InvalidToolInputError" ? "Invalid input" : "Invalid output";
-      const parts = issues.map((i) => {
-        const extra = i.params?.additionalProperty ? ` (${String(i.params.additionalProperty)})` : "";
-        return `${i.instancePath || "(root)"} ${i.message ?? "is invalid"}${extra}`;
-      });
-      return `${what}: ${parts.join("; ")}`;
-    } catch {
-      return error.message;
-    }
-  }
-  return error.message;
-}
-
-/**
- * A worker's stack as the worker's author wants it: the sandbox's own frame dropped, and the
- * server's paths to installed packages shortened to `node_modules/...`.
- */
-export function tidyStack(stack: string): string {
-  return stack
-    .split("\n")
-    .filter((line) => !/\/runtime\/child\.mjs:|executor\/child\.m[jt]s:/.test(line))
-    .map((line) => line.replace(/(file:\/\/)?\/\S*?\/deps\/[0-9a-f]+\/node_modules\//g, "node_modules/"))
-    .join("\n");
-}
-
 export function createRunService(options: {
   db: Kysely<Database>;
   workers: WorkerService;
@@ -115,22 +81,8 @@ export function createRunService(options: {
       throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
     }
     const capabilities = JSON.parse(deployment.capabilities ?? "[]") as CapabilitySummary[];
-    const capability = capabilities.find((c) => c.key === key);
-    if (!capability) {
-      throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
-        hint: "Run `ntn workers capabilities list` to see its capabilities.",
-      });
-    }
-    if (capability._tag === "oauth") {
-      throw new AppError("capability_not_runnable", `${JSON.stringify(key)} is an OAuth capability: it only provides configuration.`, {
-        hint: `Connect it with \`ntn workers oauth start ${key}\`; tools call its accessToken().`,
-      });
-    }
-    if (capability._tag !== "tool") {
-      throw new AppError("capability_not_supported", `Running ${capability._tag} capabilities is not supported by this server yet.`, {
-        hint: "Tools run with `ntn workers exec`; this capability deploys and lists, but does not run here.",
-      });
-    }
+    const refusal = whyNotRunnable(capabilities, key);
+    if (refusal) throw new AppError(refusal.code, refusal.message, { hint: refusal.hint });
     const input = args === undefined ? {} : args;
     if (JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);

@@ -24,7 +24,7 @@ export default defineCommand({
 
     if (ctx.opts.local) {
       const dotenv = ctx.opts.dotenv === false ? undefined : path.resolve(ctx.cwd, (ctx.opts.dotenv as string | undefined) ?? ".env");
-      const value = await runLocally({ cwd: ctx.cwd, key, input, dotenvFile: dotenv, env: ctx.env, out: ctx.out });
+      const value = await runLocally({ cwd: ctx.cwd, key, input, dotenvFile: dotenv, env: ctx.env, out: ctx.out, verbose: ctx.globals.verbose });
       ctx.out.data(sortedJson(value));
       return;
     }
