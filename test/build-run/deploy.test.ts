@@ -159,6 +159,9 @@ describe("ntn workers deploy from source", () => {
     expect(result.stderr).toMatch(/^\[build\] Bundling src\/index\.ts/m);
     expect(result.stderr).toMatch(/^\[build\] Deployment \S+ is live\.$/m);
     expect(result.stderr).toContain("✔ Worker created");
+    // npm's EBADENGINE lines about the SDK's Node 22 declaration: one line instead, on the first build.
+    expect(result.stderr).not.toContain("npm warn EBADENGINE");
+    expect(result.stderr.match(/@notionhq\/workers asks for Node 22 and runs on this server's Node/g)).toHaveLength(1);
     expect(result.stderr).toMatch(/^ {4}\+ tool {2}keep$/m);
     expect(result.stderr).toMatch(/^ {4}\+ tool {2}old$/m);
     expect(fs.existsSync(path.join(project, "workers.json"))).toBe(true);

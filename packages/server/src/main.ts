@@ -76,7 +76,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     await store.close();
     throw error;
   }
-  if (isolation.problems.length > 0) log.warn({ problems: isolation.problems }, "workers are not isolated");
+  // `ntn server` says this in its banner (its first lines); the log has it for log collectors.
+  if (isolation.problems.length > 0) log.debug({ problems: isolation.problems }, "workers are not isolated");
 
   let publicUrl = config.publicUrl ?? "";
   const tokens = createTokenService(db);
@@ -200,7 +201,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const url = urlForAddress(config.host, address.port);
   if (!publicUrl) publicUrl = url;
   scheduler?.start();
-  log.info({ url, publicUrl, store: store.location, dialect: store.dialect, keySource: keyring.source }, "server listening");
+  // The banner says it first; the log line is for debugging.
+  log.debug({ url, publicUrl, store: store.location, dialect: store.dialect, keySource: keyring.source }, "server listening");
 
   let stopped = false;
   return {

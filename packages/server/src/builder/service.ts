@@ -326,14 +326,24 @@ export function createBuildService(options: {
         installing.set(hash, pending);
       }
       if (!cached) {
+        // The SDK declares Node 22; it runs on Node 20. npm's five lines about it every build say
+        // nothing new: the worker's first build says it once, in one line (and the README).
+        let engineWarnings = false;
+        const npmSay = (stream: "stdout" | "stderr", line: string) => {
+          if (/^npm warn EBADENGINE\b/.test(line)) engineWarnings = true;
+          else say(stream, line);
+        };
         try {
           const result = await install({
             owner: { workspaceId: worker.workspace_id, workerId: worker.id },
             projectDir: unpacked.projectDir,
             outDir,
             lockfile: Boolean(input.lockfile),
-            onLog: say,
+            onLog: npmSay,
           });
+          if (engineWarnings && (await deploymentsStore.countDeployments(db, worker.id)) <= 1) {
+            say("stderr", `npm warns that a package asks for another Node version (EBADENGINE); @notionhq/workers asks for Node 22 and runs on this server's Node ${process.versions.node}.`);
+          }
           if (!result.ok) throw new AppError("build_failed", result.error ?? "The install failed.", { hint: result.hint });
           installDone(adoptTree(dirs.deps, hash, path.join(unpacked.projectDir, "node_modules")));
         } catch (error) {

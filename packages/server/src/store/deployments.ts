@@ -56,6 +56,12 @@ export async function manifestsSealedUnderOtherKeys(db: Db, currentKeyId: string
     .execute();
 }
 
+/** How many deployments a worker has (built, failed or building). */
+export async function countDeployments(db: Db, workerId: string): Promise<number> {
+  const row = await db.selectFrom("deployments").select((eb) => eb.fn.countAll<number>().as("n")).where("worker_id", "=", workerId).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
 /** Rotation: bundles sealed under another key, and bundles of rows from before 0.2 still in clear. */
 export async function bundlesSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number) {
   return db
