@@ -93,7 +93,9 @@ export async function run(options: RunOptions): Promise<number> {
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
   const verbose = options.argv.includes("-v") || options.argv.includes("--verbose");
-  const out = new Output(stdout, stderr, { verbose });
+  // With --json, an error is JSON on stderr too (stdout carries data only), as STYLE promises.
+  const jsonErrors = options.argv.includes("--json");
+  const out = new Output(stdout, stderr, { verbose, jsonErrors });
   let exitCode: number = EXIT.ok;
 
   const program = buildProgram(async (spec, command, positional) => {
