@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { renderTable } from "../helpers/cli.js";
-import { failed, ok, oauthWorkerSource, sleep, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
+import { testClock } from "../helpers/clock.js";
+import { failed, ok, oauthWorkerSource, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
 import { SEED_TOKEN_VAR } from "../helpers/seed-worker.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
@@ -13,6 +14,8 @@ const TTL_S = 4;
 const STATUS_HEADERS = ["KEY", "STATUS", "EXPIRES AT", "LAST REFRESH", "NEXT REFRESH", "LAST ERROR"];
 
 let bench: OAuthBench;
+// The server's clock: moved to the token's refresh margin instead of sleeping into it.
+const clock = testClock();
 let provider: TestProvider;
 let worker: DeployedWorker;
 
@@ -25,7 +28,7 @@ async function resourceStatus(token: string): Promise<number> {
 }
 
 beforeAll(async () => {
-  bench = await startBench();
+  bench = await startBench({ now: clock.now });
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "inspect-secret-canary-2d4e" });
   // The token endpoint is the provider's own: its RFC 8414 metadata names its revocation endpoint.
   worker = await bench.deploy("inspect", oauthWorkerSource(provider), { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret });
@@ -83,8 +86,8 @@ describe("a connected capability", () => {
   it("oauth status shows connected, expiry, last and next refresh and the last error, as a table and as --json", async () => {
     const fresh = await bench.status(worker.workerId);
     expect(fresh).toMatchObject({ status: "connected", lastRefreshAt: null, lastError: null });
-    // Let the server refresh once, so every column has a value.
-    await sleep(Math.max(0, Date.parse(fresh.expiresAt) - (TTL_S * 1000) / 2 - Date.now() + 300));
+    // Into the refresh margin, so the server refreshes once and every column has a value.
+    clock.advance(Math.max(0, Date.parse(fresh.expiresAt) - (TTL_S * 1000) / 2 - clock.now() + 300));
     expect((await bench.token(worker.workerId)).status).toBe(200);
 
     const json = ok(await cli("workers", "oauth", "status", "--json"));

@@ -50,6 +50,11 @@ export interface ServerOptions {
   runRetention?: string | number;
   /** Deployments kept per worker besides the live one (WORKYARD_DEPLOYMENTS_KEPT). */
   deploymentsKept?: number;
+  /**
+   * The clock every service reads (epoch ms): tests move it instead of sleeping until a token
+   * expires. Not a flag; Date.now by default.
+   */
+  now?: () => number;
   /** Worker processes at once on this server (WORKYARD_MAX_PROCESSES). */
   maxProcesses?: number;
   /** CPU cores a worker process may use (WORKYARD_WORKER_CPU); enforced with a cgroup where possible. */

@@ -55,6 +55,7 @@ export interface RunningServer {
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const config = resolveConfig(options);
+  const now = options.now ?? Date.now;
   const log = createLogger({ level: config.logLevel, stream: config.logStream });
   // An operator's provider catalog is checked before anything else starts: a bad entry stops the
   // server. The built-in one alone is read on first use.
@@ -80,8 +81,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   if (isolation.problems.length > 0) log.debug({ problems: isolation.problems }, "workers are not isolated");
 
   let publicUrl = config.publicUrl ?? "";
-  const tokens = createTokenService(db);
-  const uploads = createUploadService(db, keyring, { dataDir: config.dataDir });
+  const tokens = createTokenService(db, now);
+  const uploads = createUploadService(db, keyring, { dataDir: config.dataDir, now });
   const dirs = layout(config.dataDir);
   const gateway = createEgressGateway({ policy, log, ...egressOptions });
   // The gateway's sockets: a short folder others may pass through (not list), for sandboxed uids.
@@ -101,12 +102,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
   // A deleted worker's processes (holding its decrypted secrets) stop at once on this process;
   // other processes of a cluster stop theirs at their next request for it, or their next sweep.
-  const workers = createWorkerService({ db, uploads, onDeleted: (workerId) => executor.retireWorker(workerId) });
+  const workers = createWorkerService({ db, uploads, onDeleted: (workerId) => executor.retireWorker(workerId), now });
   // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
   // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
   let oauth: OAuthService | undefined;
   const secrets = createSecretService({
+    now,
     db,
     keyring,
     workers,
@@ -114,6 +116,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     runtimeEnv: (worker, read) => oauth!.pullEnv(worker, read),
   });
   builder = createBuildService({
+    now,
     db,
     keyring,
     dataDir: config.dataDir,
@@ -130,6 +133,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     cpuCores: config.workerCpu,
   });
   oauth = createOAuthService({
+    now,
     db,
     keyring,
     log,
@@ -145,10 +149,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 4, keepAliveMs: config.refreshKeepAliveMs },
   });
   const scheduler = config.backgroundRefresh
-    ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency })
+    ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency, now })
     : undefined;
   const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
-  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log });
+  const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log, now });
   const login = createLoginService(db, tokens);
   // What a crash left behind (runs and builds never finished, half-written folders) is cleared now
   // and every minute.
@@ -164,7 +168,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
   await maintenance.start();
 
-  const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens });
+  const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens, now });
 
   const deps: ApiDeps = {
     db,
