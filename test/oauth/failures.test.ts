@@ -72,7 +72,7 @@ describe("ntn workers oauth start", () => {
     const from = logSize();
     const result = failed(await bench.cli(["workers", "oauth", "start", "githubAuth", "--timeout", "5"], { cwd: workers.mismatch.dir }));
     const redirect = `${bench.server.url}/workers/oauth/callback`;
-    expect(result.stderr).toContain("error: Timed out after 5s waiting for the authorization of githubAuth.\n");
+    expect(result.stderr).toContain("error: Timed out after 5 seconds waiting for the authorization of githubAuth.\n");
     expect(result.stderr).toContain(`  hint: If the provider showed an error page (a redirect URI mismatch, say), register exactly ${redirect} with the provider, then run \`ntn workers oauth start githubAuth\` again.\n`);
     // The browser stayed on the provider's error page.
     const page = browserSince(from);

@@ -31,8 +31,8 @@ describe("expiryOf", () => {
     expect(expiryOf({}, { accessTokenTtlMs: 3_600_000, accessTokenTtlSource: "config" }, false, NOW)).toEqual({ expiresAt: NOW + 3_600_000, source: "config" });
   });
 
-  it("no expires_in: the catalog's default for the provider counts as a default", () => {
-    expect(expiryOf({}, { accessTokenTtlMs: 7_200_000, accessTokenTtlSource: "catalog" }, true, NOW)).toEqual({ expiresAt: NOW + 7_200_000, source: "default" });
+  it("no expires_in: the catalog's lifetime for the provider is the catalog's, not an unknown expiry", () => {
+    expect(expiryOf({}, { accessTokenTtlMs: 7_200_000, accessTokenTtlSource: "catalog" }, true, NOW)).toEqual({ expiresAt: NOW + 7_200_000, source: "catalog" });
   });
 
   it("no expires_in and no configured lifetime, with a refresh token: the default interval, never 'does not expire' (nango#6775)", () => {
