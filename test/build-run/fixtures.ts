@@ -77,9 +77,13 @@ export function cliEnv(server: TestServer, home: string, extra: Record<string, s
   };
 }
 
-/** The server's npm cache: installs in tests share it. */
+/**
+ * The npm cache of the server's default workspace (each workspace has its own): a test that makes
+ * its lockfile through it leaves the packages there, so the server's first build installs them
+ * without the registry (npm's --prefer-offline). The server gives the folder to the workspace's uid.
+ */
 export function npmCacheOf(server: TestServer): string {
-  return path.join(server.dataDir, "npm-cache");
+  return path.join(server.dataDir, "npm-cache", "1");
 }
 
 /** The deployment id the build log names ("Deployment <id> is live."). */

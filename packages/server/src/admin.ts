@@ -23,6 +23,15 @@ export interface RotationResult {
   removedKeyIds: string[];
 }
 
+/** The running server's key rotation, for the RotateKey action. */
+export interface KeyService {
+  rotate(options?: { keepOldKeys?: boolean }): Promise<RotationResult>;
+}
+
+export function createKeyService(db: Kysely<Database>, keyring: Keyring): KeyService {
+  return { rotate: (options = {}) => rotateKeys(db, keyring, options) };
+}
+
 /** How long running servers take at most to notice a new key file (keyring.ts checks once a second). */
 const KEY_PICKUP_MS = 2000;
 

@@ -96,37 +96,6 @@ export function isAppError(error: unknown): error is AppError {
   return error instanceof AppError;
 }
 
-/**
- * The Notion public API's error body. `name` repeats the code: given a string `name` and `message`,
- * the official ntn prints `Failed to <verb> (<status> <reason> <name>): <message>` instead of the
- * raw JSON, so its users read our message as plainly as ours do.
- */
-export interface ErrorBody {
-  object: "error";
-  status: number;
-  code: string;
-  name: string;
-  message: string;
-  hint?: string;
-  request_id?: string;
-  [extra: string]: unknown;
-}
-
-export function errorBody(error: AppError, requestId?: string): ErrorBody {
-  // Details first, so they can never replace the fields every client relies on.
-  const body: ErrorBody = {
-    ...error.details,
-    object: "error",
-    status: error.status,
-    code: error.code,
-    name: error.code,
-    message: error.message,
-  };
-  if (error.hint) body.hint = error.hint;
-  if (requestId) body.request_id = requestId;
-  return body;
-}
-
 /** Shorthands for the errors that many modules raise. */
 export const workerNotFound = (workerId: string) =>
   new AppError("worker_not_found", `Worker ${JSON.stringify(workerId)} not found.`, {

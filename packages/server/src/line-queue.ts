@@ -1,3 +1,10 @@
+/** A line a build or a run printed, as it streams out. */
+export interface OutputLine {
+  kind: "output";
+  stream: "stdout" | "stderr";
+  data: string;
+}
+
 /**
  * An async iterable fed by pushes: a producer (a build, a run) writes lines as they happen and a
  * streamed HTTP answer reads them in order. Ends once `end()` is called and every line was read.

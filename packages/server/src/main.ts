@@ -5,6 +5,7 @@ import path from "node:path";
 import { createApi, type ApiDeps } from "./api/app.js";
 import { createTokenService } from "./auth/tokens.js";
 import { ConfigError, resolveConfig, urlForAddress, type Config, type ServerOptions } from "./config.js";
+import { layout } from "./data-dir.js";
 import { createLoginService } from "./login/service.js";
 import { createLogger, type Logger } from "./log.js";
 import { createSecretService } from "./secrets/service.js";
@@ -14,7 +15,6 @@ import { openPlatform } from "./platform.js";
 import { registerWeb } from "./web/routes.js";
 import { createUploadService } from "./workers/uploads.js";
 import { createBuildService, type BuildService } from "./builder/service.js";
-import { layout } from "./builder/materialise.js";
 import { Executor } from "./executor/pool.js";
 import { childEntry, installChildEntry } from "./executor/sandbox.js";
 import { detectIsolation, IsolationRefused, type Isolation } from "./executor/isolation.js";
@@ -27,12 +27,13 @@ import { createEgressPolicy, EgressRuleError, localInterfaceAddresses } from "./
 import { createRunService } from "./runs/service.js";
 import { createOAuthService, type OAuthService } from "./oauth/service.js";
 import { RefreshScheduler } from "./oauth/scheduler.js";
-import { registerOAuthCallback } from "./web/oauth-callback.js";
 import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
 import { Maintenance } from "./maintenance.js";
 import { SqliteWriter } from "./store/sqlite-writer.js";
 import { createWorkerService } from "./workers/service.js";
-import { bootstrap, type BootstrapResult } from "./workspaces/service.js";
+import { bootstrap, createWorkspaceService, type BootstrapResult } from "./workspaces/service.js";
+import { createKeyService } from "./admin.js";
+import { createCapabilityService } from "./capabilities/service.js";
 
 export { ConfigError, KeyringError, CatalogError, IsolationRefused, EgressRuleError, resolveConfig, openPlatform };
 export type { ServerOptions, Config };
@@ -171,24 +172,24 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const boot = await bootstrap({ db, dialect: store.dialect, dataDir: config.dataDir, tokens, now });
 
   const deps: ApiDeps = {
-    db,
-    keyring,
     log,
     version: VERSION,
     tokens,
+    workspaces: createWorkspaceService(db, tokens, now),
+    keys: createKeyService(db, keyring),
     workers,
     uploads,
     secrets,
     login,
     builder,
+    capabilities: createCapabilityService({ builder, oauth }),
     runs,
     oauth,
     publicUrl: () => publicUrl,
     limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit, maxConcurrentRequests: config.maxConcurrentRequests },
-    registerWeb,
-    webPages: [registerOAuthCallback],
   };
   const app = createApi(deps);
+  registerWeb(app, { publicUrl: () => publicUrl, tokens, login, oauth });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Kysely } from "kysely";
-import { layout } from "./builder/materialise.js";
+import { layout } from "./data-dir.js";
 import type { Logger } from "./log.js";
 import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
@@ -201,7 +201,7 @@ export class Maintenance {
     removeOld(dirs.deps, DISK_GRACE_MS, (name) => name.includes(".tmp-"));
     removeOld(dirs.deployments, DISK_GRACE_MS, (name) => name.includes(".tmp-"));
     // Streamed uploads that a killed process never finished receiving.
-    removeOld(path.join(this.options.dataDir, "uploads-incoming"), DISK_GRACE_MS, () => true);
+    removeOld(dirs.uploadsIncoming, DISK_GRACE_MS, () => true);
     // Scratch folders of worker processes that a previous server process started.
     removeOld(dirs.scratch, 0, (name) => !name.startsWith(`${process.pid}-`));
   }

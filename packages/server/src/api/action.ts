@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Caller } from "../auth/tokens.js";
-import type { ActionName, ActionRequest, ActionResponse, StreamLine } from "./contract.js";
+import type { ActionName, ActionRequest, ActionResponse } from "./contract.js";
 import type { ApiDeps } from "./app.js";
+import type { StreamAnswer } from "./stream.js";
 
 /** Who may call an action: no token, any token of a workspace, or an admin token. */
 export type ActionAuth = "public" | "workspace" | "admin";
@@ -15,11 +16,6 @@ export interface ActionContext<A extends ActionName> {
   reply: FastifyReply;
 }
 
-/** A streamed answer: NDJSON lines, as BuildWorker and RunCapability send with `stream: true`. */
-export interface StreamAnswer {
-  stream: AsyncIterable<StreamLine>;
-}
-
 export interface ActionDefinition<A extends ActionName = ActionName> {
   name: A;
   auth: ActionAuth;
@@ -30,10 +26,6 @@ export interface ActionDefinition<A extends ActionName = ActionName> {
 
 export function defineAction<A extends ActionName>(definition: ActionDefinition<A>): ActionDefinition {
   return definition as unknown as ActionDefinition;
-}
-
-export function isStreamAnswer(value: unknown): value is StreamAnswer {
-  return typeof value === "object" && value !== null && "stream" in value && Symbol.asyncIterator in (value as StreamAnswer).stream;
 }
 
 // Schema pieces shared by the action files. Text never holds a NUL character: PostgreSQL cannot

@@ -3,21 +3,24 @@ import { Readable } from "node:stream";
 import multipart from "@fastify/multipart";
 import { Ajv, type ValidateFunction } from "ajv";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { Kysely } from "kysely";
+import type { KeyService } from "../admin.js";
 import type { Caller, TokenService } from "../auth/tokens.js";
-import { AppError, errorBody, isAppError } from "../errors.js";
+import type { CapabilityService } from "../capabilities/service.js";
+import { AppError, isAppError } from "../errors.js";
 import type { LoginService } from "../login/service.js";
 import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
-import type { Database } from "../store/schema.js";
-import type { Keyring } from "../vault/keyring.js";
 import type { StagedUpload, UploadService } from "../workers/uploads.js";
 import type { WorkerService } from "../workers/service.js";
+import type { WorkspaceService } from "../workspaces/service.js";
 import type { BuildService } from "../builder/service.js";
 import type { RunService } from "../runs/service.js";
 import type { OAuthService } from "../oauth/service.js";
+import { errorBody } from "./error-body.js";
+import { overloadLimiter } from "./middleware/overload.js";
 import { oauthActions } from "./actions/oauth.js";
-import { isStreamAnswer, type ActionDefinition } from "./action.js";
+import type { ActionDefinition } from "./action.js";
+import { isStreamAnswer } from "./stream.js";
 import { buildActions } from "./actions/builds.js";
 import { runActions } from "./actions/runs.js";
 import { loginActions } from "./actions/login.js";
@@ -26,29 +29,24 @@ import { serverActions } from "./actions/server.js";
 import { tokenActions } from "./actions/tokens.js";
 import { workerActions } from "./actions/workers.js";
 
-/** Everything the HTTP layer calls into; built once in main.ts. */
+/** The services the actions call (one function of one each), and the HTTP layer's own settings; built once in main.ts. */
 export interface ApiDeps {
-  db: Kysely<Database>;
-  keyring: Keyring;
   log: Logger;
   version: string;
   tokens: TokenService;
+  workspaces: WorkspaceService;
+  keys: KeyService;
   workers: WorkerService;
   uploads: UploadService;
   secrets: SecretService;
   login: LoginService;
   builder: BuildService;
+  capabilities: CapabilityService;
   runs: RunService;
   oauth: OAuthService;
   /** The public base URL (no trailing slash), known once the server listens. */
   publicUrl(): string;
   limits: { bodyLimit: number; uploadLimit: number; maxConcurrentRequests?: number };
-  /** Actions of later concerns (builder, executor, oauth), registered beside the core ones. */
-  extraActions?: ActionDefinition[];
-  /** Server-rendered pages (CLI login approval, OAuth callback). */
-  registerWeb?: (app: FastifyInstance, deps: ApiDeps) => void;
-  /** Pages of later concerns (the OAuth callback), registered among the web pages. */
-  webPages?: ((app: FastifyInstance, deps: ApiDeps) => void)[];
 }
 
 declare module "fastify" {
@@ -211,16 +209,7 @@ export function createApi(deps: ApiDeps): FastifyInstance {
   });
 
   // Overload is answered, not suffered: past the limit of requests in hand, 503 with Retry-After.
-  let inFlight = 0;
-  const maxInFlight = deps.limits.maxConcurrentRequests ?? 4096;
-  app.addHook("onRequest", async (request, reply) => {
-    if (inFlight >= maxInFlight) {
-      const busy = new AppError("overloaded", "The server is handling too many requests; try again shortly.", { hint: "Retry after the time in the Retry-After header." });
-      return reply.status(busy.status).header("retry-after", "1").send(errorBody(busy, request.id));
-    }
-    inFlight += 1;
-    reply.raw.once("close", () => (inFlight -= 1));
-  });
+  app.addHook("onRequest", overloadLimiter(deps.limits.maxConcurrentRequests));
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = isAppError(error) ? error : fromFrameworkError(error);
@@ -246,8 +235,7 @@ export function createApi(deps: ApiDeps): FastifyInstance {
     return reply.status(error.status).send(errorBody(error, request.id));
   });
 
-  const actions = [...CORE_ACTIONS, ...(deps.extraActions ?? [])];
-  for (const action of actions) {
+  for (const action of CORE_ACTIONS) {
     app.post(
       `${ACTION_PREFIX}${action.name}`,
       { schema: { body: action.schema } },
@@ -331,6 +319,5 @@ export function createApi(deps: ApiDeps): FastifyInstance {
   });
 
   app.get("/healthz", async () => ({ ok: true }));
-  deps.registerWeb?.(app, deps);
   return app;
 }

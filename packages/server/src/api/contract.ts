@@ -1,8 +1,14 @@
 /**
  * The wire protocol: request and response shapes of every action (`POST /api/v3/workers<Action>`),
  * as the official ntn 0.4.0 sends and reads them, plus Workyard's own actions in the same style.
- * The server validates requests with the JSON Schemas below; the CLI imports the types only.
+ * The server validates requests with the JSON Schemas of api/actions/; the CLI imports the types
+ * only. Shapes a concern defines as its own (an upload's ticket, an env entry) are re-exported
+ * from it, not written again.
  */
+import type { EnvEntry, EnvNotice } from "../secrets/service.js";
+import type { UploadTicket } from "../workers/uploads.js";
+
+export type { EnvEntry, EnvNotice, UploadTicket };
 
 // ---------------------------------------------------------------------------------------------
 // Shapes
@@ -13,11 +19,6 @@ export interface WorkerView {
   spaceId: string;
   createdAt: string;
   updatedAt: string;
-}
-
-export interface UploadTicket {
-  url: string;
-  fields: Record<string, string>;
 }
 
 export interface CapabilityView {
@@ -31,18 +32,6 @@ export interface SecretView {
   key: string;
   createdAt: string;
   updatedAt?: string;
-}
-
-export interface EnvEntry {
-  key: string;
-  value: string;
-  /** Workyard: when an OAuth access token expires (ISO), so `env pull` can note it in .env. */
-  expiresAt?: string | null;
-}
-
-export interface EnvNotice {
-  key: string;
-  message: string;
 }
 
 export interface TokenView {
@@ -92,14 +81,22 @@ export interface ConnectionStatusView {
   defaultRefreshIntervalMs: number;
 }
 
+/**
+ * Every error answer: the Notion public API's error body. `name` repeats the code: given a string
+ * `name` and `message`, the official ntn prints `Failed to <verb> (<status> <reason> <name>):
+ * <message>` instead of the raw JSON, so its users read our message as plainly as ours do. An
+ * error's details (never secrets) come as extra fields, such as `redirectUrl` on OAuth failures.
+ */
 export interface ErrorBody {
   object: "error";
   status: number;
   code: string;
+  name: string;
   message: string;
   hint?: string;
   request_id?: string;
   redirectUrl?: string;
+  [extra: string]: unknown;
 }
 
 // ---------------------------------------------------------------------------------------------

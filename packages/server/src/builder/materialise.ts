@@ -1,20 +1,9 @@
 import fs from "node:fs";
 import path from "node:path";
+import { layout, type DataDirLayout } from "../data-dir.js";
 import { AppError } from "../errors.js";
 import type { DeploymentRow } from "../store/schema.js";
 import type { Bundle } from "./bundle.js";
-
-/** Where a data dir keeps what builds and runs need on disk. */
-export function layout(dataDir: string) {
-  return {
-    deployments: path.join(dataDir, "deployments"),
-    deps: path.join(dataDir, "deps"),
-    npmCache: path.join(dataDir, "npm-cache"),
-    builds: path.join(dataDir, "builds"),
-    scratch: path.join(dataDir, "scratch"),
-    runtime: path.join(dataDir, "runtime"),
-  };
-}
 
 export interface Materialised {
   bundleDir: string;
@@ -51,7 +40,7 @@ export function materialise(options: {
   return pending;
 }
 
-async function write(dirs: ReturnType<typeof layout>, bundleDir: string, options: Parameters<typeof materialise>[0]): Promise<Materialised> {
+async function write(dirs: DataDirLayout, bundleDir: string, options: Parameters<typeof materialise>[0]): Promise<Materialised> {
   const { deployment, user } = options;
   const bundle = await options.readBundle();
   if (!bundle || !deployment.lockfile_hash) {

@@ -1,14 +1,14 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Kysely } from "kysely";
-import type { StreamLine } from "../api/contract.js";
 import type { Caller } from "../auth/tokens.js";
+import { layout } from "../data-dir.js";
 import { AppError, isAppError } from "../errors.js";
 import type { Isolation } from "../executor/isolation.js";
 import type { Executor, ExecTarget } from "../executor/pool.js";
 import { LoadError } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
-import { LineQueue } from "../line-queue.js";
+import { LineQueue, type OutputLine } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
 import * as deploymentsStore from "../store/deployments.js";
@@ -26,19 +26,21 @@ import { bundleProject, openBundle, sealBundle, type Bundle } from "./bundle.js"
 import { checkDependencySources } from "./dependencies.js";
 import { adoptTree, installedTree, readInstallInput, treeHash } from "./install.js";
 import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
-import { layout, materialise } from "./materialise.js";
+import { materialise } from "./materialise.js";
 
 /** Build log kept with a deployment, bytes. */
 const BUILD_LOG_LIMIT = 256 * 1024;
 /** An install or a bundle is stopped after this long. */
 const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
 
+/** What a build reports as it goes: its log, line by line, then the deployment it made live or why it failed. */
+export type BuildEvent = OutputLine | { kind: "live"; deploymentId: string } | { kind: "failed"; message: string };
 
 export interface BuildService {
-  /** BuildWorker: the latest unbuilt upload to a live deployment, its log streamed line by line. */
-  build(caller: Caller, workerId: string): Promise<AsyncIterable<StreamLine>>;
-  /** BuildWorker without streaming: the whole build, then its outcome. */
-  buildWhole(caller: Caller, workerId: string): Promise<{ ok: true; deploymentId: string }>;
+  /** The latest unbuilt upload to a live deployment, its events as they happen. */
+  build(caller: Caller, workerId: string): Promise<AsyncIterable<BuildEvent>>;
+  /** The same build, whole: the deployment it made live, or an AppError build_failed. */
+  buildWhole(caller: Caller, workerId: string): Promise<{ deploymentId: string }>;
   /** UpdateSyncCapabilityDisabled: sync capabilities do not run here, so there is nothing to switch. */
   setSyncDisabled(caller: Caller, workerId: string, key: string, disabled: boolean): Promise<never>;
   /** The live deployment's capabilities (tags and keys), empty before the first deploy. */
@@ -245,7 +247,7 @@ export function createBuildService(options: {
     return manifest;
   }
 
-  async function runBuild(caller: Caller, worker: WorkerRow, queue: LineQueue<StreamLine>): Promise<void> {
+  async function runBuild(caller: Caller, worker: WorkerRow, queue: LineQueue<BuildEvent>): Promise<void> {
     const logLines: string[] = [];
     let logBytes = 0;
     // What the worker's own code prints (at load, when the manifest is read) may hold its secrets:
@@ -257,7 +259,7 @@ export function createBuildService(options: {
         logLines.push(`${stream === "stderr" ? "[err] " : ""}${data}`);
         logBytes += data.length;
       }
-      queue.push({ _tag: "log", event: { stream, data } });
+      queue.push({ kind: "output", stream, data });
     };
 
     const upload = openArchive(keyring, await uploadsStore.latestUnbuiltUpload(db, worker.id));
@@ -406,7 +408,7 @@ export function createBuildService(options: {
       });
       phase("commit");
       say("stdout", `Deployment ${deployment.id} is live.`);
-      queue.push({ _tag: "result", result: { ok: true, deploymentId: deployment.id } });
+      queue.push({ kind: "live", deploymentId: deployment.id });
     } catch (error) {
       const message = isAppError(error) ? error.message : `Build failed: ${(error as Error).message}`;
       if (isAppError(error) && error.hint) say("stderr", error.hint);
@@ -424,7 +426,7 @@ export function createBuildService(options: {
         build_log: logLines.join("\n"),
         error: scrub(message),
       });
-      queue.push({ _tag: "error", error: scrub(message), code: "build_failed" });
+      queue.push({ kind: "failed", message: scrub(message) });
     } finally {
       fs.rm(workDir, { recursive: true, force: true }, () => {});
     }
@@ -440,10 +442,10 @@ export function createBuildService(options: {
           hint: "Run `ntn workers deploy`, which uploads the source and builds it.",
         });
       }
-      const queue = new LineQueue<StreamLine>();
+      const queue = new LineQueue<BuildEvent>();
       runBuild(caller, worker, queue)
         .catch((error: unknown) => {
-          queue.push({ _tag: "error", error: isAppError(error) ? error.message : "Build failed: internal error.", code: "build_failed" });
+          queue.push({ kind: "failed", message: isAppError(error) ? error.message : "Build failed: internal error." });
           if (!isAppError(error)) log.error({ err: error }, "build crashed");
         })
         .finally(() => queue.end());
@@ -453,12 +455,12 @@ export function createBuildService(options: {
     async buildWhole(caller, workerId) {
       let deploymentId: string | undefined;
       let failure: string | undefined;
-      for await (const line of await this.build(caller, workerId)) {
-        if (line._tag === "result") deploymentId = (line.result as { deploymentId?: string }).deploymentId;
-        if (line._tag === "error") failure = line.error;
+      for await (const event of await this.build(caller, workerId)) {
+        if (event.kind === "live") deploymentId = event.deploymentId;
+        if (event.kind === "failed") failure = event.message;
       }
       if (!deploymentId) throw new AppError("build_failed", failure ?? "The build failed.");
-      return { ok: true as const, deploymentId };
+      return { deploymentId };
     },
 
     async setSyncDisabled(caller, workerId, key) {

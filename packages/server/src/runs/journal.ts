@@ -1,12 +1,12 @@
 import type { CompiledQuery, Kysely } from "kysely";
-import { runFinish, runInsert } from "../store/runs.js";
+import { runFinish, runInsert, type RunEnd } from "../store/runs.js";
 import type { SqliteWriter } from "../store/sqlite-writer.js";
-import type { Database, NewRun, RunUpdate } from "../store/schema.js";
+import type { Database, RunRow } from "../store/schema.js";
 
 type Entry =
-  | { kind: "start"; row: NewRun; done: (error?: unknown) => void }
-  | { kind: "whole"; row: NewRun; done: (error?: unknown) => void }
-  | { kind: "finish"; id: string; fields: RunUpdate; done: (error?: unknown) => void };
+  | { kind: "start"; row: RunRow; done: (error?: unknown) => void }
+  | { kind: "whole"; row: RunRow; done: (error?: unknown) => void }
+  | { kind: "finish"; end: RunEnd; done: (error?: unknown) => void };
 
 /**
  * Run records with group commit: starts and finishes queued in the same turn of the event loop
@@ -24,25 +24,20 @@ export class RunJournal {
   ) {}
 
   private compile(entry: Entry): CompiledQuery {
-    if (entry.kind === "finish") {
-      const f = entry.fields;
-      return runFinish.compile(this.db, entry.id, f.status as string, f.exit_code ?? null, f.ended_at ?? null, f.duration_ms ?? null, f.error ?? null, f.logs ?? null);
-    }
-    const r = entry.row;
-    return runInsert.compile(this.db, r.id, r.workspace_id, r.worker_id, r.deployment_id, r.capability_key, r.status, r.exit_code ?? null, r.started_at, r.ended_at ?? null, r.duration_ms ?? null, r.error ?? null, r.logs ?? null);
+    return entry.kind === "finish" ? runFinish.compile(this.db, entry.end) : runInsert.compile(this.db, entry.row);
   }
 
-  start(row: NewRun): Promise<void> {
+  start(row: RunRow): Promise<void> {
     return this.enqueue((done) => ({ kind: "start", row, done }));
   }
 
   /** A run that ended before its start was recorded: one row, one commit. */
-  whole(row: NewRun): Promise<void> {
+  whole(row: RunRow): Promise<void> {
     return this.enqueue((done) => ({ kind: "whole", row, done }));
   }
 
-  finish(id: string, fields: RunUpdate): Promise<void> {
-    return this.enqueue((done) => ({ kind: "finish", id, fields, done }));
+  finish(id: string, fields: Omit<RunEnd, "id">): Promise<void> {
+    return this.enqueue((done) => ({ kind: "finish", end: { ...fields, id }, done }));
   }
 
   private enqueue(make: (done: (error?: unknown) => void) => Entry): Promise<void> {

@@ -1,6 +1,4 @@
 import type { Kysely } from "kysely";
-import type { RunView, StreamLine } from "../api/contract.js";
-import type { StreamAnswer } from "../api/action.js";
 import type { Caller } from "../auth/tokens.js";
 import type { BuildService } from "../builder/service.js";
 import type { CapabilitySummary } from "../builder/manifest.js";
@@ -10,9 +8,10 @@ import type { Executor } from "../executor/pool.js";
 import { describeRunError, tidyStack, whyNotRunnable, type EnvPatch } from "../executor/protocol.js";
 import { LoadError, type RunOutcome } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
-import { LineQueue } from "../line-queue.js";
+import { LineQueue, type OutputLine } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import * as runsStore from "../store/runs.js";
+import type { RunSummary } from "../store/runs.js";
 import { RunJournal } from "./journal.js";
 import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, RunRow, WorkerRow } from "../store/schema.js";
@@ -34,29 +33,38 @@ export interface Renewal {
   renew(): Promise<number | null>;
 }
 
+/** A capability to run, and its input. */
+export interface RunRequest {
+  workerId: string;
+  capabilityKey: string;
+  args?: unknown;
+}
+
+/**
+ * What a run reports as it goes: its id once it starts, its output line by line, then its result
+ * or why it failed (with its id, unless it failed before it had one).
+ */
+export type RunEvent =
+  | { kind: "started"; runId: string }
+  | OutputLine
+  | { kind: "succeeded"; runId: string; result: unknown }
+  | { kind: "failed"; message: string; runId?: string };
+
 export interface RunService {
-  run(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown; stream?: boolean }): Promise<{ result: unknown; runId: string } | StreamAnswer>;
-  list(caller: Caller, workerId: string): Promise<RunView[]>;
-  logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunView }>;
+  /** Runs a capability to its end: its result, or an AppError run_failed naming the run. */
+  run(caller: Caller, request: RunRequest): Promise<{ result: unknown; runId: string }>;
+  /**
+   * The same run, its events as they happen. What fails before the run exists (validation, a
+   * worker that fails to load, a full queue) throws here, before the first event.
+   */
+  stream(caller: Caller, request: RunRequest): Promise<AsyncIterable<RunEvent>>;
+  /** The worker's newest runs, without their logs. */
+  list(caller: Caller, workerId: string): Promise<RunSummary[]>;
+  logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunRow }>;
 }
 
 /** A run still going after this long appears in `runs list` as running. */
 export const RECORD_RUNNING_AFTER_MS = 200;
-
-export function runView(row: Omit<RunRow, "logs" | "deployment_id">): RunView {
-  return {
-    workerId: row.worker_id,
-    spaceId: row.workspace_id,
-    runId: row.id,
-    name: row.capability_key,
-    exitCode: row.exit_code,
-    startedAt: new Date(row.started_at).toISOString(),
-    endedAt: row.ended_at === null ? null : new Date(row.ended_at).toISOString(),
-    status: row.status,
-    durationMs: row.duration_ms,
-    error: row.error,
-  };
-}
 
 export function createRunService(options: {
   db: Kysely<Database>;
@@ -92,7 +100,7 @@ export function createRunService(options: {
   }
 
   /** Everything checked, and a process reserved: past this point the run happens. */
-  async function admit(caller: Caller, request: { workerId: string; capabilityKey: string; args?: unknown }) {
+  async function admit(caller: Caller, request: RunRequest) {
     const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.
@@ -134,8 +142,8 @@ export function createRunService(options: {
 
   async function execute(
     admitted: Awaited<ReturnType<typeof admit>>,
-    request: { workerId: string; capabilityKey: string; args?: unknown },
-    onLine: (line: StreamLine) => void,
+    request: RunRequest,
+    onEvent: (event: RunEvent) => void,
   ): Promise<{ runId: string; outcome: RunOutcome; message?: string }> {
     const { worker, deployment, input, runtime, reservation } = admitted;
     const runId = newId();
@@ -161,13 +169,13 @@ export function createRunService(options: {
       recordedStart = journal.start(startRow);
       recordedStart.catch((error: unknown) => log.error({ err: error, runId }, "recording a run's start failed"));
     }, RECORD_RUNNING_AFTER_MS);
-    onLine({ _tag: "run", runId });
+    onEvent({ kind: "started", runId });
     let logs = "";
     const onLog = (stream: "stdout" | "stderr", data: string) => {
       // The worker process caps its output; its own notice of that always gets in.
       if (logs.length < LIMITS.logBytes || data.startsWith("[workyard]")) logs += data;
       // The SDK's console lines end in \n; the official CLI adds its own.
-      onLine({ _tag: "log", event: { stream, data: data.endsWith("\n") ? data.slice(0, -1) : data } });
+      onEvent({ kind: "output", stream, data: data.endsWith("\n") ? data.slice(0, -1) : data });
     };
     let outcome: RunOutcome;
     // Each token is renewed before it expires, again and again, for as long as the run goes on.
@@ -236,23 +244,25 @@ export function createRunService(options: {
   }
 
   return {
-    async run(caller, request) {
+    async stream(caller, request) {
       // Validation errors and a full queue answer as plain errors, before any stream starts.
       const admitted = await admit(caller, request);
-      if (request.stream) {
-        const queue = new LineQueue<StreamLine>();
-        execute(admitted, request, (line) => queue.push(line))
-          .then(({ runId, outcome, message }) => {
-            if (outcome.ok) queue.push({ _tag: "result", result: outcome.value, runId });
-            else queue.push({ _tag: "error", error: message ?? "Run failed.", code: "run_failed", runId });
-          })
-          .catch((error: unknown) => {
-            queue.push({ _tag: "error", error: error instanceof AppError ? error.message : "Run failed: internal error.", code: "run_failed" });
-            if (!(error instanceof AppError)) log.error({ err: error }, "streamed run failed");
-          })
-          .finally(() => queue.end());
-        return { stream: queue };
-      }
+      const queue = new LineQueue<RunEvent>();
+      execute(admitted, request, (event) => queue.push(event))
+        .then(({ runId, outcome, message }) => {
+          if (outcome.ok) queue.push({ kind: "succeeded", runId, result: outcome.value });
+          else queue.push({ kind: "failed", message: message ?? "Run failed.", runId });
+        })
+        .catch((error: unknown) => {
+          queue.push({ kind: "failed", message: error instanceof AppError ? error.message : "Run failed: internal error." });
+          if (!(error instanceof AppError)) log.error({ err: error }, "streamed run failed");
+        })
+        .finally(() => queue.end());
+      return queue;
+    },
+
+    async run(caller, request) {
+      const admitted = await admit(caller, request);
       const { runId, outcome, message } = await execute(admitted, request, () => {});
       if (outcome.ok) return { result: outcome.value, runId };
       throw new AppError("run_failed", message ?? "Run failed.", {
@@ -263,7 +273,7 @@ export function createRunService(options: {
 
     async list(caller, workerId) {
       const worker = await workers.get(caller, workerId);
-      return (await runsStore.listRuns(db, worker.id, 100)).map(runView);
+      return runsStore.listRuns(db, worker.id, 100);
     },
 
     async logs(caller, workerId, runId) {
@@ -274,7 +284,7 @@ export function createRunService(options: {
           hint: "Run `ntn workers runs list` to see its runs.",
         });
       }
-      return { logs: row.logs ?? "", run: runView(row) };
+      return { logs: row.logs ?? "", run: row };
     },
   };
 }

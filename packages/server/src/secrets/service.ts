@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
 import { AppError } from "../errors.js";
-import type { Database, WorkerRow } from "../store/schema.js";
+import type { Database, SecretRow, WorkerRow } from "../store/schema.js";
 import * as secretsStore from "../store/secrets.js";
 import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
@@ -64,11 +64,15 @@ export function filterWorkerEnv(env: Record<string, string>): Record<string, str
 
 export const SECRET_LIMITS = { maxValueBytes: 64 * 1024, maxPerWorker: 500 };
 
+/** A variable as UpsertSecrets takes it and PullEnv gives it (the wire's shape too: api/contract.ts). */
 export interface EnvEntry {
   key: string;
   value: string;
+  /** An OAuth access token's expiry (ISO), so `env pull` can note it in .env. */
+  expiresAt?: string | null;
 }
 
+/** Why PullEnv left a stored variable out, or what to know about one it gave. */
 export interface EnvNotice {
   key: string;
   message: string;
@@ -79,13 +83,14 @@ export type RuntimeEnvSource = (worker: WorkerRow, read: { refresh?: boolean }) 
 
 export interface SecretService {
   upsert(caller: Caller, workerId: string, entries: EnvEntry[]): Promise<{ updated: string[]; ignored: string[]; warnings: string[] }>;
-  list(caller: Caller, workerId: string): Promise<{ key: string; createdAt: string; updatedAt: string }[]>;
+  /** The worker's secret names and times, without their values. */
+  list(caller: Caller, workerId: string): Promise<Pick<SecretRow, "name" | "created_at" | "updated_at">[]>;
   delete(caller: Caller, workerId: string, key: string): Promise<{ warnings: string[] }>;
   /**
    * Every secret a run gets, in clear, plus runtime variables (`env pull`); a notice names each
    * stored secret no run gets (a reserved name, a NUL byte) and how to remove it.
+   * `read.refresh`: every OAuth token is refreshed first (`ntn workers env pull --refresh`).
    */
-  /** `read.refresh`: every OAuth token is refreshed first (`ntn workers env pull --refresh`). */
   pull(caller: Caller, workerId: string, read?: { refresh?: boolean }): Promise<{ env: EnvEntry[]; notices: EnvNotice[] }>;
   /**
    * The worker's secrets in clear as its processes may get them: rows stored before the rules
@@ -193,12 +198,7 @@ export function createSecretService(options: {
 
     async list(caller, workerId) {
       const worker = await workers.get(caller, workerId);
-      const rows = await secretsStore.listSecretNames(db, worker.id);
-      return rows.map((r) => ({
-        key: r.name,
-        createdAt: new Date(r.created_at).toISOString(),
-        updatedAt: new Date(r.updated_at).toISOString(),
-      }));
+      return secretsStore.listSecretNames(db, worker.id);
     },
 
     async delete(caller, workerId, key) {

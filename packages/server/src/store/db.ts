@@ -51,16 +51,27 @@ export async function openStore(options: { dataDir: string; databaseUrl?: string
   return openSqlite(path.join(options.dataDir, "workyard.db"));
 }
 
+/**
+ * Sets up a SQLite connection as every connection of the server is set up (the store's and the
+ * writer thread's, sqlite-writer.ts): WAL, with synchronous=FULL so a commit that returned survives
+ * a crash or power loss; foreign keys enforced; and a wait for the write lock, which other
+ * processes (ntn server rotate-key, a second server) and the other connection may hold briefly.
+ *
+ * Self-contained on purpose (no name from outside its body): the writer thread runs its source.
+ */
+export function setUpSqliteConnection(database: { pragma(source: string): unknown }): void {
+  database.pragma("journal_mode = WAL");
+  database.pragma("synchronous = FULL");
+  database.pragma("foreign_keys = ON");
+  database.pragma("busy_timeout = 5000");
+}
+
 async function openSqlite(file: string): Promise<Store> {
   const { default: SQLite } = await import("better-sqlite3");
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const database = new SQLite(file);
   fs.chmodSync(file, 0o600);
-  database.pragma("journal_mode = WAL");
-  database.pragma("synchronous = FULL");
-  database.pragma("foreign_keys = ON");
-  // Other processes (ntn server rotate-key, a second server) may hold the write lock briefly.
-  database.pragma("busy_timeout = 5000");
+  setUpSqliteConnection(database);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
   return {
     db,

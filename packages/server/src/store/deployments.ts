@@ -27,10 +27,10 @@ const META = [
   "error",
 ] as const;
 
-const deploymentMeta = prepared((db: Db, id: string) => db.selectFrom("deployments").select(META).where("id", "=", id));
+const deploymentMeta = prepared((db: Db, p: { id: string }) => db.selectFrom("deployments").select(META).where("id", "=", p.id));
 
 export async function findDeployment(db: Db, id: string): Promise<DeploymentMeta | undefined> {
-  return (await deploymentMeta(db, id))[0];
+  return (await deploymentMeta(db, { id }))[0];
 }
 
 /** The bundle (sealed; in clear on rows from before 0.2), read when a machine materialises the deployment. */

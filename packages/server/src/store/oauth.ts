@@ -45,12 +45,12 @@ export async function deleteOldFlows(db: Db, before: number): Promise<void> {
 
 // ---- connections
 
-const connection = prepared((db: Db, workerId: string, key: string) =>
-  db.selectFrom("oauth_connections").selectAll().where("worker_id", "=", workerId).where("capability_key", "=", key),
+const connection = prepared((db: Db, p: { workerId: string; key: string }) =>
+  db.selectFrom("oauth_connections").selectAll().where("worker_id", "=", p.workerId).where("capability_key", "=", p.key),
 );
 
 export async function findConnection(db: Db, workerId: string, key: string): Promise<OauthConnectionRow | undefined> {
-  return (await connection(db, workerId, key))[0];
+  return (await connection(db, { workerId, key }))[0];
 }
 
 export async function listConnections(db: Db, workerId: string): Promise<OauthConnectionRow[]> {

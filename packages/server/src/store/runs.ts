@@ -1,37 +1,42 @@
 import type { Kysely } from "kysely";
 import { prepared } from "./prepared.js";
-import type { Database, NewRun, RunRow } from "./schema.js";
+import type { Database, RunRow } from "./schema.js";
 
 type Db = Kysely<Database>;
 
+/** What a run's final update writes. */
+export type RunEnd = Pick<RunRow, "id" | "status" | "exit_code" | "ended_at" | "duration_ms" | "error" | "logs">;
+
 /** A run record's insert and its final update, compiled once (the run journal writes them on a thread). */
-export const runInsert = prepared(
-  (db: Db, id: string, workspaceId: string, workerId: string, deploymentId: string, key: string, status: string, exitCode: number | null, startedAt: number, endedAt: number | null, durationMs: number | null, error: string | null, logs: string | null) =>
-    db.insertInto("runs").values({
-      id,
-      workspace_id: workspaceId,
-      worker_id: workerId,
-      deployment_id: deploymentId,
-      capability_key: key,
-      status: status as NewRun["status"],
-      exit_code: exitCode,
-      started_at: startedAt,
-      ended_at: endedAt,
-      duration_ms: durationMs,
-      error,
-      logs,
-    }),
+export const runInsert = prepared((db: Db, run: RunRow) =>
+  db.insertInto("runs").values({
+    id: run.id,
+    workspace_id: run.workspace_id,
+    worker_id: run.worker_id,
+    deployment_id: run.deployment_id,
+    capability_key: run.capability_key,
+    status: run.status,
+    exit_code: run.exit_code,
+    started_at: run.started_at,
+    ended_at: run.ended_at,
+    duration_ms: run.duration_ms,
+    error: run.error,
+    logs: run.logs,
+  }),
 );
 
-export const runFinish = prepared((db: Db, id: string, status: string, exitCode: number | null, endedAt: number | null, durationMs: number | null, error: string | null, logs: string | null) =>
+export const runFinish = prepared((db: Db, run: RunEnd) =>
   db
     .updateTable("runs")
-    .set({ status: status as NewRun["status"], exit_code: exitCode, ended_at: endedAt, duration_ms: durationMs, error, logs })
-    .where("id", "=", id),
+    .set({ status: run.status, exit_code: run.exit_code, ended_at: run.ended_at, duration_ms: run.duration_ms, error: run.error, logs: run.logs })
+    .where("id", "=", run.id),
 );
 
+/** A run as listed: everything but its logs and deployment. */
+export type RunSummary = Omit<RunRow, "logs" | "deployment_id">;
+
 /** The newest runs of a worker, without their logs. */
-export async function listRuns(db: Db, workerId: string, limit: number) {
+export async function listRuns(db: Db, workerId: string, limit: number): Promise<RunSummary[]> {
   return db
     .selectFrom("runs")
     .select(["id", "workspace_id", "worker_id", "capability_key", "status", "exit_code", "started_at", "ended_at", "duration_ms", "error"])

@@ -1,4 +1,4 @@
-import type { Generated, Insertable, Selectable, Updateable } from "kysely";
+import type { Generated, Selectable } from "kysely";
 
 /**
  * Row types of every table. Times are epoch milliseconds (BIGINT on PostgreSQL, INTEGER on
@@ -197,8 +197,6 @@ export type UploadRow = Selectable<UploadsTable>;
 export type DeploymentRow = Selectable<DeploymentsTable>;
 export type SecretRow = Selectable<SecretsTable>;
 export type RunRow = Selectable<RunsTable>;
-export type NewRun = Insertable<RunsTable>;
-export type RunUpdate = Updateable<RunsTable>;
 export type OauthConnectionRow = Selectable<OauthConnectionsTable>;
 export type OauthFlowRow = Selectable<OauthFlowsTable>;
 export type { Generated };

@@ -15,13 +15,21 @@ export async function upsertSecret(db: Db, row: SecretRow): Promise<void> {
     .execute();
 }
 
-export const listSecretNames = prepared((db: Db, workerId: string) =>
-  db.selectFrom("secrets").select(["name", "created_at", "updated_at"]).where("worker_id", "=", workerId).orderBy("name"),
+const secretNames = prepared((db: Db, p: { workerId: string }) =>
+  db.selectFrom("secrets").select(["name", "created_at", "updated_at"]).where("worker_id", "=", p.workerId).orderBy("name"),
 );
 
-export const listSecrets: (db: Db, workerId: string) => Promise<SecretRow[]> = prepared((db: Db, workerId: string) =>
-  db.selectFrom("secrets").selectAll().where("worker_id", "=", workerId).orderBy("name"),
-);
+/** A worker's secret names and times, by name, without their values. */
+export async function listSecretNames(db: Db, workerId: string): Promise<Pick<SecretRow, "name" | "created_at" | "updated_at">[]> {
+  return secretNames(db, { workerId });
+}
+
+const secrets = prepared((db: Db, p: { workerId: string }) => db.selectFrom("secrets").selectAll().where("worker_id", "=", p.workerId).orderBy("name"));
+
+/** A worker's secrets, sealed, by name. */
+export async function listSecrets(db: Db, workerId: string): Promise<SecretRow[]> {
+  return secrets(db, { workerId });
+}
 
 export async function deleteSecret(db: Db, workerId: string, name: string): Promise<boolean> {
   const result = await db.deleteFrom("secrets").where("worker_id", "=", workerId).where("name", "=", name).executeTakeFirst();

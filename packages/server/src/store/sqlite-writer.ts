@@ -1,13 +1,15 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type { CompiledQuery } from "kysely";
+import { setUpSqliteConnection } from "./db.js";
 
 /**
  * A second SQLite connection on a thread of its own, for write-heavy work that must be durable but
  * must not stall the server: better-sqlite3 is synchronous, so a commit's fsync (hundreds of
  * microseconds) would otherwise block every request. Queries are compiled by Kysely on the main
  * thread and executed here, a batch per transaction; batches queue while a commit is in progress,
- * so they grow with the load (group commit).
+ * so they grow with the load (group commit). The connection is set up as the store's is
+ * (setUpSqliteConnection).
  */
 export class SqliteWriter {
   private readonly worker: Worker;
@@ -22,9 +24,7 @@ export class SqliteWriter {
       const { parentPort, workerData } = require("node:worker_threads");
       const Database = require(workerData.sqlite);
       const db = new Database(workerData.file);
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
-      db.pragma("busy_timeout = 5000");
+      (${setUpSqliteConnection.toString()})(db);
       const statements = new Map();
       const prepared = (sql) => {
         let s = statements.get(sql);

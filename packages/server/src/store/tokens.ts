@@ -9,7 +9,7 @@ export async function insertToken(db: Db, row: ApiToken): Promise<void> {
 }
 
 /** The token with this hash and its workspace's name: one indexed read per authenticated request. */
-const tokenByHash = prepared((db: Db, tokenHash: string) =>
+const tokenByHash = prepared((db: Db, p: { tokenHash: string }) =>
   db
     .selectFrom("api_tokens")
     .innerJoin("workspaces", "workspaces.id", "api_tokens.workspace_id")
@@ -22,11 +22,11 @@ const tokenByHash = prepared((db: Db, tokenHash: string) =>
       "api_tokens.revoked_at",
       "workspaces.name as workspace_name",
     ])
-    .where("api_tokens.token_hash", "=", tokenHash),
+    .where("api_tokens.token_hash", "=", p.tokenHash),
 );
 
 export async function findTokenByHash(db: Db, tokenHash: string) {
-  return (await tokenByHash(db, tokenHash))[0];
+  return (await tokenByHash(db, { tokenHash }))[0];
 }
 
 /** A token as listed: everything but its hash. */

@@ -8,13 +8,13 @@ export async function insertWorker(db: Db, row: WorkerRow): Promise<void> {
   await db.insertInto("workers").values(row).execute();
 }
 
-const workerInWorkspace = prepared((db: Db, workspaceId: string, workerId: string) =>
-  db.selectFrom("workers").selectAll().where("id", "=", workerId).where("workspace_id", "=", workspaceId),
+const workerInWorkspace = prepared((db: Db, p: { workspaceId: string; workerId: string }) =>
+  db.selectFrom("workers").selectAll().where("id", "=", p.workerId).where("workspace_id", "=", p.workspaceId),
 );
 
 /** Every read is scoped to the caller's workspace: another workspace's worker is simply absent. */
 export async function findWorker(db: Db, workspaceId: string, workerId: string): Promise<WorkerRow | undefined> {
-  return (await workerInWorkspace(db, workspaceId, workerId))[0];
+  return (await workerInWorkspace(db, { workspaceId, workerId }))[0];
 }
 
 export async function listWorkers(db: Db, workspaceId: string): Promise<WorkerRow[]> {
@@ -43,10 +43,6 @@ export async function setLiveDeployment(db: Db, workerId: string, deploymentId: 
   await db.updateTable("workers").set({ live_deployment_id: deploymentId, updated_at: now }).where("id", "=", workerId).execute();
 }
 
-export async function touchWorker(db: Db, workerId: string, now: number): Promise<void> {
-  await db.updateTable("workers").set({ updated_at: now }).where("id", "=", workerId).execute();
-}
-
 /** Deletes the worker and everything that belongs to it, in the caller's transaction. */
 export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId: string): Promise<boolean> {
   // Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite only honours with
@@ -65,7 +61,6 @@ export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId:
   return Number(result.numDeletedRows) > 0;
 }
 
-/** A worker by id alone: for the server's own background work, never for a request. */
 /** Which of these worker ids still exist (in any workspace). */
 export async function existingWorkerIds(db: Db, ids: string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
@@ -73,6 +68,7 @@ export async function existingWorkerIds(db: Db, ids: string[]): Promise<Set<stri
   return new Set(rows.map((row) => row.id));
 }
 
+/** A worker by id alone: for the server's own background work, never for a request. */
 export async function findWorkerById(db: Db, workerId: string): Promise<WorkerRow | undefined> {
   return db.selectFrom("workers").selectAll().where("id", "=", workerId).executeTakeFirst();
 }

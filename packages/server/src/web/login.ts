@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
-import type { ApiDeps } from "../api/app.js";
 import { AppError, isAppError } from "../errors.js";
 import { html, sendPage } from "./html.js";
+import type { WebDeps } from "./routes.js";
 
 /**
  * The page behind CliLoginInit's `browserUrl`: a person holding an API token of a workspace
  * approves the waiting CLI, which then redeems a token of its own.
  */
-export function registerLoginPages(app: FastifyInstance, deps: ApiDeps): void {
+export function registerLoginPages(app: FastifyInstance, deps: Pick<WebDeps, "tokens" | "login">): void {
   /** The session behind a link, or the page that says why there is none to approve. */
   async function openSession(browserId: string, reply: FastifyReply) {
     let session;

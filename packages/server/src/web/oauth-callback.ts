@@ -1,13 +1,13 @@
 import type { FastifyInstance } from "fastify";
-import type { ApiDeps } from "../api/app.js";
 import { html, sendPage } from "./html.js";
+import type { WebDeps } from "./routes.js";
 
 /**
  * `<public url>/workers/oauth/callback`: where providers send the person back. The page says
  * whether the connection worked, or what failed in plain words; it never shows a token and never
  * echoes the query string.
  */
-export function registerOAuthCallback(app: FastifyInstance, deps: ApiDeps): void {
+export function registerOAuthCallback(app: FastifyInstance, deps: Pick<WebDeps, "oauth">): void {
   app.get("/workers/oauth/callback", async (request, reply) => {
     const query = new URLSearchParams(request.url.split("?")[1] ?? "");
     const outcome = await deps.oauth.callback(query);

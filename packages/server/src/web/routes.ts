@@ -1,13 +1,26 @@
 import type { FastifyInstance } from "fastify";
-import type { ApiDeps } from "../api/app.js";
+import type { TokenService } from "../auth/tokens.js";
+import type { LoginService } from "../login/service.js";
+import type { OAuthService } from "../oauth/service.js";
 import { html, sendPage } from "./html.js";
 import { registerLoginPages } from "./login.js";
+import { registerOAuthCallback } from "./oauth-callback.js";
+
+/** What the pages call into; built once in main.ts. */
+export interface WebDeps {
+  /** The public base URL (no trailing slash), known once the server listens. */
+  publicUrl(): string;
+  tokens: Pick<TokenService, "authenticate">;
+  login: Pick<LoginService, "describe" | "approve">;
+  oauth: Pick<OAuthService, "callback">;
+}
 
 /**
- * Every server-rendered page, in a plugin of their own: forms post urlencoded bodies (read with the
- * standard URLSearchParams), and only these routes accept them; the API takes JSON alone.
+ * Every server-rendered page (the home page, CLI login approval, the OAuth callback), in a plugin
+ * of their own: forms post urlencoded bodies (read with the standard URLSearchParams), and only
+ * these routes accept them; the API takes JSON alone.
  */
-export function registerWeb(app: FastifyInstance, deps: ApiDeps): void {
+export function registerWeb(app: FastifyInstance, deps: WebDeps): void {
   void app.register(async (web) => {
     web.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string", bodyLimit: 16 * 1024 }, (_req, body, done) => {
       done(null, Object.fromEntries(new URLSearchParams(body as string)));
@@ -21,6 +34,6 @@ export function registerWeb(app: FastifyInstance, deps: ApiDeps): void {
       ),
     );
     registerLoginPages(web, deps);
-    for (const register of deps.webPages ?? []) register(web, deps);
+    registerOAuthCallback(web, deps);
   });
 }

@@ -1,5 +1,4 @@
 import type { Kysely } from "kysely";
-import type { WorkerView } from "../api/contract.js";
 import type { Caller } from "../auth/tokens.js";
 import { AppError, workerNotFound } from "../errors.js";
 import { newId } from "../ids.js";
@@ -7,25 +6,15 @@ import type { Database, WorkerRow } from "../store/schema.js";
 import * as workersStore from "../store/workers.js";
 import type { UploadService, UploadTicket } from "./uploads.js";
 
-export type { WorkerView };
-
-export function workerView(row: WorkerRow): WorkerView {
-  return {
-    workerId: row.id,
-    name: row.name,
-    spaceId: row.workspace_id,
-    createdAt: new Date(row.created_at).toISOString(),
-    updatedAt: new Date(row.updated_at).toISOString(),
-  };
-}
-
 export interface WorkerService {
-  create(caller: Caller, name: string, publicUrl: string): Promise<{ worker: WorkerView } & UploadTicket>;
+  /** A new worker, and the upload its first source goes to. */
+  create(caller: Caller, name: string, publicUrl: string): Promise<{ worker: WorkerRow; upload: UploadTicket }>;
   /** A new upload for an existing worker (UpdateWorker). */
   update(caller: Caller, workerId: string, publicUrl: string): Promise<UploadTicket>;
-  list(caller: Caller): Promise<WorkerView[]>;
+  list(caller: Caller): Promise<WorkerRow[]>;
   get(caller: Caller, workerId: string): Promise<WorkerRow>;
-  delete(caller: Caller, workerId: string): Promise<WorkerView>;
+  /** Deletes the worker and everything it owns; returns the worker as it was. */
+  delete(caller: Caller, workerId: string): Promise<WorkerRow>;
 }
 
 export const WORKER_NAME_MAX = 100;
@@ -72,8 +61,7 @@ export function createWorkerService(options: {
         secrets_version: 0,
       };
       await workersStore.insertWorker(db, row);
-      const ticket = await uploads.issue(caller.workspaceId, row.id, publicUrl);
-      return { worker: workerView(row), ...ticket };
+      return { worker: row, upload: await uploads.issue(caller.workspaceId, row.id, publicUrl) };
     },
 
     async update(caller, workerId, publicUrl) {
@@ -82,7 +70,7 @@ export function createWorkerService(options: {
     },
 
     async list(caller) {
-      return (await workersStore.listWorkers(db, caller.workspaceId)).map(workerView);
+      return workersStore.listWorkers(db, caller.workspaceId);
     },
 
     get,
@@ -92,7 +80,7 @@ export function createWorkerService(options: {
       const deleted = await db.transaction().execute((trx) => workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId));
       if (!deleted) throw workerNotFound(workerId);
       options.onDeleted(workerId);
-      return workerView(row);
+      return row;
     },
   };
 }

@@ -5,6 +5,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { Kysely } from "kysely";
 import { inspectArchiveFile } from "../builder/archive.js";
+import { layout } from "../data-dir.js";
 import { AppError } from "../errors.js";
 import { newId, safeEqual } from "../ids.js";
 import type { Database, UploadRow } from "../store/schema.js";
@@ -20,7 +21,7 @@ export const UPLOAD_TTL_MS = 15 * 60 * 1000;
  * stored or refused. Files a crashed process left here can go at any time: nothing reads them later.
  */
 export function incomingUploadsDir(dataDir: string): string {
-  return path.join(dataDir, "uploads-incoming");
+  return layout(dataDir).uploadsIncoming;
 }
 
 /** What CreateWorker and UpdateWorker answer: where to POST the archive, and the fields to send. */

@@ -52,6 +52,16 @@ export async function bootstrap(options: {
   return { created: true, workspace, adminTokenFile };
 }
 
+/** Workspaces as the CreateWorkspace action makes them. */
+export interface WorkspaceService {
+  /** A workspace and its first token (a member token named `owner`). */
+  create(name: string): Promise<{ workspace: Workspace; token: string }>;
+}
+
+export function createWorkspaceService(db: Kysely<Database>, tokens: TokenService, now: () => number = Date.now): WorkspaceService {
+  return { create: (name) => createWorkspace(db, tokens, name, now) };
+}
+
 /** `ntn server workspace create NAME` and the CreateWorkspace action: a workspace and its first token. */
 export async function createWorkspace(
   db: Kysely<Database>,

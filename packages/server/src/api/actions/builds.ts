@@ -1,4 +1,19 @@
+import type { BuildEvent } from "../../builder/service.js";
 import { defineAction, id, object, text } from "../action.js";
+import type { StreamLine } from "../contract.js";
+import { outputLine, streamAnswer } from "../stream.js";
+
+/** A build's event on the wire: its log, then a `result` or an `error` line. */
+function buildLine(event: BuildEvent): StreamLine {
+  switch (event.kind) {
+    case "output":
+      return outputLine(event);
+    case "live":
+      return { _tag: "result", result: { ok: true, deploymentId: event.deploymentId } };
+    case "failed":
+      return { _tag: "error", error: event.message, code: "build_failed" };
+  }
+}
 
 export const buildActions = [
   defineAction({
@@ -6,8 +21,9 @@ export const buildActions = [
     auth: "workspace",
     schema: object({ workerId: id, stream: { type: "boolean" } }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      if (body.stream !== false) return { stream: await deps.builder.build(caller, body.workerId) };
-      return deps.builder.buildWhole(caller, body.workerId);
+      if (body.stream !== false) return streamAnswer(await deps.builder.build(caller, body.workerId), buildLine);
+      const { deploymentId } = await deps.builder.buildWhole(caller, body.workerId);
+      return { ok: true, deploymentId };
     },
   }),
   defineAction({
@@ -15,7 +31,7 @@ export const buildActions = [
     auth: "workspace",
     schema: object({ workerId: id }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      return { capabilities: await deps.oauth.annotate(caller, body.workerId, await deps.builder.capabilities(caller, body.workerId)) };
+      return { capabilities: await deps.capabilities.list(caller, body.workerId) };
     },
   }),
   defineAction({

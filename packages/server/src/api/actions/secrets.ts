@@ -16,7 +16,8 @@ export const secretActions = [
     auth: "workspace",
     schema: object({ workerId: id }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      return { secrets: await deps.secrets.list(caller, body.workerId) };
+      const rows = await deps.secrets.list(caller, body.workerId);
+      return { secrets: rows.map((row) => ({ key: row.name, createdAt: new Date(row.created_at).toISOString(), updatedAt: new Date(row.updated_at).toISOString() })) };
     },
   }),
   defineAction({

@@ -1,5 +1,3 @@
-import { rotateKeys } from "../../admin.js";
-import { createWorkspace } from "../../workspaces/service.js";
 import { defineAction, object, text } from "../action.js";
 
 export const serverActions = [
@@ -31,7 +29,7 @@ export const serverActions = [
     auth: "admin",
     schema: object({ name: text(200, 1) }, ["name"]),
     async handle({ deps, body }) {
-      const { workspace, token } = await createWorkspace(deps.db, deps.tokens, body.name);
+      const { workspace, token } = await deps.workspaces.create(body.name);
       return { workspaceId: workspace.id, name: workspace.name, token };
     },
   }),
@@ -40,7 +38,7 @@ export const serverActions = [
     auth: "admin",
     schema: object({ keepOldKeys: { type: "boolean" } }),
     async handle({ deps, body }) {
-      const report = await rotateKeys(deps.db, deps.keyring, { keepOldKeys: body.keepOldKeys === true });
+      const report = await deps.keys.rotate({ keepOldKeys: body.keepOldKeys === true });
       return { keyId: report.keyId, resealed: report.resealed, source: report.source, removedKeyIds: report.removedKeyIds };
     },
   }),

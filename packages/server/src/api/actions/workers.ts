@@ -1,5 +1,16 @@
+import type { WorkerRow } from "../../store/schema.js";
 import { defineAction, id, object, shortText } from "../action.js";
-import { workerView } from "../../workers/service.js";
+import type { WorkerView } from "../contract.js";
+
+function workerView(row: WorkerRow): WorkerView {
+  return {
+    workerId: row.id,
+    name: row.name,
+    spaceId: row.workspace_id,
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
 
 export const workerActions = [
   defineAction({
@@ -7,7 +18,7 @@ export const workerActions = [
     auth: "workspace",
     schema: object({}),
     async handle({ caller, deps }) {
-      return { workers: await deps.workers.list(caller) };
+      return { workers: (await deps.workers.list(caller)).map(workerView) };
     },
   }),
   defineAction({
@@ -15,7 +26,8 @@ export const workerActions = [
     auth: "workspace",
     schema: object({ name: shortText, uploadType: shortText }, ["name"]),
     async handle({ caller, deps, body }) {
-      return deps.workers.create(caller, body.name, deps.publicUrl());
+      const { worker, upload } = await deps.workers.create(caller, body.name, deps.publicUrl());
+      return { worker: workerView(worker), ...upload };
     },
   }),
   defineAction({
@@ -39,7 +51,7 @@ export const workerActions = [
     auth: "workspace",
     schema: object({ workerId: id }, ["workerId"]),
     async handle({ caller, deps, body }) {
-      return { worker: await deps.workers.delete(caller, body.workerId) };
+      return { worker: workerView(await deps.workers.delete(caller, body.workerId)) };
     },
   }),
 ];

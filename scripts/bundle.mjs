@@ -37,3 +37,4 @@ for (const [entry, outfile] of [
     logLevel: "warning",
   });
 }
+
