@@ -49,7 +49,7 @@ worker.tool("loop", {
 });
 worker.tool("alloc", {
   title: "alloc", description: "allocates without bound", schema: none,
-  execute: async () => { const kept: string[] = []; for (let i = 0; ; i++) kept.push("x".repeat(1024 * 1024) + i); },
+  execute: async () => { const kept: string[] = []; for (let i = 0; ; i++) kept.push("x".repeat(8 * 1024 * 1024) + i); },
 });
 worker.tool("spew", {
   title: "spew", description: "prints 3 MiB", schema: none,

@@ -66,6 +66,10 @@ worker.tool("read", {
   title: "read", description: "reads a file", schema: j.object({ path: j.string() }),
   execute: async ({ path }) => attempt(() => fs.readFileSync(path, "utf8")),
 });
+worker.tool("scribble", {
+  title: "scribble", description: "writes to Workyard's message channel", schema: j.object({ bytes: j.number() }),
+  execute: async ({ bytes }) => attempt(() => fs.writeSync(3, bytes > 0 ? "y".repeat(bytes) : "not json at all\\n")),
+});
 worker.tool("spawn", {
   title: "spawn", description: "runs id", schema: j.object({}),
   execute: async () => attempt(() => child_process.execSync("id").toString()),
@@ -227,6 +231,35 @@ describe("a worker of one workspace against another workspace, the server and th
     expect(probe.execArgv).toContain("--experimental-permission");
     const spawned = await attack("spawn");
     expect(spawned).toMatchObject({ ok: false, code: "ERR_ACCESS_DENIED" });
+  });
+
+  it("review finding: a worker that writes garbage on Workyard's channel is stopped; the server keeps serving", async () => {
+    for (const bytes of [0, 20 * 1024 * 1024]) {
+      const result = await ntn(["workers", "exec", "scribble", "-d", JSON.stringify({ bytes })], { cwd: attackerDir, env: envB });
+      expect(result.code).toBe(5);
+      expect(result.stderr).toMatch(/on Workyard's channel and was stopped/);
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      // The next run gets a new process.
+      expect((await attack("probe")).pid).toBe(1);
+    }
+  });
+
+  it.skipIf(!isRoot)("review finding: the worker's secrets never pass through the environment of bubblewrap or setpriv (root) or its own process", async () => {
+    const running = server.call("RunCapability", { workerId: workerId(victimDir), capabilityKey: "hold", args: { ms: 2000 } });
+    await new Promise((r) => setTimeout(r, 500));
+    let seen = 0;
+    for (const entry of fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+      try {
+        const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
+        if (!cmdline.includes("/workyard/child.mjs")) continue;
+        seen += 1;
+        expect(fs.readFileSync(`/proc/${entry}/environ`, "utf8")).not.toContain("victim-secret-value");
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+      }
+    }
+    expect(seen).toBeGreaterThan(0);
+    expect((await running).status).toBe(200);
   });
 
   it("H4: loopback services, the server's own API and PostgreSQL's port are denied with a clear error; the listener sees nothing", async () => {

@@ -1,9 +1,18 @@
-import { fork } from "node:child_process";
+import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { describeRunError, tidyStack, whyNotRunnable, type FromChild, type SerializedError, type ToChild } from "@workyard/server/executor-protocol";
+import {
+  describeRunError,
+  encodeMessage,
+  LineDecoder,
+  tidyStack,
+  whyNotRunnable,
+  type FromChild,
+  type SerializedError,
+  type ToChild,
+} from "@workyard/server/executor-protocol";
 import { expiryComments, parseEnvFile } from "./dotenv-file.js";
 import { LocalError, UserError } from "./errors.js";
 import type { Output } from "./output.js";
@@ -116,12 +125,16 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: SerializedErro
 
 function runInChild(bundlePath: string, key: string, input: unknown, env: Record<string, string>, cwd: string, out: Output): Promise<Outcome> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD_ENTRY, [bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
-      execArgv: ["--enable-source-maps"],
+    // The server's channel: messages as JSON lines on the child's stdin and its descriptor 3. The
+    // variables go in the first message, as the server sends them; the process gets them too.
+    const child = spawn(process.execPath, ["--enable-source-maps", CHILD_ENTRY, bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
       env,
       cwd,
-      stdio: ["ignore", "pipe", "inherit", "ipc"],
+      stdio: ["pipe", "pipe", "inherit", "pipe"],
     });
+    const send = (message: ToChild) => child.stdin?.write(encodeMessage(message), () => {});
+    child.stdin?.on("error", () => {});
+    send({ type: "start", env });
     // Whatever bypasses the child's capture still belongs on stderr: stdout carries the result alone.
     child.stdout?.on("data", (chunk: Buffer) => out.stderr.write(chunk.toString("utf8")));
     let settled = false;
@@ -131,7 +144,13 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
       child.kill();
       resolve(outcome);
     };
-    child.on("message", (message: FromChild) => {
+    const decoder = new LineDecoder<FromChild>(
+      128 * 1024 * 1024,
+      (message) => onMessage(message),
+      (reason) => finish({ ok: false, error: { name: "ProtocolViolation", message: `The worker process wrote ${reason} on Workyard's channel.` } }),
+    );
+    (child.stdio[3] as NodeJS.ReadableStream | null)?.on("data", (chunk: Buffer) => decoder.push(chunk));
+    const onMessage = (message: FromChild) => {
       switch (message.type) {
         case "log":
           out.stderr.write(message.data);
@@ -141,7 +160,7 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
           const manifest = message.manifest as { capabilities?: { _tag: string; key: string }[] } | null;
           const refused = whyNotRunnable(manifest?.capabilities ?? [], key);
           if (refused) finish({ ok: false, refused });
-          else child.send({ type: "run", runId: "local", key, input, env: {} } satisfies ToChild);
+          else send({ type: "run", runId: "local", key, input, env: {} });
           break;
         }
         case "result":
@@ -153,7 +172,7 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
           finish({ ok: false, error: message.error });
           break;
       }
-    });
+    };
     child.on("error", reject);
     child.on("exit", (code, signal) => finish({ ok: false, error: { name: "Exited", message: `The worker process exited (${signal ?? `code ${code}`}).` } }));
   });

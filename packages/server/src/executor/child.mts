@@ -7,10 +7,11 @@
  * tree, and write only its scratch directory. So what it imports of ours is bundled into it
  * (scripts/bundle-server.mjs): the egress client, and types; undici is mounted beside it.
  */
+import fs from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { routeThroughGateway } from "../egress/client.js";
-import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
+import { encodeMessage, LineDecoder, MESSAGE_FD, type EnvPatch, type FromChild, type SerializedError, type ToChild } from "./protocol.js";
 
 const [bundlePath = "", logLimitArg = "1048576", resultLimitArg = "4194304", egressSocket = "", undiciDir = ""] = process.argv.slice(2);
 // Before the worker's code loads: fetch, node:http and node:https go out through the gateway.
@@ -18,8 +19,31 @@ if (egressSocket) routeThroughGateway(egressSocket, undiciDir);
 const LOG_LIMIT = Number(logLimitArg);
 const RESULT_LIMIT = Number(resultLimitArg);
 
+/** To the server, on descriptor 3: synchronous, so nothing is lost when the process ends next. */
 function send(message: FromChild): void {
-  process.send?.(message);
+  const bytes = Buffer.from(encodeMessage(message));
+  try {
+    for (let written = 0; written < bytes.length; ) written += fs.writeSync(MESSAGE_FD, bytes, written);
+  } catch {
+    // The server is gone: the process ends with its input.
+    process.exit(0);
+  }
+}
+
+// From the server, on stdin. A message that is not ours means the channel is not the server's.
+const handlers: ((message: ToChild) => void)[] = [];
+const decoder = new LineDecoder<ToChild>(
+  64 * 1024 * 1024,
+  (message) => {
+    for (const handler of handlers) handler(message);
+  },
+  () => process.exit(1),
+);
+process.stdin.on("data", (chunk: Buffer) => decoder.push(chunk));
+// The server went away (or closed the channel): nothing more will come.
+process.stdin.on("end", () => process.exit(0));
+function onServerMessage(handler: (message: ToChild) => void): void {
+  handlers.push(handler);
 }
 
 function serialize(error: unknown): SerializedError {
@@ -121,12 +145,10 @@ async function main(): Promise<void> {
     send({ type: "ready", manifest: JSON.parse(JSON.stringify(worker.manifest)), loadMs: performance.now() - started });
   } catch (error) {
     send({ type: "load_failed", error: serialize(error) });
-    process.exitCode = 1;
-    process.disconnect?.();
-    return;
+    process.exit(1);
   }
 
-  process.on("message", (message: ToChild) => {
+  onServerMessage((message) => {
     if (message.type === "env") {
       applyEnv(message.env);
       return;
@@ -163,12 +185,17 @@ async function main(): Promise<void> {
 }
 
 const crash = (error: unknown) => {
-  // Exit once the report is on its way; the timer covers a parent that stopped reading.
-  setTimeout(() => process.exit(1), 1000).unref();
-  process.send?.({ type: "crash", runId: currentRun, error: serialize(error) } satisfies FromChild, () => process.exit(1));
+  send({ type: "crash", runId: currentRun, error: serialize(error) });
+  process.exit(1);
 };
 process.on("uncaughtException", crash);
 process.on("unhandledRejection", crash);
-process.on("disconnect", () => process.exit(0));
 
-void main();
+// The worker's variables come first, before its code loads (module-level code reads them once).
+let started = false;
+onServerMessage((message) => {
+  if (started || message.type !== "start") return;
+  started = true;
+  for (const [key, value] of Object.entries(message.env)) process.env[key] = value;
+  void main();
+});

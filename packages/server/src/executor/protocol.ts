@@ -1,8 +1,73 @@
 /**
- * Messages between the server and a worker's sandboxed process (child.ts), over Node's IPC
- * channel. Both sides import these types; child.ts imports nothing else of ours, since the
- * permission model lets it read only its own file, its bundle and the installed tree.
+ * Messages between the server and a worker's process (child.mts), one JSON object per line: to
+ * the child on its stdin, from the child on its descriptor 3. Not Node's IPC channel: a worker can
+ * write anything to its own descriptors, and Node's channel parses what arrives inside the server
+ * and throws out of it (one line of garbage ended the server). Here the server reads through a
+ * LineDecoder with a bounded line and a parse that cannot throw, and a child that sends something
+ * else is stopped. Both sides import this module; the child's copy is bundled into its entry.
  */
+
+/** The child's descriptor for messages to the server (0, 1 and 2 are stdin, stdout and stderr). */
+export const MESSAGE_FD = 3;
+
+/** One message as it travels. */
+export function encodeMessage(message: ToChild | FromChild): string {
+  return `${JSON.stringify(message)}\n`;
+}
+
+/**
+ * Splits a byte stream into messages: a line longer than `maxLine`, or one that is not a JSON
+ * object with a string `type`, is a protocol violation (`onViolation`, once; then nothing more).
+ */
+export class LineDecoder<T extends { type: string }> {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private broken = false;
+
+  constructor(
+    private readonly maxLine: number,
+    private readonly onMessage: (message: T) => void,
+    private readonly onViolation: (reason: string) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    while (!this.broken) {
+      const newline = chunk.indexOf(10, start);
+      if (newline < 0) {
+        const rest = chunk.subarray(start);
+        this.pendingBytes += rest.length;
+        if (this.pendingBytes > this.maxLine) return this.violate(`a message longer than ${this.maxLine} bytes`);
+        if (rest.length > 0) this.pending.push(rest);
+        return;
+      }
+      const piece = chunk.subarray(start, newline);
+      if (this.pendingBytes + piece.length > this.maxLine) return this.violate(`a message longer than ${this.maxLine} bytes`);
+      const line = this.pending.length > 0 ? Buffer.concat([...this.pending, piece]) : piece;
+      this.pending = [];
+      this.pendingBytes = 0;
+      start = newline + 1;
+      if (line.length === 0) continue;
+      let message: unknown;
+      try {
+        message = JSON.parse(line.toString("utf8"));
+      } catch {
+        return this.violate("a line that is not JSON");
+      }
+      if (!message || typeof message !== "object" || typeof (message as { type?: unknown }).type !== "string") {
+        return this.violate("a message without a type");
+      }
+      this.onMessage(message as T);
+    }
+  }
+
+  private violate(reason: string): void {
+    if (this.broken) return;
+    this.broken = true;
+    this.pending = [];
+    this.onViolation(reason);
+  }
+}
 
 export interface SerializedError {
   name: string;
@@ -19,6 +84,11 @@ export interface SerializedError {
 export type EnvPatch = Record<string, string | null>;
 
 export type ToChild =
+  /**
+   * The first message: the worker's variables, set before its code loads, so they never pass
+   * through the environment of the processes that start it (bubblewrap, setpriv).
+   */
+  | { type: "start"; env: Record<string, string> }
   | { type: "run"; runId: string; key: string; input: unknown; env: EnvPatch }
   /** A token refreshed while a run goes on: applied at once, so accessToken() sees it next call. */
   | { type: "env"; env: EnvPatch };

@@ -1,4 +1,4 @@
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import os from "node:os";
@@ -8,7 +8,7 @@ import { AppError } from "../errors.js";
 import type { Isolation } from "./isolation.js";
 import { EXIT_CODES, LIMITS } from "./limits.js";
 import { sandboxArgs, type Mount, type SandboxHost } from "./namespaces.js";
-import type { EnvPatch, FromChild, SerializedError, ToChild } from "./protocol.js";
+import { encodeMessage, LineDecoder, type EnvPatch, type FromChild, type SerializedError, type ToChild } from "./protocol.js";
 
 /**
  * The sandbox entry as built (child.mts, bundled with the egress client into one file by
@@ -147,6 +147,13 @@ export class SandboxProcess {
 
   private hostPid: number | undefined;
   private cpuGroup: { remove(): void } | undefined;
+  /** Where messages from the child go: the load's handler, then onMessage. */
+  private handleMessage: (message: FromChild) => void = () => {};
+  /** Set when the child broke the channel's protocol (then it is stopped). */
+  private violation: string | undefined;
+  /** Bytes of output of the current run the server has taken; beyond LIMITS.logBytes, dropped. */
+  private runLogBytes = 0;
+  private runLogNoticeSent = false;
 
   private async spawn(): Promise<void> {
     const { spec } = this;
@@ -157,6 +164,22 @@ export class SandboxProcess {
     // What bypasses the child's own capture (V8's fatal errors, Node's warnings) arrives here.
     this.child.stdout?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
     this.child.stderr?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
+    // Messages, one JSON line each on its descriptor 3; anything else stops the process.
+    const decoder = new LineDecoder<FromChild>(
+      LIMITS.resultBytes + 64 * 1024,
+      (message) => this.handleMessage(message),
+      (reason) => {
+        this.violation = `The worker process wrote ${reason} on Workyard's channel and was stopped.`;
+        this.kill();
+      },
+    );
+    const channel = this.child.stdio[3] as NodeJS.ReadableStream | null;
+    channel?.on("data", (chunk: Buffer) => decoder.push(chunk));
+    channel?.on("error", () => {});
+    this.child.stdin?.on("error", () => {});
+    // The worker's variables, before its code loads.
+    this.send({ type: "start", env: this.workerVariables() });
+    this.watchMemory();
 
     this.child.on("exit", (code, signal) => {
       this.exited = true;
@@ -173,25 +196,31 @@ export class SandboxProcess {
         this.kill();
         reject(new LoadError({ name: "LoadTimeout", message: `The worker did not load within ${LIMITS.loadTimeoutMs / 1000}s.` }, loadLogs.join("")));
       }, LIMITS.loadTimeoutMs);
-      const onMessage = (message: FromChild) => {
+      let loadLogBytes = 0;
+      this.handleMessage = (message: FromChild) => {
         if (message.type === "log") {
-          if (loadLogs.join("").length < LIMITS.logBytes) loadLogs.push(message.data);
+          if (typeof message.data === "string" && loadLogBytes < LIMITS.logBytes) {
+            loadLogs.push(message.data.slice(0, LIMITS.logBytes - loadLogBytes));
+            loadLogBytes += message.data.length;
+          }
         } else if (message.type === "ready") {
           clearTimeout(timer);
           this.manifest = message.manifest;
-          this.loadMs = message.loadMs;
+          this.loadMs = Number(message.loadMs) || 0;
           this.confineCpu();
-          this.child.off("message", onMessage);
-          this.child.on("message", (m: FromChild) => this.onMessage(m));
+          this.handleMessage = (m) => this.onMessage(m);
           resolve();
         } else if (message.type === "load_failed" || message.type === "crash") {
           clearTimeout(timer);
-          reject(new LoadError(message.error, loadLogs.join("")));
+          reject(new LoadError(asSerializedError(message.error), loadLogs.join("")));
         }
       };
-      this.child.on("message", onMessage);
       this.child.once("exit", (code, signal) => {
         clearTimeout(timer);
+        if (this.violation) {
+          reject(new LoadError({ name: "ProtocolViolation", message: this.violation }, loadLogs.join("")));
+          return;
+        }
         const detail = this.rawStderr.trim() ? `: ${this.rawStderr.trim().split("\n").slice(-5).join("\n")}` : "";
         reject(new LoadError({ name: "ProcessExited", message: `The worker process exited while loading (${signal ?? `code ${code}`})${detail}` }, loadLogs.join("")));
       });
@@ -205,17 +234,19 @@ export class SandboxProcess {
     });
   }
 
-  /** The worker's environment: its secrets, then what the runtime fixes (never taken from secrets). */
+  /** The process's environment: fixed by the runtime, nothing of the worker's (see "start"). */
   private environment(paths: { scratch: string }): Record<string, string> {
     return {
-      ...this.spec.env,
       HOME: paths.scratch,
       TMPDIR: paths.scratch,
-      // The one NODE_* a worker may set (Node.js itself ignores it).
-      NODE_ENV: this.spec.env.NODE_ENV ?? "production",
-      // Empty, whatever the worker's secrets say: flags here would switch the permission model off.
+      // Empty: flags here would switch the permission model off.
       NODE_OPTIONS: "",
     };
+  }
+
+  /** The worker's variables, for the first message: its secrets, NODE_ENV production unless set. */
+  private workerVariables(): Record<string, string> {
+    return { NODE_ENV: "production", ...this.spec.env };
   }
 
   private nodeFlags(paths: { entry: string; undici: string; worker: string; scratch: string }): string[] {
@@ -263,10 +294,11 @@ export class SandboxProcess {
       ],
     });
     const child = spawn(host.bwrap, args, {
+      // A fixed environment: the worker's variables arrive in the first message, so none of them
+      // reaches bubblewrap or setpriv (which run as root) or the dynamic linker.
       env: this.environment({ scratch: INSIDE.scratch }),
       cwd: "/",
-      stdio: ["ignore", "pipe", "pipe", "ipc", "pipe"],
-      serialization: "json",
+      stdio: ["pipe", "pipe", "pipe", "pipe", "pipe"],
     });
     // bubblewrap names the process it started, as the host sees it: for memory and CPU accounting.
     let info = "";
@@ -288,15 +320,13 @@ export class SandboxProcess {
     const { spec } = this;
     const flags = this.nodeFlags({ entry: spec.entry, undici: UNDICI_DIR, worker: spec.bundleDir, scratch: spec.scratchDir });
     flags.push(`--allow-fs-read=${spec.nodeModules}`);
-    const child = fork(
-      spec.entry,
-      [path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes), spec.egressSocket ?? "", UNDICI_DIR],
+    const child = spawn(
+      process.execPath,
+      [...flags, spec.entry, path.join(spec.bundleDir, "index.mjs"), String(LIMITS.logBytes), String(LIMITS.resultBytes), spec.egressSocket ?? "", UNDICI_DIR],
       {
-        execArgv: flags,
         env: this.environment({ scratch: spec.scratchDir }),
         cwd: spec.scratchDir,
-        stdio: ["ignore", "pipe", "pipe", "ipc"],
-        serialization: "json",
+        stdio: ["pipe", "pipe", "pipe", "pipe"],
         ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
       },
     );
@@ -334,16 +364,29 @@ export class SandboxProcess {
     this.rawStderr = (this.rawStderr + chunk.toString("utf8")).slice(-16 * 1024);
   }
 
+  /**
+   * A message of a loaded process. The child is the worker's code too: what it sends is checked
+   * here (its output capped per run by the server, whatever the child says; errors made of strings).
+   */
   private onMessage(message: FromChild): void {
     const run = this.running;
     if (message.type === "log") {
-      if (run && message.runId === run.runId) this.currentOnLog?.(message.stream, message.data);
+      if (!run || message.runId !== run.runId || typeof message.data !== "string") return;
+      const stream = message.stream === "stderr" ? "stderr" : "stdout";
+      if (this.runLogBytes < LIMITS.logBytes) {
+        const piece = message.data.slice(0, LIMITS.logBytes - this.runLogBytes);
+        this.runLogBytes += piece.length;
+        this.currentOnLog?.(stream, piece);
+      } else if (!this.runLogNoticeSent) {
+        this.runLogNoticeSent = true;
+        this.currentOnLog?.("stderr", `[workyard] output beyond ${LIMITS.logBytes} bytes was dropped\n`);
+      }
       return;
     }
     if (!run || ("runId" in message && message.runId !== null && message.runId !== run.runId)) return;
     if (message.type === "result") run.finish({ ok: true, value: message.value, exitCode: 0 });
-    else if (message.type === "error") run.finish({ ok: false, error: message.error, exitCode: EXIT_CODES.error, reason: "error", processLost: false });
-    else if (message.type === "crash") run.finish({ ok: false, error: message.error, exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
+    else if (message.type === "error") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "error", processLost: false });
+    else if (message.type === "crash") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
   }
 
   private currentOnLog: RunOptions["onLog"] | undefined;
@@ -366,20 +409,13 @@ export class SandboxProcess {
         this.killReason = { reason: "timeout", message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.` };
         this.kill();
       }, options.timeoutMs);
-      const rssLimitKb = (this.spec.memoryMb + LIMITS.rssHeadroomMb) * 1024;
-      const poll = setInterval(() => {
-        const rss = readRssKb(this.hostPid);
-        if (rss !== undefined && rss > rssLimitKb) {
-          this.killReason = { reason: "memory", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` };
-          this.kill();
-        }
-      }, LIMITS.memoryPollMs);
+      this.runLogBytes = 0;
+      this.runLogNoticeSent = false;
       this.currentOnLog = options.onLog;
       this.running = {
         runId: options.runId,
         finish: (outcome) => {
           clearTimeout(timer);
-          clearInterval(poll);
           this.running = undefined;
           this.currentOnLog = undefined;
           resolve(outcome);
@@ -395,17 +431,36 @@ export class SandboxProcess {
   }
 
   private send(message: ToChild): void {
-    try {
-      this.child.send(message);
-    } catch {
-      // The exit handler reports the run.
-    }
+    if (this.exited || !this.child.stdin?.writable) return;
+    // Gone meanwhile: the exit handler reports the run.
+    this.child.stdin.write(encodeMessage(message), () => {});
+  }
+
+  /**
+   * Resident memory watched for the process's whole life, not only during runs: a worker that
+   * allocates from a timer between runs is stopped too.
+   */
+  private watchMemory(): void {
+    const rssLimitKb = (this.spec.memoryMb + LIMITS.rssHeadroomMb) * 1024;
+    const poll = setInterval(() => {
+      if (this.exited) return clearInterval(poll);
+      const rss = readRssKb(this.hostPid);
+      if (rss !== undefined && rss > rssLimitKb) {
+        this.killReason = { reason: "memory", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` };
+        this.kill();
+      }
+    }, LIMITS.memoryPollMs);
+    poll.unref();
   }
 
   private finishOnExit(): void {
     const run = this.running;
     if (!run) return;
     const { code, signal } = this.exitInfo ?? { code: null, signal: null };
+    if (this.violation) {
+      run.finish({ ok: false, error: { name: "ProtocolViolation", message: this.violation }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
+      return;
+    }
     if (this.killReason) {
       const exitCode = this.killReason.reason === "timeout" ? EXIT_CODES.timeout : EXIT_CODES.memory;
       run.finish({ ok: false, error: { name: "LimitExceeded", message: this.killReason.message }, exitCode, reason: this.killReason.reason, processLost: true });
@@ -470,4 +525,18 @@ export function sandboxRefused(reason: string): AppError {
   return new AppError("sandbox_unavailable", reason, {
     hint: "The operator should install bubblewrap (apt-get install bubblewrap) and restart the server.",
   });
+}
+
+/** An error as the child reported it, made of strings whatever the child sent. */
+function asSerializedError(value: unknown): SerializedError {
+  const error = (value && typeof value === "object" ? value : {}) as Record<string, unknown>;
+  const text = (field: unknown, max: number) => (typeof field === "string" ? field.slice(0, max) : undefined);
+  return {
+    name: text(error.name, 200) ?? "Error",
+    message: text(error.message, 64 * 1024) ?? "The worker reported an error without a message.",
+    stack: text(error.stack, 64 * 1024),
+    code: text(error.code, 200),
+    permission: text(error.permission, 200),
+    resource: text(error.resource, 4096),
+  };
 }
