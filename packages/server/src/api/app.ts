@@ -159,7 +159,8 @@ function fromFrameworkError(error: FastifyError): AppError | undefined {
 
 /**
  * The HTTP layer: routes, validates (JSON Schema via ajv), authenticates, and shapes answers.
- * Business rules live in the services it calls.
+ * Business rules live in the services it calls. The server-rendered pages (web/routes.ts) are
+ * registered on the same app by main.ts.
  */
 export function createApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
