@@ -150,3 +150,71 @@ describe("builds cannot reach the server's files, environment or network (C1, C2
     expect(result.stderr).toMatch(/package-lock\.json: the dependency "rootfs"/);
   });
 });
+
+/** Packs a folder as a .tar.gz (whatever it holds, node_modules included, as a raw upload could). */
+async function packFolder(dir: string): Promise<Buffer> {
+  const tar = await import("tar");
+  const chunks: Buffer[] = [];
+  const stream = tar.create({ gzip: true, cwd: dir, portable: true }, fs.readdirSync(dir));
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(Buffer.from(chunk));
+  return Buffer.concat(chunks);
+}
+
+/** CreateWorker, the upload (fields, then file), BuildWorker: a deploy without our CLI's archive rules. */
+async function rawDeploy(server: TestServer, token: string, name: string, archive: Buffer): Promise<{ workerId: string; build: string }> {
+  const created = await server.call("CreateWorker", { name, uploadType: "source" }, token);
+  expect(created.status, JSON.stringify(created.body)).toBe(200);
+  const form = new FormData();
+  for (const [key, value] of Object.entries(created.body.fields as Record<string, string>)) form.append(key, value);
+  form.append("file", new Blob([archive], { type: "application/gzip" }), "archive.tar.gz");
+  const uploaded = await fetch(created.body.url, { method: "POST", body: form });
+  expect(uploaded.status, await uploaded.clone().text()).toBe(200);
+  const response = await fetch(`${server.url}/api/v3/workersBuildWorker`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({ workerId: created.body.worker.workerId, stream: true }),
+  });
+  return { workerId: created.body.worker.workerId, build: await response.text() };
+}
+
+describe("a shared dependency tree cannot be planted (security review, finding 2)", () => {
+  let server: TestServer;
+  let tmp: { dir: string; cleanup(): void };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    tmp = tempDir("wy-plant-");
+  });
+  afterAll(async () => {
+    await server?.stop();
+    tmp?.cleanup();
+  });
+
+  it("an uploaded node_modules and npm-shrinkwrap.json are ignored; a tree without a lockfile is the workspace's own", async () => {
+    const b = await server.call("CreateWorkspace", { name: "planter" });
+    const packageJson = `${JSON.stringify({ name: "plant", version: "1.0.0", type: "module", dependencies: { "@notionhq/workers": "0.9.2", "@notionhq/client": "5.26.0" } }, null, 2)}\n`;
+    const planter = path.join(tmp.dir, "planter");
+    fs.mkdirSync(path.join(planter, "src"), { recursive: true });
+    fs.writeFileSync(path.join(planter, "package.json"), packageJson);
+    fs.writeFileSync(path.join(planter, "src", "index.ts"), WORKER("const leaked = 1;"));
+    // What the review planted: a package's file, and a shrinkwrap naming another tarball.
+    fs.mkdirSync(path.join(planter, "node_modules", "@notionhq", "client"), { recursive: true });
+    fs.writeFileSync(path.join(planter, "node_modules", "@notionhq", "client", "PLANTED.js"), "globalThis.planted = true;\n");
+    fs.writeFileSync(path.join(planter, "npm-shrinkwrap.json"), JSON.stringify({ name: "plant", lockfileVersion: 3, packages: {} }));
+    const planted = await rawDeploy(server, b.body.token, "planter", await packFolder(planter));
+    expect(planted.build).toContain("Ignored the project's node_modules");
+    expect(planted.build).toContain("Ignored the project's npm-shrinkwrap.json");
+    expect(planted.build).toMatch(/"_tag":"result"/);
+    const trees = fs.readdirSync(path.join(server.dataDir, "deps")).filter((d) => /^[0-9a-f]{32}$/.test(d));
+    for (const tree of trees) expect(fs.existsSync(path.join(server.dataDir, "deps", tree, "node_modules", "@notionhq", "client", "PLANTED.js"))).toBe(false);
+
+    // The same package.json, no lockfile, in the default workspace: a tree of its own, installed anew.
+    const victim = path.join(tmp.dir, "victim");
+    fs.mkdirSync(path.join(victim, "src"), { recursive: true });
+    fs.writeFileSync(path.join(victim, "package.json"), packageJson);
+    fs.writeFileSync(path.join(victim, "src", "index.ts"), WORKER("const leaked = 1;"));
+    const own = await rawDeploy(server, server.adminToken, "victim", await packFolder(victim));
+    expect(own.build).not.toContain("Dependencies unchanged: reusing tree");
+    expect(own.build).toMatch(/"_tag":"result"/);
+  });
+});

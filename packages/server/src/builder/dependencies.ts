@@ -80,11 +80,17 @@ function walkSpecs(entries: Record<string, unknown>, visit: (name: string, spec:
  * npm follows the lockfile, but the tree is checked as it is, not as it should be.
  */
 export function checkInstalledTree(nodeModules: string): void {
-  const root = path.resolve(nodeModules);
+  const root = fs.existsSync(nodeModules) ? fs.realpathSync(nodeModules) : path.resolve(nodeModules);
   const visit = (p: string) => {
     const stat = fs.lstatSync(p);
     if (stat.isSymbolicLink()) {
-      const target = path.resolve(path.dirname(p), fs.readlinkSync(p));
+      // Where the link really leads, through any chain of links (one that leads nowhere stays lexical).
+      let target: string;
+      try {
+        target = fs.realpathSync(p);
+      } catch {
+        target = path.resolve(path.dirname(p), fs.readlinkSync(p));
+      }
       if (target !== root && !target.startsWith(`${root}${path.sep}`)) {
         throw new AppError("dependency_refused", `The installed packages hold a link that leaves node_modules: ${path.relative(root, p)} -> ${fs.readlinkSync(p)}.`, {
           hint: "Dependencies must come from the registry; check package-lock.json for file: or link: entries.",

@@ -4,7 +4,7 @@ import path from "node:path";
 import { AppError } from "../errors.js";
 import { checkInstalledTree } from "./dependencies.js";
 
-/** The files that decide an installed tree; nothing else of the project reaches npm. */
+/** The files that decide an installed tree: npm runs in a folder holding these two alone. */
 export interface InstallInput {
   packageJson: Buffer;
   lockfile: Buffer | undefined;
@@ -28,13 +28,14 @@ export function readInstallInput(projectDir: string): InstallInput {
 }
 
 /**
- * Installed trees are shared by this hash: the lockfile (or package.json where there is none), the
- * registry they come from and Node's major version. An unchanged lockfile installs nothing.
+ * Installed trees are shared by this hash: the lockfile, the registry it comes from and Node's
+ * major version; an unchanged lockfile installs nothing. Without a lockfile, what npm resolves
+ * depends on the moment: such a tree is the workspace's own (its id is in the hash), never shared.
  */
-export function treeHash(input: InstallInput, registry: string): string {
+export function treeHash(input: InstallInput, registry: string, workspaceId: string): string {
   const hash = crypto.createHash("sha256");
   hash.update(`workyard deps v2\0node${process.versions.node.split(".")[0]}\0${registry}\0`);
-  hash.update(input.lockfile ? "lock\0" : "nolock\0");
+  hash.update(input.lockfile ? "lock\0" : `nolock\0${workspaceId}\0`);
   hash.update(input.lockfile ?? input.packageJson);
   return hash.digest("hex").slice(0, 32);
 }

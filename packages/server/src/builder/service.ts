@@ -128,15 +128,30 @@ export function createBuildService(options: {
    * Unpacks a source archive into a fresh project folder, without the project's .npmrc (builds use
    * the server's registry settings, never the tenant's) and with its dependency sources checked.
    */
-  async function unpackProject(archive: Buffer, workDir: string): Promise<{ projectDir: string; files: number; npmrcIgnored: boolean; skipped: string[] }> {
+  async function unpackProject(
+    archive: Buffer,
+    workDir: string,
+  ): Promise<{ projectDir: string; installDir: string; files: number; ignored: string[]; skipped: string[] }> {
     const projectDir = path.join(workDir, "project");
     fs.mkdirSync(projectDir, { recursive: true, mode: 0o700 });
     const listing = await extractArchive(archive, projectDir);
-    const npmrc = path.join(projectDir, ".npmrc");
-    const npmrcIgnored = fs.existsSync(npmrc);
-    fs.rmSync(npmrc, { force: true });
+    // What would steer npm besides the lockfile: the tenant's npm settings, a shrinkwrap, and
+    // packages of its own making (npm install keeps what node_modules already holds).
+    const ignored: string[] = [];
+    for (const name of [".npmrc", "npm-shrinkwrap.json", "node_modules"]) {
+      const file = path.join(projectDir, name);
+      if (!fs.existsSync(file)) continue;
+      ignored.push(name);
+      fs.rmSync(file, { recursive: true, force: true });
+    }
     checkDependencySources(projectDir);
-    return { projectDir, files: listing.files.length, npmrcIgnored, skipped: listing.skipped };
+    // npm runs in a folder of its own holding the two files that decide the tree, nothing else.
+    const installDir = path.join(workDir, "install");
+    fs.mkdirSync(installDir, { mode: 0o700 });
+    for (const name of ["package.json", "package-lock.json"]) {
+      if (fs.existsSync(path.join(projectDir, name))) fs.copyFileSync(path.join(projectDir, name), path.join(installDir, name));
+    }
+    return { projectDir, installDir, files: listing.files.length, ignored, skipped: listing.skipped };
   }
 
   // Installs of one tree in this process: a second build of the same lockfile waits for the first.
@@ -157,12 +172,12 @@ export function createBuildService(options: {
         fs.mkdirSync(dirs.builds, { recursive: true, mode: 0o700 });
         const workDir = fs.mkdtempSync(path.join(dirs.builds, "src-"));
         try {
-          const { projectDir } = await unpackProject(archive, workDir);
-          const input = readInstallInput(projectDir);
+          const { installDir } = await unpackProject(archive, workDir);
+          const input = readInstallInput(installDir);
           const lines: string[] = [];
           const result = await install({
             owner: { workspaceId: deployment.workspace_id, workerId: deployment.worker_id },
-            projectDir,
+            projectDir: installDir,
             outDir: path.join(workDir, "out"),
             lockfile: Boolean(input.lockfile),
             onLog: (_stream, line) => lines.push(line),
@@ -171,7 +186,7 @@ export function createBuildService(options: {
             log.warn({ deploymentId: deployment.id, npm: lines.slice(-10).join("\n") }, "installing a deployment's dependencies failed");
             throw new AppError("build_failed", result.error ?? "Installing the deployment's dependencies failed.", { hint: result.hint });
           }
-          return adoptTree(dirs.deps, hash, path.join(projectDir, "node_modules"));
+          return adoptTree(dirs.deps, hash, path.join(installDir, "node_modules"));
         } finally {
           fs.rmSync(workDir, { recursive: true, force: true });
         }
@@ -307,11 +322,12 @@ export function createBuildService(options: {
       phase("unpack");
       say("stdout", `Unpacked the source: ${unpacked.files} files, ${Math.ceil(upload.archive.length / 1024)} KiB compressed.`);
       for (const skipped of unpacked.skipped) say("stderr", `Skipped ${skipped}: only regular files are deployed.`);
-      if (unpacked.npmrcIgnored) say("stderr", `Ignored the project's .npmrc: builds install from ${options.registry} with the server's npm settings.`);
+      if (unpacked.ignored.includes(".npmrc")) say("stderr", `Ignored the project's .npmrc: builds install from ${options.registry} with the server's npm settings.`);
+      for (const name of unpacked.ignored.filter((n) => n !== ".npmrc")) say("stderr", `Ignored the project's ${name}: dependencies are installed from package-lock.json alone.`);
 
-      const input = readInstallInput(unpacked.projectDir);
+      const input = readInstallInput(unpacked.installDir);
       if (!input.lockfile) say("stderr", "No package-lock.json: installing with `npm install` (commit a lockfile for repeatable builds).");
-      const hash = treeHash(input, options.registry);
+      const hash = treeHash(input, options.registry, worker.workspace_id);
       // Another build of this process installing the same tree: wait for it, then only bundle.
       await installing.get(hash)?.catch(() => undefined);
       const cached = installedTree(dirs.deps, hash);
@@ -338,7 +354,7 @@ export function createBuildService(options: {
         try {
           const result = await install({
             owner: { workspaceId: worker.workspace_id, workerId: worker.id },
-            projectDir: unpacked.projectDir,
+            projectDir: unpacked.installDir,
             outDir,
             lockfile: Boolean(input.lockfile),
             onLog: npmSay,
@@ -347,7 +363,7 @@ export function createBuildService(options: {
             say("stderr", `npm warns that a package asks for another Node version (EBADENGINE); @notionhq/workers asks for Node 22 and runs on this server's Node ${process.versions.node}.`);
           }
           if (!result.ok) throw new AppError("build_failed", result.error ?? "The install failed.", { hint: result.hint });
-          installDone(adoptTree(dirs.deps, hash, path.join(unpacked.projectDir, "node_modules")));
+          installDone(adoptTree(dirs.deps, hash, path.join(unpacked.installDir, "node_modules")));
         } catch (error) {
           installFailed(error);
           throw error;

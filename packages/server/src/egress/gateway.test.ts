@@ -519,7 +519,8 @@ describe("through the operator's proxy (HTTPS_PROXY / --egress-proxy)", () => {
     const answer = await viaGateway(socketPath, `http://upstream.test:${upstream.port}/via-proxy`);
     expect(answer.status).toBe(201);
     expect(upstream.seen[0]?.url).toBe("/via-proxy");
-    expect(proxy.tunnels).toHaveLength(1);
+    // To the address the policy checked: the proxy does not get to resolve the name anew.
+    expect(proxy.tunnels).toEqual([`127.0.0.1:${upstream.port} ${"Basic " + Buffer.from("user:p@ss").toString("base64")}`]);
     const denied = await viaGateway(socketPath, `http://other.test:${upstream.port}/`);
     expect(denied.status).toBe(403);
     expect(proxy.tunnels).toHaveLength(1);
@@ -532,6 +533,29 @@ describe("through the operator's proxy (HTTPS_PROXY / --egress-proxy)", () => {
     expect((await viaGateway(socketPath, `http://direct.test:${upstream.port}/`)).status).toBe(201);
     const refused = await viaGateway(socketPath, `http://upstream.test:${upstream.port}/`);
     expect(refused.status).toBe(502);
-    expect(refused.headers[ERROR_HEADER]).toMatch(/proxy refused the tunnel to upstream\.test:\d+ \(HTTP 403\)/);
+    // The tunnel goes to the address the policy checked, not to the name.
+    expect(refused.headers[ERROR_HEADER]).toMatch(/proxy refused the tunnel to 127\.0\.0\.1:\d+ \(HTTP 403\)/);
+  });
+});
+
+describe("names and Host (security review, finding 9)", () => {
+  it("sends the URL's host upstream, never the worker's own Host header", async () => {
+    const upstream = await startUpstream();
+    const { socketPath } = await startGateway({ allow: [`upstream.test:${upstream.port}`] });
+    const answer = await viaGateway(socketPath, `http://upstream.test:${upstream.port}/front`, { headers: { host: "denied.example" } });
+    expect(answer.status).toBe(201);
+    expect(upstream.seen[0]?.headers.host).toBe(`upstream.test:${upstream.port}`);
+  });
+
+  it("refuses a name an --egress-deny rule names before looking it up", async () => {
+    const looked: string[] = [];
+    const { socketPath } = await startGateway(
+      { deny: ["secret.test"] },
+      { lookup: async (name) => (looked.push(name), [{ address: "127.0.0.1", family: 4 }]) },
+    );
+    const answer = await viaGateway(socketPath, "http://secret.test:80/");
+    expect(answer.status).toBe(403);
+    expect(answer.headers[DENIED_HEADER]).toBe("egress denied: secret.test:80 is denied by --egress-deny secret.test");
+    expect(looked).toEqual([]);
   });
 });

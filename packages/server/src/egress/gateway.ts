@@ -251,6 +251,12 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
       log.info({ egress: { ...identity, target: where, category: "not-a-target" } }, "egress denied");
       return { status: 403, header: DENIED_HEADER, message };
     }
+    // A name an --egress-deny rule names is refused before it is looked up: not even a DNS query.
+    const byName = policy.decideByName(target.host, target.port);
+    if (!byName.allowed) {
+      log.info({ egress: { ...identity, target: where, category: byName.category } }, "egress denied");
+      return { status: 403, header: DENIED_HEADER, message: byName.message };
+    }
     // A named target behind the operator's proxy: the proxy resolves it (this machine may not).
     if (onlyTargets && viaProxy(options.upstreamProxy, target.host)) {
       const decision = policy.decideByName(target.host, target.port);
@@ -314,7 +320,9 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
     }
     const method = req.method ?? "GET";
     let headers = endToEnd(req.headers);
-    headers.host = req.headers.host ?? url.host;
+    // The URL's host, whatever the worker's Host header says: the policy decided on this name, and
+    // a fronted Host would carry the request (and later its credentials) somewhere else.
+    headers.host = url.host;
     if (options.upstreamHeaders) headers = await options.upstreamHeaders({ identity, protocol, host, port, method, headers });
     // The worker may have hung up while we resolved; from here on, its 'close' stops the upstream.
     if (res.closed) return;
@@ -327,7 +335,8 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
         http.request({
           ...common,
           createConnection: (_options: unknown, done: (error: Error | null, socket?: Socket) => void) => {
-            connectThroughProxy(proxy, host, port, connectTimeoutMs).then(
+            // To the address the policy checked, not the name: the proxy must not resolve it anew.
+            connectThroughProxy(proxy, pinned.address, port, connectTimeoutMs).then(
               (socket) =>
                 done(
                   null,

@@ -43,7 +43,8 @@ export function createOutboundFetch(policy: EgressPolicy, options: OutboundOptio
     resolveAllowed(policy, lookup, { host, port }).then(
       ([first]) =>
         viaProxy(options.upstreamProxy, host)
-          ? connectThroughProxy(options.upstreamProxy, host, port, options.connectTimeoutMs ?? 10_000).then(
+          ? // To the address the policy checked, not the name: the proxy must not resolve it anew.
+            connectThroughProxy(options.upstreamProxy, first!.address, port, options.connectTimeoutMs ?? 10_000).then(
               // undici starts TLS (for https) on the tunnel it is handed.
               (httpSocket) => connectTo({ ...target, httpSocket, servername: isIP(host) === 0 ? host : undefined } as Parameters<typeof connectTo>[0], callback),
               (error: Error) => callback(error, null),

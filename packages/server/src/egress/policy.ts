@@ -275,7 +275,8 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
     const literal = isIP(host) !== 0;
     const denyRule = deny.find((rule) => (rule.kind === "address" ? literal && ruleMatches(rule, host, port, host) : ruleMatches(rule, host, port, host)));
     if (denyRule) {
-      return { allowed: false, category: "deny-rule", message: `egress denied: ${literal ? host : `${host}`}:${port} is denied by --egress-deny ${denyRule.text}` };
+      const where = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+      return { allowed: false, category: "deny-rule", message: `egress denied: ${where} is denied by --egress-deny ${denyRule.text}` };
     }
     return { allowed: true };
   }

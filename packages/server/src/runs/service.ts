@@ -173,7 +173,8 @@ export function createRunService(options: {
     let logs = "";
     const onLog = (stream: "stdout" | "stderr", data: string) => {
       // The worker process caps its output; its own notice of that always gets in.
-      if (logs.length < LIMITS.logBytes || data.startsWith("[workyard]")) logs += data;
+      // The sandbox caps a run's output and adds its own notice past the cap: room for that, no more.
+      if (logs.length + data.length <= LIMITS.logBytes + 1024) logs += data;
       // The SDK's console lines end in \n; the official CLI adds its own.
       onEvent({ kind: "output", stream, data: data.endsWith("\n") ? data.slice(0, -1) : data });
     };
