@@ -39,6 +39,30 @@ worker.tool("scratch", {
     return fs.readFileSync(file, "utf8");
   },
 });
+worker.tool("fill", {
+  title: "fill", description: "writes 100 MiB into its scratch dir", schema: none,
+  execute: async () => {
+    const file = path.join(process.env.TMPDIR ?? "", "big.bin");
+    try {
+      for (let i = 0; i < 100; i++) fs.appendFileSync(file, Buffer.alloc(1024 * 1024, 1));
+      return "written";
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code ?? "error";
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  },
+});
+const processId = Math.random().toString(36).slice(2);
+worker.tool("which", { title: "which", description: "which process answers", schema: none, execute: async () => processId });
+worker.tool("hogLater", {
+  title: "hogLater", description: "returns, then holds 600 MiB from a timer", schema: none,
+  execute: async () => {
+    const hog: Buffer[] = [];
+    setTimeout(() => { for (let i = 0; i < 6; i++) hog.push(Buffer.alloc(100 * 1024 * 1024, 1)); }, 200);
+    return "later";
+  },
+});
 worker.tool("spawn", {
   title: "spawn", description: "runs id", schema: none,
   execute: async () => child_process.execSync("id").toString(),
@@ -148,6 +172,19 @@ describe("worker isolation and limits (run timeout 2s, memory 64 MiB)", () => {
   it("may write and read in its own scratch dir", async () => {
     const result = await run(["workers", "exec", "scratch"]);
     expect(result, result.stderr).toMatchObject({ code: 0, stdout: '"mine"\n' });
+  });
+
+  it("cannot fill the disk: its scratch dir is a tmpfs of 64 MiB (security review, finding 5)", async () => {
+    const result = await run(["workers", "exec", "fill"]);
+    expect(result, result.stderr).toMatchObject({ code: 0, stdout: '"ENOSPC"\n' });
+  });
+
+  it("a process that grows past its memory limit between runs is stopped too (security review, finding 4)", async () => {
+    const before = JSON.parse((await run(["workers", "exec", "which"])).stdout);
+    expect((await run(["workers", "exec", "hogLater"])).stdout).toBe('"later"\n');
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = JSON.parse((await run(["workers", "exec", "which"])).stdout);
+    expect(after).not.toBe(before);
   });
 
   it("cannot read the server's master key", async () => {

@@ -15,13 +15,13 @@ export default worker;
 worker.tool("ping", { title: "ping", description: "pong", schema: j.object({}), execute: async () => "pong" });
 `;
 
-/** Worker processes of a server's data dir alive now, as the host sees them (their scratch mounts). */
+/** Worker processes of a server's data dir alive now, as the host sees them (their bundle comes from its deployments folder). */
 function processesOf(dataDir: string): number {
   let count = 0;
   for (const entry of fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
     try {
       if (!fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("/workyard/child.mjs")) continue;
-      if (fs.readFileSync(`/proc/${entry}/mountinfo`, "utf8").includes(`${dataDir}/scratch/`)) count += 1;
+      if (fs.readFileSync(`/proc/${entry}/mountinfo`, "utf8").includes(`${dataDir}/deployments/`)) count += 1;
     } catch {
       // gone meanwhile
     }

@@ -26,13 +26,13 @@ worker.tool("hold", {
 });
 `;
 
-/** Worker processes of this server's data dir alive now, as the host sees them (their scratch mounts). */
+/** Worker processes of this server's data dir alive now, as the host sees them (their bundle comes from its deployments folder). */
 function processesOf(dataDir: string): number {
   let count = 0;
   for (const entry of fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
     try {
       if (!fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("/workyard/child.mjs")) continue;
-      if (fs.readFileSync(`/proc/${entry}/mountinfo`, "utf8").includes(`${dataDir}/scratch/`)) count += 1;
+      if (fs.readFileSync(`/proc/${entry}/mountinfo`, "utf8").includes(`${dataDir}/deployments/`)) count += 1;
     } catch {
       // gone meanwhile
     }
@@ -86,15 +86,23 @@ describe("limits that hold, and what the builder stores (M2, at rest)", () => {
     expect(most).toBeLessThanOrEqual(2);
   });
 
-  it("M2: a run that cannot get a process within its wait answers 503 with Retry-After, and nothing runs beyond the cap", async () => {
-    const long = [run(dirs[0]!, 13_000), run(dirs[1]!, 13_000)];
+  it("M2: one workspace holds at most its share of the cap; past it a run waits, then answers 503 with Retry-After; another workspace still runs", async () => {
+    const long = run(dirs[0]!, 13_000);
     await new Promise((r) => setTimeout(r, 500));
-    const waited = await run(dirs[2]!, 10);
+    // The default workspace holds its share (one of two): its next run waits, then gets a 503.
+    const waited = await run(dirs[1]!, 10);
     expect(waited.status).toBe(503);
     expect(waited.body.code).toBe("overloaded");
-    expect(waited.body.message).toMatch(/maximum of 2 worker processes/);
+    expect(waited.body.message).toMatch(/This workspace runs its share of 1 of the server's 2 worker processes/);
+    // Another workspace is not starved by it (security review, finding 6).
+    const other = await server.call("CreateWorkspace", { name: "other" });
+    const env = cliEnv(server, path.join(tmp.dir, "home-other"), { NOTION_API_TOKEN: other.body.token, NOTION_WORKSPACE_ID: other.body.workspaceId });
+    const theirs = writeProject(path.join(tmp.dir, "theirs"), deps, SOURCE);
+    expect((await ntn(["workers", "deploy", "--name", "theirs"], { cwd: theirs, env, timeoutMs: 180_000 })).code).toBe(0);
+    const answer = await server.call("RunCapability", { workerId: workerIdOf(theirs), capabilityKey: "hold", args: { ms: 10 } }, other.body.token);
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
     expect(processesOf(server.dataDir)).toBeLessThanOrEqual(2);
-    for (const answer of await Promise.all(long)) expect(answer.status).toBe(200);
+    expect((await long).status).toBe(200);
   });
 
   it("bundles are sealed at rest: the database holds no clear bundle and no line of the worker's code", async () => {

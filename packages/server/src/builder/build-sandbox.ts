@@ -6,6 +6,7 @@ import path from "node:path";
 import type { Isolation } from "../executor/isolation.js";
 import { sandboxArgs, type Mount } from "../executor/namespaces.js";
 import { sandboxRefused } from "../executor/sandbox.js";
+import { LIMITS } from "../executor/limits.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import type { BuildJob, BuildResult } from "./build-entry.mjs";
 
@@ -66,7 +67,7 @@ export interface SandboxedCommand {
   user: { uid: number; gid: number } | undefined;
   /** Inside namespaces: what the command sees, and the command as it sees it. */
   mounts: Mount[];
-  tmpfs?: string[];
+  tmpfs?: { path: string; bytes: number }[];
   command: string[];
   cwd: string;
   /** Without namespaces: the same command on the host's paths. */
@@ -197,7 +198,7 @@ export async function installDependencies(run: InstallRun): Promise<BuildResult>
       isolation,
       user,
       mounts,
-      tmpfs: [INSIDE.tmp],
+      tmpfs: [{ path: INSIDE.tmp, bytes: LIMITS.buildTmpBytes }],
       command: [isolation.host?.node ?? process.execPath, INSIDE.entry, JSON.stringify(inside)],
       cwd: INSIDE.project,
       plain: { command: [process.execPath, tools.entry, JSON.stringify(onHost)], cwd: run.projectDir },

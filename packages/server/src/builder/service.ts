@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
@@ -8,6 +9,7 @@ import type { Isolation } from "../executor/isolation.js";
 import type { Executor, ExecTarget } from "../executor/pool.js";
 import { LoadError } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
+import { Slots } from "../slots.js";
 import { LineQueue, type OutputLine } from "../line-queue.js";
 import type { Logger } from "../log.js";
 import type { SecretService } from "../secrets/service.js";
@@ -82,17 +84,32 @@ export function createBuildService(options: {
   const now = options.now ?? Date.now;
   const dirs = layout(dataDir);
 
+  // Builds cost cores and memory: a few at once on this server, one at a time per workspace.
+  const buildSlots = new Slots(Math.max(2, os.availableParallelism()));
+  const workspaceSlots = new Map<string, Slots>();
+  async function buildSlot(workspaceId: string, onWait: () => void): Promise<() => void> {
+    let mine = workspaceSlots.get(workspaceId);
+    if (!mine) workspaceSlots.set(workspaceId, (mine = new Slots(1)));
+    if (mine.busy || buildSlots.busy) onWait();
+    const releaseMine = await mine.take();
+    const releaseAll = await buildSlots.take();
+    return () => {
+      releaseAll();
+      releaseMine();
+    };
+  }
+
   // A workspace's sandbox index never changes: its uid is looked up once per process.
   const sandboxIndexes = new Map<string, number>();
   async function userOf(workspaceId: string): Promise<{ uid: number; gid: number } | undefined> {
-    if (!isolation.privileged) return undefined;
+    // Looked up whoever the server runs as: it also names the workspace's npm cache.
     let index = sandboxIndexes.get(workspaceId);
     if (index === undefined) {
       index = await workspacesStore.sandboxIndexOf(db, workspaceId);
       if (index === undefined) throw new Error(`Workspace ${workspaceId} has no sandbox index.`);
       sandboxIndexes.set(workspaceId, index);
     }
-    return isolation.userFor(index);
+    return isolation.privileged ? isolation.userFor(index) : undefined;
   }
 
   /** npm in the install sandbox, as the workspace's uid, with the workspace's own npm cache. */
@@ -309,6 +326,7 @@ export function createBuildService(options: {
     await deploymentsStore.insertDeployment(db, deployment);
 
     const workDir = path.join(dirs.builds, deployment.id);
+    const releaseSlot = await buildSlot(worker.workspace_id, () => say("stdout", "Waiting for another build to finish..."));
     // Where a build's time goes, for the operator's debug log.
     let phaseStart = performance.now();
     const phase = (name: string) => {
@@ -444,6 +462,7 @@ export function createBuildService(options: {
       });
       queue.push({ kind: "failed", message: scrub(message) });
     } finally {
+      releaseSlot();
       fs.rm(workDir, { recursive: true, force: true }, () => {});
     }
   }

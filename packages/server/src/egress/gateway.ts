@@ -7,6 +7,7 @@ import { ConfigError } from "../config.js";
 import type { Logger } from "../log.js";
 import { EgressDeniedError, resolveAllowed, systemLookup, type EgressLookup, type EgressPolicy } from "./policy.js";
 import { connectThroughProxy, viaProxy, type UpstreamProxy } from "./upstream.js";
+import { Slots } from "../slots.js";
 
 /**
  * The egress gateway: an HTTP forward proxy on a Unix socket bound into each sandbox, the only
@@ -204,25 +205,6 @@ function answerRaw(socket: Socket, status: number, reason: string, header: strin
 }
 
 /** Up to `max` at once; the rest wait in arrival order. */
-class Slots {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-
-  async take(): Promise<() => void> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active += 1;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.active -= 1;
-    };
-  }
-}
-
 function codedError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }

@@ -29,7 +29,40 @@ const TASKS_MAX = 128;
 
 export function createCpuLimiter(root = "/sys/fs/cgroup"): CpuLimiter | undefined {
   if (process.platform !== "linux" || typeof process.getuid !== "function" || process.getuid() !== 0) return undefined;
+  removeStaleGroups(root);
   return cgroupV2(root) ?? cgroupV1(root);
+}
+
+/** Groups of servers that are gone (killed before their stop): emptied by the kernel, removed here. */
+function removeStaleGroups(root: string): void {
+  for (const parent of [root, path.join(root, "cpu"), path.join(root, "pids")]) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(parent).filter((name) => /^workyard-\d+$/.test(name));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const pid = Number(name.slice("workyard-".length));
+      if (pid === process.pid || alive(pid)) continue;
+      const dir = path.join(parent, name);
+      try {
+        for (const child of fs.readdirSync(dir, { withFileTypes: true })) if (child.isDirectory()) fs.rmdirSync(path.join(dir, child.name));
+        fs.rmdirSync(dir);
+      } catch {
+        // a group still holding a process: left for the next start
+      }
+    }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 function tryMkdir(dir: string): boolean {

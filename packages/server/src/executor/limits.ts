@@ -19,6 +19,10 @@ export const LIMITS = {
   idleMs: 5 * 60 * 1000,
   /** How often a running process's memory is checked. */
   memoryPollMs: 200,
+  /** A worker process's scratch dir (a tmpfs in namespaces): what it may write. */
+  scratchBytes: 64 * 1024 * 1024,
+  /** A build's /tmp (a tmpfs): npm's temporary files. */
+  buildTmpBytes: 512 * 1024 * 1024,
   /** Resident memory beyond the heap cap (SDK, buffers) before a run counts as over its memory limit. */
   rssHeadroomMb: 192,
 };

@@ -56,8 +56,8 @@ export interface SandboxCommandOptions {
   cwd: string;
   /** A descriptor of the spawned bwrap on which it writes `{"child-pid": N, ...}`. */
   infoFd?: number;
-  /** A writable tmpfs (for builds: npm's temporary files). */
-  tmpfs?: string[];
+  /** Writable tmpfs folders, each with its size in bytes: a scratch dir cannot fill the disk. */
+  tmpfs?: { path: string; bytes: number }[];
 }
 
 export class SandboxUnavailable extends Error {
@@ -125,9 +125,10 @@ export function sandboxArgs(host: SandboxHost, options: SandboxCommandOptions): 
     args.push("--ro-bind", file, file);
   }
   args.push("--proc", "/proc", "--dev", "/dev");
-  for (const dir of options.tmpfs ?? []) {
+  for (const { path: dir, bytes } of options.tmpfs ?? []) {
     mkdir(path.posix.dirname(dir));
-    args.push("--perms", "0777", "--tmpfs", dir);
+    // Only this sandbox's one process uses it, whatever uid it drops to.
+    args.push("--perms", "0777", "--size", String(bytes), "--tmpfs", dir);
     made.add(dir);
   }
   for (const mount of options.mounts) {

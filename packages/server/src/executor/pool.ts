@@ -132,6 +132,7 @@ export class Executor {
         cpuCores: this.options.cpuCores,
       };
       const started = await SandboxProcess.start(spec);
+      this.workspaceOf.set(started, target.workspaceId);
       started.onExit(() => {
         void egress?.close();
         this.uncount(started);
@@ -140,19 +141,34 @@ export class Executor {
       return started;
     } catch (error) {
       void egress?.close();
-      this.total -= 1;
+      this.count(target.workspaceId, -1);
       this.wakeRoomWaiter();
       throw error;
     }
   }
 
   private readonly uncounted = new WeakSet<SandboxProcess>();
+  /** Processes counted per workspace: no workspace may hold more than its share of the cap. */
+  private readonly perWorkspace = new Map<string, number>();
+  private readonly workspaceOf = new WeakMap<SandboxProcess, string>();
+
+  /** A workspace's share: half the cap (at least one), so one workspace never holds them all. */
+  private get workspaceShare(): number {
+    return Math.max(1, Math.ceil(this.options.maxProcesses / 2));
+  }
+
+  private count(workspaceId: string, delta: 1 | -1): void {
+    this.total += delta;
+    const next = (this.perWorkspace.get(workspaceId) ?? 0) + delta;
+    if (next <= 0) this.perWorkspace.delete(workspaceId);
+    else this.perWorkspace.set(workspaceId, next);
+  }
 
   /** Takes a process out of the count (once), and lets a waiting run use the room. */
   private uncount(process: SandboxProcess): void {
     if (this.uncounted.has(process)) return;
     this.uncounted.add(process);
-    this.total -= 1;
+    this.count(this.workspaceOf.get(process) ?? "", -1);
     this.wakeRoomWaiter();
   }
 
@@ -161,15 +177,22 @@ export class Executor {
   }
 
   /**
-   * Room under the cap for one more process: at once, by stopping the longest idle process of any
-   * worker, or by waiting (bounded) for one to go. Counts the new process in `total`.
+   * Room for one more process of a workspace, under the cap and under the workspace's share: at
+   * once, by stopping the longest idle process (of any worker, or of the workspace when it is at its
+   * share), or by waiting (bounded) for one to go. Counts the new process.
    */
-  private async makeRoom(): Promise<void> {
+  private async makeRoom(workspaceId: string): Promise<void> {
     const deadline = Date.now() + LIMITS.roomWaitMs;
-    while (this.total >= this.options.maxProcesses) {
-      if (this.evictOneIdle()) continue;
+    for (;;) {
+      const full = this.total >= this.options.maxProcesses;
+      const atShare = (this.perWorkspace.get(workspaceId) ?? 0) >= this.workspaceShare;
+      if (!full && !atShare) break;
+      if (this.evictOneIdle(atShare ? workspaceId : undefined)) continue;
       if (this.roomWaiters.length >= LIMITS.queuedRunsTotal || Date.now() >= deadline) {
-        throw new AppError("overloaded", `This server runs its maximum of ${this.options.maxProcesses} worker processes; try again shortly.`, {
+        const what = atShare
+          ? `This workspace runs its share of ${this.workspaceShare} of the server's ${this.options.maxProcesses} worker processes`
+          : `This server runs its maximum of ${this.options.maxProcesses} worker processes`;
+        throw new AppError("overloaded", `${what}; try again shortly.`, {
           hint: "Retry after the time in the Retry-After header (the operator can raise --max-processes).",
         });
       }
@@ -187,12 +210,12 @@ export class Executor {
       });
       if (this.stopped) throw new AppError("overloaded", "The server is stopping.");
     }
-    this.total += 1;
+    this.count(workspaceId, 1);
   }
 
   /** Loads the deployment in a fresh process with these secrets; the process then joins the pool. */
   async loadManifest(target: ExecTarget): Promise<{ manifest: unknown; loadMs: number }> {
-    await this.makeRoom();
+    await this.makeRoom(target.workspaceId);
     const process = await this.spawn(target);
     const pool = this.poolFor(target);
     this.release(pool, process);
@@ -201,7 +224,7 @@ export class Executor {
 
   /** Loads the deployment once with the target's (possibly altered) environment, reports its manifest, and stops. */
   async probe(target: ExecTarget): Promise<unknown> {
-    await this.makeRoom();
+    await this.makeRoom(target.workspaceId);
     const process = await this.spawn(target);
     process.kill();
     return process.manifest;
@@ -221,7 +244,7 @@ export class Executor {
     if (size < LIMITS.processesPerDeployment) {
       pool.starting += 1;
       try {
-        await this.makeRoom();
+        await this.makeRoom(target.workspaceId);
         const process = await this.spawn(target);
         pool.busy.add(process);
         return { pool, process };
@@ -262,7 +285,7 @@ export class Executor {
     const waiter = pool.waiters.shift();
     if (!waiter) return;
     pool.starting += 1;
-    this.makeRoom()
+    this.makeRoom(pool.target.workspaceId)
       .then(() => this.spawn(pool.target))
       .then(
       (process) => {
@@ -339,10 +362,11 @@ export class Executor {
     }
   }
 
-  /** Stops the longest idle process of any worker; false when none is idle. */
-  private evictOneIdle(): boolean {
+  /** Stops the longest idle process (of one workspace, if named); false when none is idle. */
+  private evictOneIdle(workspaceId?: string): boolean {
     let oldest: { pool: Pool; index: number; since: number } | undefined;
     for (const pool of this.pools.values()) {
+      if (workspaceId !== undefined && pool.target.workspaceId !== workspaceId) continue;
       pool.idle.forEach((entry, index) => {
         if (!oldest || entry.since < oldest.since) oldest = { pool, index, since: entry.since };
       });

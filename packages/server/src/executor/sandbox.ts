@@ -158,8 +158,11 @@ export class SandboxProcess {
   private async spawn(): Promise<void> {
     const { spec } = this;
     if (!spec.isolation.host && spec.isolation.refusal) throw sandboxRefused(spec.isolation.refusal);
-    fs.mkdirSync(spec.scratchDir, { recursive: true, mode: 0o700 });
-    if (spec.user) fs.chownSync(spec.scratchDir, spec.user.uid, spec.user.gid);
+    // In namespaces the scratch dir is a tmpfs of its own (a bounded size, gone with the process).
+    if (!spec.isolation.host) {
+      fs.mkdirSync(spec.scratchDir, { recursive: true, mode: 0o700 });
+      if (spec.user) fs.chownSync(spec.scratchDir, spec.user.uid, spec.user.gid);
+    }
     this.child = spec.isolation.host ? this.spawnInNamespaces(spec.isolation.host) : this.spawnPlain();
     // What bypasses the child's own capture (V8's fatal errors, Node's warnings) arrives here.
     this.child.stdout?.on("data", (chunk: Buffer) => this.captureRaw(chunk));
@@ -271,7 +274,6 @@ export class SandboxProcess {
       { source: UNDICI_DIR, target: INSIDE.undici },
       { source: path.join(spec.bundleDir, "index.mjs"), target: INSIDE.bundle },
       { source: spec.nodeModules, target: INSIDE.nodeModules },
-      { source: spec.scratchDir, target: INSIDE.scratch, writable: true },
     ];
     const map = path.join(spec.bundleDir, "index.mjs.map");
     if (fs.existsSync(map)) mounts.push({ source: map, target: INSIDE.map });
@@ -281,6 +283,7 @@ export class SandboxProcess {
       mounts,
       user: spec.user,
       infoFd: 4,
+      tmpfs: [{ path: INSIDE.scratch, bytes: LIMITS.scratchBytes }],
       cwd: INSIDE.scratch,
       command: [
         host.node,

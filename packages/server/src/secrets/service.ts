@@ -31,6 +31,11 @@ const RESERVED_ENV_RULES: { matches: (name: string) => boolean; reason: string }
   { matches: (name) => /^npm_config_/i.test(name) || name.startsWith("npm_"), reason: "npm_* variables configure npm, which installs the worker's dependencies" },
   { matches: (name) => name.startsWith("WORKYARD_"), reason: "WORKYARD_* variables configure the Workyard server" },
   { matches: (name) => name.startsWith("OPENSSL_"), reason: "OPENSSL_* variables make OpenSSL load other configuration and engines" },
+  // The C library's own: modules and locale data it loads, allocator and resolver settings.
+  {
+    matches: (name) => ["GCONV_PATH", "LOCPATH", "NLSPATH", "GLIBC_TUNABLES", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN"].includes(name) || name.startsWith("MALLOC_"),
+    reason: "it configures the C library under the worker's runtime (modules, locales, allocator or resolver)",
+  },
 ];
 
 /**
