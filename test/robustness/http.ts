@@ -254,14 +254,13 @@ export function holdRequest(baseUrl: string, request: RawRequest & { body: strin
 }
 
 /**
- * Polls `condition` until it holds; false after `limitMs` (a bound on waiting, never an assertion
- * on speed: the caller's assertions say what went wrong).
+ * Polls `condition` until it holds; throws naming `what` after `limitMs` (a bound on waiting,
+ * never an assertion on speed), so no caller can carry on as if it had held.
  */
-export async function waitFor(condition: () => boolean | Promise<boolean>, limitMs = 60_000): Promise<boolean> {
+export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, limitMs = 60_000): Promise<void> {
   const deadline = Date.now() + limitMs;
   while (!(await condition())) {
-    if (Date.now() > deadline) return false;
+    if (Date.now() > deadline) throw new Error(`Gave up after ${limitMs / 1000}s waiting until ${what}.`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  return true;
 }

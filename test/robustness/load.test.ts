@@ -3,7 +3,6 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LIMITS } from "../../packages/server/src/executor/limits.js";
 import { cliEnv, makeDeps, npmCacheOf, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { DIALECTS } from "../helpers/dialects.js";
 import { ntn } from "../helpers/run-ntn.js";
@@ -114,8 +113,7 @@ describe.each(DIALECTS)("(a) past maxConcurrentRequests on %s", (dialect) => {
     const held = Array.from({ length: n }, () => hold(server, "PullEnv", { workerId }));
     // Their headers are on the wire before any probe connects.
     await Promise.all(held.map((h) => h.sent));
-    const full = await waitFor(async () => (await post(server, "ListWorkers", {})).status === 503, 30_000);
-    expect(full, `${n} held requests never filled the limit of ${LIMIT}`).toBe(true);
+    await waitFor(`${n} held requests fill the limit of ${LIMIT}`, async () => (await post(server, "ListWorkers", {})).status === 503, 30_000);
     return held;
   }
 
@@ -127,7 +125,7 @@ describe.each(DIALECTS)("(a) past maxConcurrentRequests on %s", (dialect) => {
         : { kind: "upsert", tag: `H${i}`, held: hold(server, "UpsertSecrets", upsertBody(writes, `H${i}`)) },
     );
     // The refused ones are answered without their body; the admitted wait for it.
-    await waitFor(() => requests.filter((r) => r.held.answered()).length >= 200 - LIMIT, 30_000);
+    await waitFor(`the ${200 - LIMIT} refused requests are answered`, () => requests.filter((r) => r.held.answered()).length >= 200 - LIMIT, 30_000);
     for (const r of requests) r.held.release();
     const answers = await Promise.all(requests.map((r) => r.held.answer));
 
@@ -167,8 +165,11 @@ describe.each(DIALECTS)("(a) past maxConcurrentRequests on %s", (dialect) => {
     const gaveUp = await holdAdmitted(LIMIT);
     for (const h of gaveUp) h.abort();
     // The server notices the closed connections: LIMIT requests at once all pass again.
-    const freed = await waitFor(async () => (await Promise.all(Array.from({ length: LIMIT }, () => post(server, "ListWorkers", {})))).every((a) => a.status === 200), 30_000);
-    expect(freed, "the slots of the clients that gave up were never freed").toBe(true);
+    await waitFor(
+      "the slots of the clients that gave up are freed",
+      async () => (await Promise.all(Array.from({ length: LIMIT }, () => post(server, "ListWorkers", {})))).every((a) => a.status === 200),
+      30_000,
+    );
     const held = await holdAdmitted(LIMIT);
     expect(held.filter((h) => h.answered())).toEqual([]);
     for (const h of held) h.release();
@@ -243,7 +244,6 @@ describe("(b) past the per-deployment run queue", () => {
   const PROCESSES = 1;
   const QUEUE = 2;
   const ADMITTED = PROCESSES + QUEUE;
-  const saved = { processesPerDeployment: LIMITS.processesPerDeployment, queuedRunsPerDeployment: LIMITS.queuedRunsPerDeployment };
   let server: TestServer;
   let gate: Gate;
   let tmp: { dir: string; cleanup(): void };
@@ -254,11 +254,9 @@ describe("(b) past the per-deployment run queue", () => {
   const admittedRunIds = new Set<string>();
 
   beforeAll(async () => {
-    // The in-process server reads LIMITS at every run: one process per deployment, two runs queued.
-    LIMITS.processesPerDeployment = PROCESSES;
-    LIMITS.queuedRunsPerDeployment = QUEUE;
     gate = await startGate();
-    server = await startTestServer({ logLevel: "error" });
+    // This server alone: one process per deployment, two runs queued.
+    server = await startTestServer({ logLevel: "error", processesPerDeployment: PROCESSES, queuedRunsPerDeployment: QUEUE });
     tmp = tempDir("wy-load-runs-");
     env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
     const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
@@ -271,7 +269,6 @@ describe("(b) past the per-deployment run queue", () => {
     await server?.stop();
     await gate?.stop();
     tmp?.cleanup();
-    Object.assign(LIMITS, saved);
   });
 
   /** The runs `ntn workers runs list --json` shows for the worker. */
@@ -296,7 +293,7 @@ describe("(b) past the per-deployment run queue", () => {
         return a;
       }),
     );
-    await waitFor(() => gate.arrivals() - before >= PROCESSES && ended >= n - ADMITTED, 90_000);
+    await waitFor("the admitted runs reach the gate and the rest are answered", () => gate.arrivals() - before >= PROCESSES && ended >= n - ADMITTED, 90_000);
     gate.open();
     return Promise.all(answers);
   }

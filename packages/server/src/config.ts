@@ -1,6 +1,7 @@
 import os from "node:os";
 import path from "node:path";
 import ms from "ms";
+import { LIMITS } from "./executor/limits.js";
 
 /** What `ntn server` and tests pass in; every field optional. */
 export interface ServerOptions {
@@ -57,6 +58,12 @@ export interface ServerOptions {
   now?: () => number;
   /** Worker processes at once on this server (WORKYARD_MAX_PROCESSES). */
   maxProcesses?: number;
+  /**
+   * Warm processes per deployment and runs queued for one, beyond LIMITS' defaults. Not flags:
+   * a test narrows them for its own server without touching the shared LIMITS.
+   */
+  processesPerDeployment?: number;
+  queuedRunsPerDeployment?: number;
   /** CPU cores a worker process may use (WORKYARD_WORKER_CPU); enforced with a cgroup where possible. */
   workerCpu?: number;
 }
@@ -94,6 +101,8 @@ export interface Config {
   runRetentionMs: number;
   deploymentsKept: number;
   maxProcesses: number;
+  processesPerDeployment: number;
+  queuedRunsPerDeployment: number;
   workerCpu: number;
 }
 
@@ -190,6 +199,8 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
       "--deployments-kept",
     ),
     maxProcesses: positiveInteger(options.maxProcesses ?? (env.WORKYARD_MAX_PROCESSES ? Number(env.WORKYARD_MAX_PROCESSES) : 32), "--max-processes"),
+    processesPerDeployment: positiveInteger(options.processesPerDeployment ?? LIMITS.processesPerDeployment, "processesPerDeployment"),
+    queuedRunsPerDeployment: positiveInteger(options.queuedRunsPerDeployment ?? LIMITS.queuedRunsPerDeployment, "queuedRunsPerDeployment"),
     workerCpu: positiveNumber(options.workerCpu ?? (env.WORKYARD_WORKER_CPU ? Number(env.WORKYARD_WORKER_CPU) : 1), "--worker-cpu"),
   };
 }

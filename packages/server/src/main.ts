@@ -96,6 +96,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     memoryMb: config.runMemoryMb,
     isolation,
     maxProcesses: config.maxProcesses,
+    processesPerDeployment: config.processesPerDeployment,
+    queuedRunsPerDeployment: config.queuedRunsPerDeployment,
     cpuCores: config.workerCpu,
     socketDir,
     egress: (socketPath, identity) => gateway.listen(socketPath, { identity: { ...identity, purpose: "run" } }),

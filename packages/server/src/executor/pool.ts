@@ -70,6 +70,9 @@ export class Executor {
       isolation: Isolation;
       /** Worker processes at once on this server; beyond, runs wait, then answer 503. */
       maxProcesses: number;
+      /** Warm processes of one deployment, and runs waiting for one; beyond, 503 overloaded. */
+      processesPerDeployment: number;
+      queuedRunsPerDeployment: number;
       cpuCores: number;
       egress: EgressOpener | undefined;
       /** Where the egress sockets go (short: a socket path holds at most 107 bytes). */
@@ -241,7 +244,7 @@ export class Executor {
       }
     }
     const size = pool.busy.size + pool.starting;
-    if (size < LIMITS.processesPerDeployment) {
+    if (size < this.options.processesPerDeployment) {
       pool.starting += 1;
       try {
         await this.makeRoom(target.workspaceId);
@@ -252,7 +255,7 @@ export class Executor {
         pool.starting -= 1;
       }
     }
-    if (pool.waiters.length >= LIMITS.queuedRunsPerDeployment) {
+    if (pool.waiters.length >= this.options.queuedRunsPerDeployment) {
       throw new AppError("overloaded", "Too many runs of this worker are waiting for a process; try again shortly.", {
         hint: "Retry after the time in the Retry-After header.",
       });
