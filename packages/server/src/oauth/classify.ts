@@ -60,6 +60,12 @@ function retryAfter(response: Response | undefined): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/**
+ * A failed token-endpoint request as a kind (see FailureKind), from the error oauth4webapi or the
+ * fetch threw: an RFC 6749 §5.2 error answer, a Basic challenge, a page that is not an answer, or
+ * no answer at all.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+ */
 export function classify(error: unknown): ProviderFailure {
   // RFC 6749 §5.2: a client that authenticated with HTTP Basic is refused with 401 and a
   // WWW-Authenticate challenge; oauth4webapi reports the challenge instead of the body.

@@ -6,19 +6,32 @@ import * as oauthStore from "../store/oauth.js";
 import type { Database, OauthFlowRow, WorkerRow } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, openText, seal } from "../vault/seal.js";
-import { classify, providerText } from "./classify.js";
-import { authorizationServer, client, clientAuth, requestOptions } from "./http.js";
 import type { OAuthSettings } from "./settings.js";
+
+/*
+ * A flow's state, from start to end: the authorization request and its sealed PKCE verifier, the
+ * single-use state a callback takes, the outcome it records, and GetOauthFlow's wait for it.
+ */
 
 /** A flow's state is good for this long and once. */
 export const FLOW_TTL_MS = 10 * 60 * 1000;
+/** Flows are deleted this long after they expired. */
+const FLOW_KEPT_MS = 24 * 3600 * 1000;
+/** GetOauthFlow waits at most this long per call. */
+const MAX_FLOW_WAIT_MS = 25_000;
 
-interface FlowSecret {
+/** What a flow keeps sealed until its callback: the PKCE verifier and the exact redirect URI it sent. */
+export interface FlowSecret {
   codeVerifier: string;
   redirectUri: string;
 }
 
-/** The authorization request (RFC 6749 §4.1.1) with PKCE S256 (RFC 7636) and a single-use state. */
+/**
+ * The authorization request with PKCE S256 and a single-use state; the state is stored hashed and
+ * the verifier sealed.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.1.1
+ * @see https://www.rfc-editor.org/rfc/rfc7636#section-4.3
+ */
 export async function startFlow(
   db: Kysely<Database>,
   keyring: Keyring,
@@ -46,7 +59,7 @@ export async function startFlow(
     hint: null,
     completed_at: null,
   });
-  void oauthStore.deleteOldFlows(db, now - 24 * 3600 * 1000).catch(() => {});
+  void oauthStore.deleteOldFlows(db, now - FLOW_KEPT_MS).catch(() => {});
 
   const url = new URL(settings.authorizationEndpoint.href);
   const params = url.searchParams;
@@ -63,7 +76,10 @@ export async function startFlow(
   return { authorizationUrl: url.href, state, redirectUrl: settings.redirectUri };
 }
 
-/** The flow a callback's state names, consumed: a second use of the same state finds nothing. */
+/**
+ * The flow a callback's state names, consumed: a second use of the same state finds nothing
+ * (the state check of RFC 6749 §10.12, by lookup).
+ */
 export async function takeFlow(db: Kysely<Database>, state: string | null, now: number): Promise<OauthFlowRow> {
   const invalid = new AppError("oauth_state_invalid", "This authorization response is unknown, expired or already used.", {
     hint: "Start again with `ntn workers oauth start <key>`.",
@@ -74,96 +90,48 @@ export async function takeFlow(db: Kysely<Database>, state: string | null, now: 
   return flow;
 }
 
-/**
- * The `error` a provider put on the redirect, as we keep and show it: plain text (no escape
- * sequence or control character), capped; "client_rejected" for the client errors.
- */
-function redirectErrorCode(error: string): string {
-  const code = providerText(error, 100);
-  return code === "invalid_client" || code === "unauthorized_client" ? "client_rejected" : code;
+/** The verifier and redirect URI a taken flow started with. */
+export function openFlowSecret(keyring: Keyring, flow: OauthFlowRow): FlowSecret {
+  return JSON.parse(openText(keyring, { keyId: flow.key_id, sealed: flow.sealed }, aad.oauthFlow(flow.workspace_id, flow.worker_id, flow.id))) as FlowSecret;
 }
 
-/**
- * Plain words for the errors providers put on the redirect (RFC 6749 §4.1.2.1). The provider's
- * code and description are taken in as plain text, length-capped: they reach terminals and pages.
- */
-export function describeAuthorizationError(rawCode: string, rawDescription: string | null, redirectUri: string): { message: string; hint: string } {
-  const code = providerText(rawCode, 100) || "an unnamed error";
-  const description = rawDescription === null ? "" : providerText(rawDescription);
-  const detail = description ? ` (${description})` : "";
-  switch (code) {
-    case "access_denied":
-      return { message: `Access was denied at the provider${detail}.`, hint: "Run `ntn workers oauth start` again and approve the request." };
-    case "redirect_uri_mismatch":
-      return {
-        message: `The provider says the redirect URL does not match the app's registration${detail}.`,
-        hint: `Register exactly this redirect URL with the provider: ${redirectUri}`,
-      };
-    case "invalid_scope":
-      return { message: `The provider refused the requested scope${detail}.`, hint: "Check `scope` in the worker's oauth configuration." };
-    case "unauthorized_client":
-    case "invalid_client":
-      return { message: `The provider refused the client${detail}.`, hint: "Check the client id in the worker's secrets (ntn workers env set ...)." };
-    default:
-      return { message: `The provider answered ${code}${detail}.`, hint: "Run `ntn workers oauth start` again; if it persists, check the provider's app settings." };
-  }
-}
-
-/**
- * The redirect back from the provider: its error, or the code exchanged for tokens
- * (RFC 6749 §4.1.3) with the flow's PKCE verifier and the exact redirect URI it started with.
- */
-export async function exchangeCode(
-  keyring: Keyring,
+/** Records how a taken flow ended, for GetOauthFlow. */
+export async function completeFlow(
+  db: Kysely<Database>,
   flow: OauthFlowRow,
-  settings: OAuthSettings,
-  query: URLSearchParams,
-): Promise<oauth.TokenEndpointResponse> {
-  const secret = JSON.parse(openText(keyring, { keyId: flow.key_id, sealed: flow.sealed }, aad.oauthFlow(flow.workspace_id, flow.worker_id, flow.id))) as FlowSecret;
-  const error = query.get("error");
-  if (error) {
-    const described = describeAuthorizationError(error, query.get("error_description"), secret.redirectUri);
-    const providerError = redirectErrorCode(error);
-    throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
-  }
-  const as = authorizationServer(settings);
-  const params = new URLSearchParams(query);
-  // The state was checked by lookup; `iss` is dropped as the issuer is not known (see http.ts).
-  params.delete("iss");
-  let answer: oauth.TokenEndpointResponse;
-  try {
-    const checked = oauth.validateAuthResponse(as, client(settings), params, params.get("state") ?? oauth.expectNoState);
-    const response = await oauth.authorizationCodeGrantRequest(
-      as,
-      client(settings),
-      clientAuth(settings),
-      checked,
-      secret.redirectUri,
-      settings.pkce ? secret.codeVerifier : oauth.nopkce,
-      requestOptions(settings),
-    );
-    answer = await oauth.processAuthorizationCodeResponse(as, client(settings), response);
-  } catch (err) {
-    if (err instanceof oauth.AuthorizationResponseError) {
-      const described = describeAuthorizationError(err.error, err.error_description ?? null, secret.redirectUri);
-      const providerError = redirectErrorCode(err.error);
-      throw new AppError("oauth_provider_error", described.message, { hint: described.hint, details: { redirectUrl: secret.redirectUri, providerError } });
-    }
-    const failure = classify(err);
-    const hint =
-      failure.code === "invalid_client" || failure.code === "unauthorized_client"
-        ? "Check the worker's client id and secret (ntn workers env set ...), then start again."
-        : failure.code === "redirect_uri_mismatch" || /redirect/i.test(failure.message)
-          ? `Register exactly this redirect URL with the provider: ${secret.redirectUri}`
-          : "Start again with `ntn workers oauth start`.";
-    throw new AppError("oauth_provider_error", `Exchanging the authorization code failed: ${failure.message}`, {
-      hint,
-      details: { redirectUrl: secret.redirectUri, providerError: failure.kind === "configuration" ? "client_rejected" : failure.code ?? null },
-    });
-  }
-  return answer;
+  outcome: { status: "connected" } | { status: "failed"; error: string; hint: string | null },
+  now: number,
+): Promise<void> {
+  await oauthStore.completeFlow(db, flow.id, outcome, now);
 }
 
 export function flowExpired(flow: OauthFlowRow, now: number): boolean {
   return flow.status === "pending" && flow.expires_at <= now;
+}
+
+/** A flow as GetOauthFlow reports it. */
+export type FlowStatus = { status: "pending" } | { status: "connected" } | { status: "failed"; error?: string; hint?: string };
+
+/**
+ * GetOauthFlow: the flow of `workerId` that `state` names, waited on (polling) until it ends or
+ * `waitMs` (at most 25 s) passes.
+ */
+export async function waitForFlow(db: Kysely<Database>, workerId: string, state: string, waitMs: number, now: () => number): Promise<FlowStatus> {
+  const deadline = now() + Math.min(Math.max(waitMs, 0), MAX_FLOW_WAIT_MS);
+  for (;;) {
+    const flow = await oauthStore.findFlowByStateHash(db, sha256Hex(state));
+    if (!flow || flow.worker_id !== workerId) {
+      throw new AppError("oauth_flow_not_found", "No such OAuth flow for this worker.", { hint: "Start one with `ntn workers oauth start <key>`." });
+    }
+    if (flowExpired(flow, now())) {
+      return { status: "failed", error: "The authorization was not completed in time.", hint: "Run `ntn workers oauth start` again." };
+    }
+    if (flow.status !== "pending") {
+      return flow.status === "connected"
+        ? { status: "connected" }
+        : { status: "failed", ...(flow.error ? { error: flow.error } : {}), ...(flow.hint ? { hint: flow.hint } : {}) };
+    }
+    if (now() >= deadline) return { status: "pending" };
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }

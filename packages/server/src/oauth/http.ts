@@ -1,7 +1,7 @@
 import * as oauth from "oauth4webapi";
 import type { OAuthSettings } from "./settings.js";
 
-/** How long a token endpoint gets to answer; the refresh lease outlives it. */
+/** How long a token endpoint gets to answer, by default (`--provider-timeout`); the refresh lease outlives it (lease.ts). */
 export const PROVIDER_TIMEOUT_MS = 10_000;
 
 /**
@@ -22,7 +22,11 @@ export function client(settings: OAuthSettings): oauth.Client {
   return { client_id: settings.clientId };
 }
 
-/** client_secret_post by default; client_secret_basic where the catalog says so. */
+/**
+ * Client authentication at the token endpoint: client_secret_post by default; client_secret_basic
+ * where the catalog says so.
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
+ */
 export function clientAuth(settings: OAuthSettings): oauth.ClientAuth {
   return settings.tokenAuthMethod === "basic" ? oauth.ClientSecretBasic(settings.clientSecret) : oauth.ClientSecretPost(settings.clientSecret);
 }
@@ -32,6 +36,7 @@ export function clientAuth(settings: OAuthSettings): oauth.ClientAuth {
  * form-encoded answers (GitHub) become JSON, for every provider; a 2xx whose body carries an
  * `error` (GitHub again) becomes a 400 so it is read as the error it is; `id_token` is dropped
  * (connections do not use identity, and an issuer we cannot know would fail its checks).
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-5.1
  */
 export async function normaliseTokenResponse(response: Response, settings: OAuthSettings): Promise<Response> {
   const type = response.headers.get("content-type") ?? "";

@@ -1,12 +1,12 @@
 /**
  * Security review, low finding: a provider's error_description reached the terminal raw, and its
  * escape sequences cleared the screen and set the title. Provider text is plain before it is
- * stored or shown: classify.ts (token endpoint answers) and flow.ts (the redirect's error).
+ * stored or shown: classify.ts (token endpoint answers) and exchange.ts (the redirect's error).
  */
 import * as oauth from "oauth4webapi";
 import { describe, expect, it } from "vitest";
 import { classify, plainText, providerText } from "./classify.js";
-import { describeAuthorizationError } from "./flow.js";
+import { describeAuthorizationError } from "./exchange.js";
 
 const ESC = "\u001b";
 /** Clears the screen, sets the window title (OSC 0, BEL- and ST-terminated), rings the bell, colours. */

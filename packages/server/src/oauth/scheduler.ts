@@ -30,8 +30,6 @@ export class RefreshScheduler {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private running: Promise<void> | undefined;
-  /** Counters for `oauth status`-style reporting and benchmarks. */
-  readonly counts = { refreshed: 0, skipped: 0, failed: 0 };
 
   constructor(private readonly options: SchedulerOptions) {}
 
@@ -77,11 +75,9 @@ export class RefreshScheduler {
       const reason = error instanceof Error ? error.message : String(error);
       await oauthStore.postponeRefresh(db, row, this.now() + 15 * 60 * 1000, `Background refresh could not read the configuration: ${reason}`, this.now());
       log.warn({ workerId: worker.id, capability: row.capability_key, reason }, "background refresh postponed");
-      this.counts.failed += 1;
       return;
     }
-    const outcome = await connections.refreshInBackground(worker, settings, row);
-    this.counts[outcome] += 1;
+    await connections.refreshInBackground(worker, settings, row);
   }
 
   private async inParallel<T>(items: T[], work: (item: T) => Promise<void>): Promise<void> {

@@ -1,12 +1,24 @@
-import { AppError } from "../errors.js";
 import type { WorkerManifest } from "../builder/manifest.js";
+import type { BuildService } from "../builder/service.js";
+import { AppError, isAppError } from "../errors.js";
+import type { WorkerRow } from "../store/schema.js";
+import { oauthCapabilityNotFound } from "./errors.js";
+import { PROVIDER_TIMEOUT_MS } from "./http.js";
 import { quirksFor, type ProviderQuirks } from "./providers/load.js";
+
+/** The path of the server's OAuth callback page, under its public URL: the one definition. */
+export const OAUTH_CALLBACK_PATH = "/workers/oauth/callback";
+
+/** The redirect URI providers must have registered for this server. */
+export function redirectUriFor(publicUrl: string): string {
+  return `${publicUrl}${OAUTH_CALLBACK_PATH}`;
+}
 
 export interface SettingsContext {
   publicUrl: string;
   /** The server's own fetch, under the egress policy (egress/outbound.ts). */
   fetch?: typeof fetch;
-  /** How long a token endpoint gets to answer (default 10 s). */
+  /** How long a token endpoint gets to answer (default PROVIDER_TIMEOUT_MS). */
   providerTimeoutMs?: number;
   allowInsecure: boolean;
   catalog: ProviderQuirks[];
@@ -66,16 +78,8 @@ type OAuthEntry = { _tag: string; key: string; config?: Record<string, unknown> 
 /** The OAuth capability `key` of a manifest, or a clear error. */
 export function oauthCapability(manifest: WorkerManifest, key: string): OAuthEntry {
   const capability = manifest.capabilities.find((c) => c.key === key);
-  if (!capability) {
-    throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
-      hint: "Run `ntn workers capabilities list` to see its capabilities.",
-    });
-  }
-  if (capability._tag !== "oauth") {
-    throw new AppError("capability_not_found", `${JSON.stringify(key)} is a ${capability._tag} capability, not an OAuth one.`, {
-      hint: "Run `ntn workers capabilities list` to see its OAuth capabilities.",
-    });
-  }
+  if (!capability) throw oauthCapabilityNotFound(key);
+  if (capability._tag !== "oauth") throw oauthCapabilityNotFound(key, { otherTag: capability._tag });
   return capability;
 }
 
@@ -99,7 +103,7 @@ export function resolveSettings(capability: OAuthEntry, options: SettingsContext
   const ttl = configTtl ?? quirks?.defaultAccessTokenTtlMs;
   // Always the server's own callback: a manifest's callbackUrl cannot send the code (and the
   // state) anywhere else.
-  const redirectUri = `${options.publicUrl}/workers/oauth/callback`;
+  const redirectUri = redirectUriFor(options.publicUrl);
   return {
     key: capability.key,
     name,
@@ -118,7 +122,49 @@ export function resolveSettings(capability: OAuthEntry, options: SettingsContext
     extraTokenParams: quirks?.extraTokenParams ?? {},
     revocationEndpoint: quirks?.revocationEndpoint ? new URL(quirks.revocationEndpoint) : undefined,
     quirks,
-    providerTimeoutMs: options.providerTimeoutMs ?? 10_000,
+    providerTimeoutMs: options.providerTimeoutMs ?? PROVIDER_TIMEOUT_MS,
     fetch: options.fetch ?? fetch,
+  };
+}
+
+/** An OAuth capability whose settings cannot resolve (bad endpoint, Notion-managed, ...), with why. */
+export interface BrokenSettings {
+  key: string;
+  name: string;
+  error: AppError;
+}
+
+/**
+ * Settings as the live deployment's manifest makes them, re-read with the worker's current
+ * secrets (builder.liveManifest): for one capability, or for all of them.
+ */
+export function createLiveSettings(options: { builder: Pick<BuildService, "liveManifest">; context: () => Promise<SettingsContext> }) {
+  const { builder, context } = options;
+  return {
+    /** One OAuth capability's settings; `workerIsFresh` when the worker row was read in this request. */
+    async settingsFor(worker: WorkerRow, key: string, workerIsFresh = false): Promise<OAuthSettings> {
+      const live = await builder.liveManifest(worker, { workerIsFresh });
+      if (!live) throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
+      return resolveSettings(oauthCapability(live.manifest, key), await context());
+    },
+
+    /** Every OAuth capability of the live manifest, as settings (those that cannot resolve are left out with their error). */
+    async allSettings(worker: WorkerRow, workerIsFresh = false): Promise<{ settings: OAuthSettings[]; broken: BrokenSettings[] }> {
+      if (!worker.live_deployment_id && workerIsFresh) return { settings: [], broken: [] };
+      const live = await builder.liveManifest(worker, { workerIsFresh });
+      const result = { settings: [] as OAuthSettings[], broken: [] as BrokenSettings[] };
+      const ctx = await context();
+      for (const capability of live?.manifest.capabilities ?? []) {
+        if (capability._tag !== "oauth") continue;
+        try {
+          result.settings.push(resolveSettings(capability, ctx));
+        } catch (error) {
+          if (!isAppError(error)) throw error;
+          const name = typeof capability.config?.name === "string" ? capability.config.name : capability.key;
+          result.broken.push({ key: capability.key, name, error });
+        }
+      }
+      return result;
+    },
   };
 }

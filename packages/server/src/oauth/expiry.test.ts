@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_REFRESH_INTERVAL_MS, KEEP_ALIVE_MS, clientSecretsHint, expiryOf, nextRefreshOf, refreshMargin } from "./connections.js";
+import { DEFAULT_REFRESH_INTERVAL_MS, KEEP_ALIVE_MS, expiryOf, nextRefreshOf, refreshMargin } from "./expiry.js";
 
 const NOW = Date.UTC(2026, 0, 1, 12, 0, 0);
 const MINUTE = 60_000;
@@ -67,17 +67,5 @@ describe("nextRefreshOf", () => {
   it("the default interval gives a next refresh that oauth status can show", () => {
     const { expiresAt } = expiryOf({}, { accessTokenTtlMs: undefined, accessTokenTtlSource: undefined }, true, NOW);
     expect(nextRefreshOf(expiresAt, NOW, true)).toBe(NOW + DEFAULT_REFRESH_INTERVAL_MS - 5 * MINUTE);
-  });
-});
-
-describe("clientSecretsHint", () => {
-  it("names the secrets behind the client id and secret", () => {
-    expect(clientSecretsHint(["GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET"])).toBe(
-      "Check GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET: ntn workers env set GITHUB_CLIENT_ID=... GITHUB_CLIENT_SECRET=...",
-    );
-  });
-
-  it("says what to look for when they could not be found", () => {
-    expect(clientSecretsHint([])).toContain("ntn workers env set");
   });
 });
