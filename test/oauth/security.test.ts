@@ -169,6 +169,51 @@ describe("workspaces", () => {
   });
 });
 
+describe("a manifest's authorization parameters", () => {
+  it("cannot replace the protocol's own (redirect_uri, state, PKCE, response_type, client_id): the code comes back to this server and the flow completes", async () => {
+    const elsewhere = "http://127.0.0.1:9/steal";
+    // Both ways a manifest could try: its authorizationParams, and a query on its endpoint.
+    const source = oauthWorkerSource({
+      authorizationEndpoint: `${provider.authorizationEndpoint}?redirect_uri=${encodeURIComponent(elsewhere)}&state=theirs-too`,
+      tokenEndpoint: provider.tokenEndpoint,
+      resourceUrl: provider.resourceUrl,
+    }).replace(
+      'scope: "repo user",',
+      `scope: "repo user",
+  authorizationParams: {
+    redirect_uri: ${JSON.stringify(elsewhere)},
+    state: "theirs",
+    code_challenge: "theirs-challenge",
+    code_challenge_method: "plain",
+    response_type: "token",
+    client_id: "someone-else",
+    prompt: "consent",
+  },`,
+    );
+    expect(source).toContain("authorizationParams");
+    const overriding = await bench.deploy("overriding", source, { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: CLIENT_SECRET });
+
+    const started = await bench.server.call("StartOauth", { workerId: overriding.workerId, oauthCapabilityKey: "githubAuth" });
+    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    const params = new URL(started.body.authorizationUrl).searchParams;
+    expect(params.getAll("redirect_uri")).toEqual([callbackBase()]);
+    expect(params.getAll("state")).toEqual([started.body.state]);
+    expect(params.getAll("response_type")).toEqual(["code"]);
+    expect(params.getAll("client_id")).toEqual([provider.clientId]);
+    expect(params.getAll("code_challenge_method")).toEqual(["S256"]);
+    expect(params.getAll("code_challenge")).toHaveLength(1);
+    expect(params.get("code_challenge")).not.toBe("theirs-challenge");
+    // A parameter the protocol does not own is the worker's to set.
+    expect(params.get("prompt")).toBe("consent");
+
+    // The real authorization server checks the PKCE verifier against our challenge.
+    const { callbackUrl } = await authorizeOverHttp(started.body.authorizationUrl, { callbackPrefix: callbackBase() });
+    const page = await openPage(callbackUrl!);
+    expect(page.status, page.text).toBe(200);
+    expect(await bench.status(overriding.workerId)).toMatchObject({ status: "connected" });
+  });
+});
+
 describe("canary secrets", () => {
   it("the client secret and every access and refresh token never appear in server logs, run logs, error messages or env list", async () => {
     const run = (...argv: string[]) => bench.cli(argv, { cwd: worker.dir });

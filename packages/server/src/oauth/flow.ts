@@ -26,6 +26,9 @@ export interface FlowSecret {
   redirectUri: string;
 }
 
+/** Authorization request parameters (RFC 6749 §4.1.1, RFC 7636 §4.3) only the server sets. */
+const PROTOCOL_PARAMS = ["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method"];
+
 /**
  * The authorization request with PKCE S256 and a single-use state; the state is stored hashed and
  * the verifier sealed.
@@ -63,6 +66,10 @@ export async function startFlow(
 
   const url = new URL(settings.authorizationEndpoint.href);
   const params = url.searchParams;
+  // The worker's parameters first, the protocol's last: a manifest (or its endpoint's query) may
+  // add prompt or access_type, never send the code elsewhere or replace the state or PKCE.
+  for (const [key, value] of Object.entries(settings.authorizationParams)) params.set(key, value);
+  for (const key of PROTOCOL_PARAMS) params.delete(key);
   params.set("response_type", "code");
   params.set("client_id", settings.clientId);
   params.set("redirect_uri", settings.redirectUri);
@@ -72,7 +79,6 @@ export async function startFlow(
     params.set("code_challenge", await oauth.calculatePKCECodeChallenge(codeVerifier));
     params.set("code_challenge_method", "S256");
   }
-  for (const [key, value] of Object.entries(settings.authorizationParams)) params.set(key, value);
   return { authorizationUrl: url.href, state, redirectUrl: settings.redirectUri };
 }
 
