@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import ms from "ms";
 import { LIMITS } from "./executor/limits.js";
+import { PROVIDER_TIMEOUT_MS } from "./oauth/http.js";
 
 /** What `ntn server` and tests pass in; every field optional. */
 export interface ServerOptions {
@@ -173,7 +174,7 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     logLevel: options.logLevel ?? env.WORKYARD_LOG_LEVEL ?? "info",
     logStream: options.logStream ?? process.stderr,
     providerCatalog: options.providerCatalog ?? (env.WORKYARD_PROVIDER_CATALOG || undefined),
-    providerTimeoutMs: parseDuration(options.providerTimeout ?? env.WORKYARD_PROVIDER_TIMEOUT ?? "10s", "--provider-timeout"),
+    providerTimeoutMs: parseDuration(options.providerTimeout ?? env.WORKYARD_PROVIDER_TIMEOUT ?? PROVIDER_TIMEOUT_MS, "--provider-timeout"),
     refreshKeepAliveMs: parseDuration(options.refreshKeepAlive ?? env.WORKYARD_REFRESH_KEEP_ALIVE ?? "7d", "--refresh-keep-alive"),
     maxConcurrentRequests: positiveInteger(
       options.maxConcurrentRequests ?? (env.WORKYARD_MAX_CONCURRENT_REQUESTS ? Number(env.WORKYARD_MAX_CONCURRENT_REQUESTS) : 4096),

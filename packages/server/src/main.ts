@@ -148,8 +148,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     catalog,
     providerTimeoutMs: config.providerTimeoutMs,
     fetch: createOutboundFetch(policy, egressOptions),
-    // Waiting requests outwait a lease (plus a provider timeout) before they give up.
-    timing: { leaseTtlMs: config.providerTimeoutMs * 3, leaseWaitMs: config.providerTimeoutMs * 4, keepAliveMs: config.refreshKeepAliveMs },
+    // The lease's clocks follow from the provider timeout (leaseTimingFor).
+    timing: { keepAliveMs: config.refreshKeepAliveMs },
   });
   const scheduler = config.backgroundRefresh
     ? new RefreshScheduler({ db, connections: oauth.connections, settingsFor: oauth.settingsFor, log, concurrency: config.refreshConcurrency, now })

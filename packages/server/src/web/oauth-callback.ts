@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { OAUTH_CALLBACK_PATH } from "../oauth/settings.js";
 import { html, sendPage } from "./html.js";
 import type { WebDeps } from "./routes.js";
 
@@ -8,7 +9,7 @@ import type { WebDeps } from "./routes.js";
  * echoes the query string.
  */
 export function registerOAuthCallback(app: FastifyInstance, deps: Pick<WebDeps, "oauth">): void {
-  app.get("/workers/oauth/callback", async (request, reply) => {
+  app.get(OAUTH_CALLBACK_PATH, async (request, reply) => {
     const query = new URLSearchParams(request.url.split("?")[1] ?? "");
     const outcome = await deps.oauth.callback(query);
     const body = outcome.ok

@@ -1,3 +1,4 @@
+import { redirectUriFor } from "../../oauth/settings.js";
 import { defineAction, object, text } from "../action.js";
 
 export const serverActions = [
@@ -21,7 +22,7 @@ export const serverActions = [
     auth: "public",
     schema: object({}),
     async handle({ deps }) {
-      return { publicUrl: deps.publicUrl(), redirectUrl: `${deps.publicUrl()}/workers/oauth/callback`, version: deps.version };
+      return { publicUrl: deps.publicUrl(), redirectUrl: redirectUriFor(deps.publicUrl()), version: deps.version };
     },
   }),
   defineAction({
