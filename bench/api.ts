@@ -60,7 +60,7 @@ await dropSchema?.();
 fs.rmSync(dataDir, { recursive: true, force: true });
 
 header("Server start to `Listening on` (ntn server --port 0, existing data dir)");
-const bin = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../packages/cli/dist/bin.js");
+const bin = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../packages/cli/bin/ntn.js");
 const startDir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-bench-start-"));
 const times: number[] = [];
 for (let i = 0; i <= Number(values.starts); i++) {

@@ -29,7 +29,7 @@ const { values } = parseArgs({
   },
 });
 const durationMs = Number(values.seconds) * 1000;
-const NTN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../packages/cli/dist/bin.js");
+const NTN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../packages/cli/bin/ntn.js");
 
 async function deployTo(url: string, token: string, dir: string, name: string): Promise<string> {
   const env = { PATH: process.env.PATH ?? "", HOME: dir, XDG_CONFIG_HOME: path.join(dir, ".config"), NOTION_API_BASE_URL: url, NOTION_API_TOKEN: token };

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { startServer, type RunningServer, type ServerOptions } from "../packages/server/src/main.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const NTN = path.join(ROOT, "packages/cli/dist/bin.js");
+const NTN = path.join(ROOT, "packages/cli/bin/ntn.js");
 /** A worker project's package.json and lockfile: the example's, so installs are repeatable. */
 const TEMPLATE = path.join(ROOT, "examples/github-oauth");
 

@@ -2,6 +2,9 @@
 // hundreds of modules of fastify, kysely and the rest takes a fraction of the time at every start.
 // Native and binary packages stay external: better-sqlite3, pg (optional native bindings), esbuild.
 //
+// The CLI is bundled the same way (every `ntn` call loads one file, not ~100 modules): the
+// server and the packages it loads on demand (esbuild, tar) stay external.
+//
 // The two sandbox entries are bundled too, each into one file: inside its namespaces a worker
 // process or a build sees that file alone (plus esbuild, mounted beside the build's entry).
 import { build } from "esbuild";
@@ -38,3 +41,16 @@ for (const [entry, outfile] of [
   });
 }
 
+
+await build({
+  entryPoints: ["packages/cli/dist/bin.js"],
+  outfile: "packages/cli/dist/bundle/ntn.mjs",
+  bundle: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  external: ["@workyard/server", "esbuild", "tar"],
+  banner: { js: 'import { createRequire as __workyardRequire } from "node:module"; const require = __workyardRequire(import.meta.url);' },
+  sourcemap: "linked",
+  logLevel: "warning",
+});
