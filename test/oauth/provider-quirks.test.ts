@@ -11,6 +11,7 @@ import { failed, ok, oauthWorkerSource, sleep, startBench, type DeployedWorker, 
 import { startQuirkProxy, type QuirkProxy } from "../helpers/quirk-proxy.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 import { startTestServer } from "../helpers/start-server.js";
+import { testClock } from "../helpers/clock.js";
 import { tempDir } from "../helpers/tmp.js";
 
 const TTL_S = 3;
@@ -27,14 +28,17 @@ let uncataloguedProxy: QuirkProxy;
 let catalogDir: { dir: string; cleanup(): void };
 const workers = {} as Record<"quirks" | "configTtl" | "basic" | "basicUncatalogued", DeployedWorker>;
 
-/** Sleeps until the server's refresh margin (half of a short lifetime) has begun for this expiry. */
-async function untilRefreshDue(expiresAt: string, lifetimeMs: number): Promise<void> {
-  await sleep(Math.max(0, Date.parse(expiresAt) - lifetimeMs / 2 - Date.now() + 300));
+/** The server's clock: moved where only Workyard must see time pass; the provider keeps real time. */
+const clock = testClock();
+
+/** Moves the server's clock into its refresh margin (half of a short lifetime) for this expiry. */
+function untilRefreshDue(expiresAt: string, lifetimeMs: number): void {
+  clock.advance(Math.max(0, Date.parse(expiresAt) - lifetimeMs / 2 - clock.now() + 300));
 }
 
-/** Until the provider itself no longer accepts the access token (its expiry is in whole seconds). */
-async function untilExpired(expiresAt: string): Promise<void> {
-  await sleep(Math.max(0, Date.parse(expiresAt) - Date.now() + 1200));
+/** Moves the server's clock past this expiry (Workyard's own: accessTokenExpireMs). */
+function untilExpired(expiresAt: string): void {
+  clock.advance(Math.max(0, Date.parse(expiresAt) - clock.now() + 1000));
 }
 
 async function resourceStatus(p: TestProvider, token: string): Promise<number> {
@@ -62,7 +66,7 @@ beforeAll(async () => {
       "",
     ].join("\n"),
   );
-  bench = await startBench({ providerCatalog: catalogFile });
+  bench = await startBench({ providerCatalog: catalogFile, now: clock.now });
   const redirectUris = [`${bench.server.url}/workers/oauth/callback`];
   provider = await startProvider({ redirectUris, accessTokenTtl: TTL_S, clientId: "quirks-client", clientSecret: "quirks-secret-canary-post" });
   basicProvider = await startProvider({
@@ -130,7 +134,7 @@ describe("client authentication", () => {
     const connected = await bench.status(workers.basic.workerId);
     expect(connected).toMatchObject({ status: "connected", hasRefreshToken: true });
     const refreshed = refreshes(basicProvider);
-    await untilRefreshDue(connected.expiresAt, TTL_S * 1000);
+    untilRefreshDue(connected.expiresAt, TTL_S * 1000);
     const token = await bench.token(workers.basic.workerId);
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     expect(refreshes(basicProvider)).toBe(refreshed + 1);
@@ -174,7 +178,7 @@ describe("token answer formats", () => {
     expect(connected).toMatchObject({ status: "connected", hasRefreshToken: true, expirySource: "provider" });
     expect(Date.parse(connected.expiresAt) - Date.parse(connected.connectedAt)).toBe(TTL_S * 1000);
     const refreshed = refreshes(provider);
-    await untilRefreshDue(connected.expiresAt, TTL_S * 1000);
+    untilRefreshDue(connected.expiresAt, TTL_S * 1000);
     const token = await bench.token(workers.quirks.workerId);
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
@@ -199,7 +203,7 @@ describe("token answer formats", () => {
     const connected = await bench.status(workers.quirks.workerId);
     const refreshToken = proxy.lastIssuedRefreshToken()!;
     await (await provider.provider.RefreshToken.find(refreshToken))!.destroy();
-    await untilRefreshDue(connected.expiresAt, TTL_S * 1000);
+    untilRefreshDue(connected.expiresAt, TTL_S * 1000);
     const answer = await bench.token(workers.quirks.workerId);
     expect(answer.status).toBe(409);
     expect(answer.body).toMatchObject({ code: "oauth_needs_reauthorization", hint: "Run: ntn workers oauth start githubAuth" });
@@ -220,7 +224,7 @@ describe("a missing expires_in", () => {
     expect(shown.stdout).toContain(`${connected.expiresAt} (accessTokenExpireMs)`);
 
     const refreshed = refreshes(provider);
-    await untilRefreshDue(connected.expiresAt, CONFIG_TTL_MS);
+    untilRefreshDue(connected.expiresAt, CONFIG_TTL_MS);
     const token = await bench.token(workers.configTtl.workerId);
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
@@ -252,8 +256,9 @@ describe("a missing expires_in", () => {
     expect(page.status, page.text).toBe(200);
     const first = await bench.token(workers.quirks.workerId);
     // The provider's own lifetime passes (a real wait: the provider must see the token expire), and
-    // the 5 s during which Workyard does not refresh a token of unknown expiry again.
-    await sleep(Math.max(TTL_S * 1000 + 1200, 5200));
+    // on the server's clock the 5 s during which Workyard does not refresh a token of unknown expiry again.
+    await sleep(TTL_S * 1000 + 1200);
+    clock.advance(5200);
     expect(await resourceStatus(provider, first.body.accessToken)).toBe(401);
 
     // What the seed says to do after a 401: pull again. The token Workyard thought valid is refreshed first.
@@ -306,7 +311,7 @@ describe("a missing expires_in", () => {
     expect(page.status, page.text).toBe(200);
     const connected = await bench.status(workers.configTtl.workerId);
     expect(connected).toMatchObject({ status: "connected", expirySource: "config", hasRefreshToken: false, nextRefreshAt: null });
-    await untilExpired(connected.expiresAt);
+    untilExpired(connected.expiresAt);
     const answer = await bench.token(workers.configTtl.workerId);
     expect(answer.status).toBe(409);
     expect(answer.body).toMatchObject({ code: "oauth_needs_reauthorization", hint: "Run: ntn workers oauth start githubAuth" });
@@ -328,13 +333,13 @@ describe("refresh tokens", () => {
     const refreshed = refreshes(provider);
 
     let status = await bench.status(workers.quirks.workerId);
-    await untilRefreshDue(status.expiresAt, TTL_S * 1000);
+    untilRefreshDue(status.expiresAt, TTL_S * 1000);
     const first = await bench.token(workers.quirks.workerId);
     expect(first.status, JSON.stringify(first.body)).toBe(200);
     status = await bench.status(workers.quirks.workerId);
     expect(status).toMatchObject({ status: "connected", hasRefreshToken: true, lastError: null });
 
-    await untilRefreshDue(status.expiresAt, TTL_S * 1000);
+    untilRefreshDue(status.expiresAt, TTL_S * 1000);
     const second = await bench.token(workers.quirks.workerId);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
     expect(second.body.accessToken).not.toBe(first.body.accessToken);
@@ -351,13 +356,13 @@ describe("refresh tokens", () => {
     const before = proxy.requests.length;
 
     let status = await bench.status(workers.quirks.workerId);
-    await untilRefreshDue(status.expiresAt, TTL_S * 1000);
+    untilRefreshDue(status.expiresAt, TTL_S * 1000);
     expect((await bench.token(workers.quirks.workerId)).status).toBe(200);
     const r1 = proxy.lastIssuedRefreshToken()!;
     expect(r1).not.toBe(r0);
 
     status = await bench.status(workers.quirks.workerId);
-    await untilRefreshDue(status.expiresAt, TTL_S * 1000);
+    untilRefreshDue(status.expiresAt, TTL_S * 1000);
     const second = await bench.token(workers.quirks.workerId);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
     expect(await resourceStatus(provider, second.body.accessToken)).toBe(200);
@@ -384,7 +389,7 @@ describe("an HTML error page (500) from the token endpoint", () => {
     const first = await bench.token(workers.quirks.workerId);
     proxy.setMode("html-500");
     const forwarded = proxy.forwarded;
-    await untilRefreshDue(connected.expiresAt, TTL_S * 1000);
+    untilRefreshDue(connected.expiresAt, TTL_S * 1000);
     // Due for refresh but not expired yet: the refresh fails, the still valid token is handed out.
     const during = await bench.token(workers.quirks.workerId);
     expect(during.status, JSON.stringify(during.body)).toBe(200);
@@ -400,7 +405,7 @@ describe("an HTML error page (500) from the token endpoint", () => {
     // The failed refresh backs off; once that time has passed, the next one goes to the provider.
     await bench.server.server.store.db
       .updateTable("oauth_connections")
-      .set({ next_refresh_at: Date.now() - 1 })
+      .set({ next_refresh_at: clock.now() - 1 })
       .where("worker_id", "=", workers.quirks.workerId)
       .execute();
     proxy.setMode("pass");
