@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
-import { cliEnv, lineOf, makeDeps, npmCacheOf, sh, workerIdOf, writeProject, type Deps } from "./fixtures.js";
+import { cliEnv, lineOf, fixtureDeps, sh, workerIdOf, writeProject, type Deps } from "./fixtures.js";
 
 const header = `import { Worker } from "@notionhq/workers";
 import { j } from "@notionhq/workers/schema-builder";
@@ -33,8 +33,8 @@ let deps: Deps;
 beforeAll(async () => {
   server = await startTestServer();
   tmp = tempDir("wy-deploy-");
-  env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
-  deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+  env = cliEnv(server, path.join(tmp.dir, "home"));
+  deps = fixtureDeps();
 });
 afterAll(async () => {
   await server?.stop();

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
-import { cliEnv, echoResult, lineOf, makeDeps, npmCacheOf, PROBE_SOURCE, workerIdOf, writeProject } from "./fixtures.js";
+import { cliEnv, echoResult, lineOf, fixtureDeps, PROBE_SOURCE, workerIdOf, writeProject } from "./fixtures.js";
 
 describe("running a deployed worker on the server with our ntn", () => {
   let server: TestServer;
@@ -15,7 +15,7 @@ describe("running a deployed worker on the server with our ntn", () => {
   beforeAll(async () => {
     server = await startTestServer();
     tmp = tempDir("wy-exec-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     project = writeProject(path.join(tmp.dir, "probe"), deps, PROBE_SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     const deployed = await run(["workers", "deploy", "--name", "probe"]);

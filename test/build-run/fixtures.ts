@@ -1,14 +1,13 @@
 /**
- * Worker projects for the build-and-run tests: small sources written into temp dirs, with one
- * package.json + package-lock.json made once per test file and copied into each project.
+ * Worker projects for the build-and-run tests: small sources written into temp dirs, each with the
+ * committed package.json + package-lock.json of test/fixtures/worker.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { FIXTURE_LOCKFILE, FIXTURE_PACKAGE_JSON, TEST_NPM_CACHE } from "../helpers/fixture-worker.js";
 import { baseEnv } from "../helpers/run-ntn.js";
 import type { TestServer } from "../helpers/start-server.js";
-
-export const DEPENDENCIES = { "@notionhq/client": "^5.26.0", "@notionhq/workers": "^0.9.2" };
 
 export interface Deps {
   packageJson: string;
@@ -34,17 +33,9 @@ export function sh(command: string, args: string[], options: { cwd: string; env?
   });
 }
 
-/**
- * package.json and its lockfile for the SDK and the Notion client, made once by npm in `dir`
- * (lockfile only: no node_modules), with the npm cache given (a server's, so it gets warm).
- */
-export async function makeDeps(dir: string, cacheDir: string): Promise<Deps> {
-  fs.mkdirSync(dir, { recursive: true });
-  const packageJson = `${JSON.stringify({ name: "fixture-worker", version: "0.1.0", private: true, type: "module", dependencies: DEPENDENCIES }, null, 2)}\n`;
-  fs.writeFileSync(path.join(dir, "package.json"), packageJson);
-  const result = await sh("npm", ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund", `--cache=${cacheDir}`], { cwd: dir });
-  if (result.code !== 0) throw new Error(`npm install --package-lock-only failed:\n${result.stderr}`);
-  return { packageJson, lockfile: fs.readFileSync(path.join(dir, "package-lock.json"), "utf8") };
+/** package.json and the committed lockfile of test/fixtures/worker: the SDK and the Notion client. */
+export function fixtureDeps(): Deps {
+  return { packageJson: FIXTURE_PACKAGE_JSON, lockfile: FIXTURE_LOCKFILE };
 }
 
 /** A worker project: package.json + lockfile, src/index.ts and any other files. */
@@ -60,9 +51,9 @@ export function writeProject(dir: string, deps: Deps, source: string, extra: Rec
   return dir;
 }
 
-/** node_modules in a project from its lockfile, through the given npm cache. */
-export async function installProject(dir: string, cacheDir: string): Promise<void> {
-  const result = await sh("npm", ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", `--cache=${cacheDir}`], { cwd: dir });
+/** node_modules in a project from its lockfile, from the suite's warm npm cache. */
+export async function installProject(dir: string): Promise<void> {
+  const result = await sh("npm", ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", `--cache=${TEST_NPM_CACHE}`], { cwd: dir });
   if (result.code !== 0) throw new Error(`npm ci failed in ${dir}:\n${result.stderr}`);
 }
 
@@ -75,15 +66,6 @@ export function cliEnv(server: TestServer, home: string, extra: Record<string, s
     NOTION_WORKSPACE_ID: server.workspaceId,
     ...extra,
   };
-}
-
-/**
- * The npm cache of the server's default workspace (each workspace has its own): a test that makes
- * its lockfile through it leaves the packages there, so the server's first build installs them
- * without the registry (npm's --prefer-offline). The server gives the folder to the workspace's uid.
- */
-export function npmCacheOf(server: TestServer): string {
-  return path.join(server.dataDir, "npm-cache", "1");
 }
 
 /** The deployment id the build log names ("Deployment <id> is live."). */

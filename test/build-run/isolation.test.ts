@@ -7,7 +7,7 @@ import { ROOT } from "../helpers/paths.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
-import { cliEnv, liveDeploymentId, makeDeps, npmCacheOf, writeProject } from "./fixtures.js";
+import { cliEnv, liveDeploymentId, fixtureDeps, writeProject } from "./fixtures.js";
 
 const SANDBOXED_SOURCE = `import { Worker } from "@notionhq/workers";
 import { j } from "@notionhq/workers/schema-builder";
@@ -128,7 +128,7 @@ describe("worker isolation and limits (run timeout 2s, memory 64 MiB)", () => {
     process.env[SERVER_CANARY_NAME] = SERVER_CANARY;
     server = await startTestServer({ runTimeout: "2s", runMemoryMb: 64 });
     tmp = tempDir("wy-isolation-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     env = cliEnv(server, path.join(tmp.dir, "home"));
 
     const neighbour = writeProject(path.join(tmp.dir, "neighbour"), deps, NEIGHBOUR_SOURCE);

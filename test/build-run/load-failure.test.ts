@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
-import { cliEnv, lineOf, makeDeps, npmCacheOf, workerIdOf, writeProject } from "./fixtures.js";
+import { cliEnv, lineOf, fixtureDeps, workerIdOf, writeProject } from "./fixtures.js";
 
 const SOURCE = `import { Worker } from "@notionhq/workers";
 import { j } from "@notionhq/workers/schema-builder";
@@ -30,7 +30,7 @@ describe("a worker that fails to load when a run starts it", () => {
   beforeAll(async () => {
     server = await startTestServer();
     tmp = tempDir("wy-load-failure-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     dir = writeProject(path.join(tmp.dir, "w"), deps, SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     const deployed = await ntn(["workers", "deploy", "--name", "boom"], { cwd: dir, env, timeoutMs: 180_000 });

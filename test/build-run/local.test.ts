@@ -3,7 +3,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { baseEnv, ntn } from "../helpers/run-ntn.js";
 import { tempDir } from "../helpers/tmp.js";
-import { echoResult, installProject, lineOf, makeDeps, PROBE_SOURCE, writeProject } from "./fixtures.js";
+import { echoResult, installProject, lineOf, fixtureDeps, PROBE_SOURCE, writeProject } from "./fixtures.js";
 
 // `exec --local` needs no server: the CLI points at a closed port, with a token that must not reach the worker.
 const SHELL_TOKEN = "shell-notion-token-canary-4e1b";
@@ -23,10 +23,9 @@ describe("exec --local with our ntn", () => {
 
   beforeAll(async () => {
     tmp = tempDir("wy-local-");
-    const cache = path.join(tmp.dir, "npm-cache");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), cache);
+    const deps = fixtureDeps();
     project = writeProject(path.join(tmp.dir, "probe"), deps, PROBE_SOURCE);
-    await installProject(project, cache);
+    await installProject(project);
     env = {
       ...baseEnv(path.join(tmp.dir, "home")),
       NOTION_API_BASE_URL: SHELL_BASE_URL,

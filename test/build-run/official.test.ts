@@ -5,7 +5,7 @@ import { ROOT } from "../helpers/paths.js";
 import { ntn, officialNtn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
-import { cliEnv, echoResult, lineOf, makeDeps, npmCacheOf, PROBE_SOURCE, writeProject } from "./fixtures.js";
+import { cliEnv, echoResult, lineOf, fixtureDeps, PROBE_SOURCE, writeProject } from "./fixtures.js";
 
 /** SPEC section 1: the example that goes with the seed's guide, as examples/github-oauth holds it. */
 const SEED_SOURCE = fs.readFileSync(path.join(ROOT, "examples/github-oauth/src/index.ts"), "utf8");
@@ -26,11 +26,11 @@ describe("the official ntn 0.4.0 builds and runs workers on Workyard", () => {
   beforeAll(async () => {
     server = await startTestServer();
     tmp = tempDir("wy-official-");
-    env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
+    env = cliEnv(server, path.join(tmp.dir, "home"));
     const made = await ntn(["workers", "new", "hello", "--no-git"], { cwd: tmp.dir, env });
     expect(made.code, made.stderr).toBe(0);
     scaffold = path.join(tmp.dir, "hello");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     seed = writeProject(path.join(tmp.dir, "seed"), deps, SEED_SOURCE);
   });
   afterAll(async () => {

@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, makeDeps, npmCacheOf, PROBE_SOURCE, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, PROBE_SOURCE, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -18,7 +18,7 @@ describe("ntn workers oauth start --timeout", () => {
   beforeAll(async () => {
     server = await startTestServer();
     tmp = tempDir("wy-oauth-wait-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     dir = writeProject(path.join(tmp.dir, "w"), deps, PROBE_SOURCE);
     // A browser that opens nothing: the provider never comes back.
     env = cliEnv(server, path.join(tmp.dir, "home"), { BROWSER: "true" });

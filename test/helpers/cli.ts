@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { writeFixturePackage } from "./fixture-worker.js";
 import { tempDir } from "./tmp.js";
 
 /** Ids are random UUIDs; times ISO 8601 with milliseconds, in UTC. */
@@ -12,15 +13,12 @@ export function normalise(text: string): string {
   return text.replace(new RegExp(UUID.source, "g"), "<ID>").replace(new RegExp(ISO.source, "g"), "<TIME>");
 }
 
-/** A worker project folder: src/index.ts and package.json, as `ntn workers new` would leave them. */
+/** A worker project folder: src/index.ts and the fixture's package.json and lockfile. */
 export function workerProject(prefix = "wy-project-"): { dir: string; cleanup(): void } {
   const project = tempDir(prefix);
   fs.mkdirSync(path.join(project.dir, "src"));
   fs.writeFileSync(path.join(project.dir, "src/index.ts"), 'import { Worker } from "@notionhq/workers";\nexport default new Worker();\n');
-  fs.writeFileSync(
-    path.join(project.dir, "package.json"),
-    `${JSON.stringify({ name: path.basename(project.dir), type: "module", dependencies: { "@notionhq/workers": ">=0.0.0" } }, null, 2)}\n`,
-  );
+  writeFixturePackage(project.dir);
   return project;
 }
 

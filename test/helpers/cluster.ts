@@ -2,7 +2,7 @@
  * Several `ntn server` processes on one PostgreSQL schema, as an operator runs a cluster: one
  * master key (WORKYARD_MASTER_KEY) for all, a data dir of their own each (like separate machines),
  * the admin token from the first process that started against the empty schema. Plus what the
- * multi-process tests share: a worker project scaffolded once, deployed with our CLI through any
+ * multi-process tests share: worker projects made from the committed fixture, deployed with our CLI through any
  * process, and SQL on the schema for what a user cannot see.
  */
 import crypto from "node:crypto";
@@ -11,6 +11,7 @@ import http from "node:http";
 import path from "node:path";
 import pg from "pg";
 import { expect } from "vitest";
+import { fixtureProject } from "./fixture-worker.js";
 import { freshSchema } from "./pg.js";
 import { baseEnv, ntn, type NtnResult } from "./run-ntn.js";
 import { callAction, startServerProcess, type ServerProcess } from "./server-process.js";
@@ -116,14 +117,14 @@ export interface Projects {
   cli(url: string, argv: string[], cwd: string): Promise<NtnResult>;
   /** The CLI's environment for one process. */
   env(url: string): Record<string, string>;
-  /** A worker project `<root>/<name>` with `source` as src/index.ts (the scaffold's package files). */
+  /** A worker project `<root>/<name>` with `source` as src/index.ts (the fixture's package files). */
   project(name: string, source: string): string;
   /** `ntn workers deploy` (`--name` on the first one) through `url`; answers the worker id. */
   deploy(url: string, dir: string): Promise<string>;
   cleanup(): void;
 }
 
-/** Scaffolds one project with `ntn workers new` (dependencies and lockfile); the others copy it. */
+/** Worker projects from the committed fixture (test/fixtures/worker), deployed through any process. */
 export async function scaffoldProjects(cluster: Pick<Cluster, "adminToken" | "workspaceId">): Promise<Projects> {
   const tmp = tempDir("wy-projects-");
   const home = path.join(tmp.dir, "home");
@@ -134,18 +135,12 @@ export async function scaffoldProjects(cluster: Pick<Cluster, "adminToken" | "wo
     NOTION_WORKSPACE_ID: cluster.workspaceId,
   });
   const cli = (url: string, argv: string[], cwd: string) => ntn(argv, { cwd, env: env(url), timeoutMs: 180_000 });
-  ok(await ntn(["workers", "new", "template", "--no-git"], { cwd: tmp.dir, env: baseEnv(home), timeoutMs: 180_000 }));
-  const template = path.join(tmp.dir, "template");
   return {
     root: tmp.dir,
     cli,
     env,
     project(name, source) {
-      const dir = path.join(tmp.dir, name);
-      fs.mkdirSync(path.join(dir, "src"), { recursive: true });
-      for (const file of ["package.json", "package-lock.json", "tsconfig.json"]) fs.copyFileSync(path.join(template, file), path.join(dir, file));
-      fs.writeFileSync(path.join(dir, "src", "index.ts"), source);
-      return dir;
+      return fixtureProject(path.join(tmp.dir, name), source);
     },
     async deploy(url, dir) {
       const first = !fs.existsSync(path.join(dir, "workers.json"));

@@ -1,6 +1,6 @@
 /**
- * What the OAuth tests share: a Workyard server, one scaffolded worker project whose node_modules
- * every worker of the file reuses, workers deployed with the real CLI from the seed's source (its
+ * What the OAuth tests share: a Workyard server, worker projects made from the committed fixture
+ * (test/fixtures/worker), workers deployed with the real CLI from the seed's source (its
  * endpoints pointed at a test provider or a quirk proxy), and connections made over HTTP.
  */
 import crypto from "node:crypto";
@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
 import type { ServerOptions } from "../../packages/server/src/main.js";
+import { fixtureProject } from "./fixture-worker.js";
 import { authorizeOverHttp, openPage } from "./http-browser.js";
 import { ROOT } from "./paths.js";
 import { baseEnv, ntn, type NtnResult } from "./run-ntn.js";
@@ -102,7 +103,7 @@ export interface OAuthBench {
   stop(): Promise<void>;
 }
 
-/** Starts a server (options go to startServer) and scaffolds the project every worker of the file copies. */
+/** Starts a server (options go to startServer) and a folder for the file's worker projects. */
 export async function startBench(serverOptions: ServerOptions = {}): Promise<OAuthBench> {
   const tmp = tempDir("wy-oauth-");
   const server = await startTestServer(serverOptions);
@@ -118,14 +119,6 @@ export async function startBench(serverOptions: ServerOptions = {}): Promise<OAu
   };
   const cli: OAuthBench["cli"] = (argv, options = {}) =>
     ntn(argv, { cwd: options.cwd ?? tmp.dir, env: { ...env, ...options.env }, timeoutMs: options.timeoutMs ?? 120_000 });
-  try {
-    ok(await cli(["workers", "new", "template", "--no-git"], { timeoutMs: 180_000 }));
-  } catch (error) {
-    await server.stop();
-    tmp.cleanup();
-    throw error;
-  }
-  const template = path.join(tmp.dir, "template");
 
   const setSecrets: OAuthBench["setSecrets"] = async (workerId, secrets) => {
     const answer = await server.call("UpsertSecrets", { workerId, secrets: Object.entries(secrets).map(([key, value]) => ({ key, value })) });
@@ -139,11 +132,7 @@ export async function startBench(serverOptions: ServerOptions = {}): Promise<OAu
     browserLog,
     cli,
     async deploy(name, source, secrets, options = {}) {
-      const dir = path.join(tmp.dir, name);
-      fs.mkdirSync(path.join(dir, "src"), { recursive: true });
-      for (const file of ["package.json", "package-lock.json", "tsconfig.json"]) fs.copyFileSync(path.join(template, file), path.join(dir, file));
-      fs.symlinkSync(path.join(template, "node_modules"), path.join(dir, "node_modules"), "dir");
-      fs.writeFileSync(path.join(dir, "src", "index.ts"), source);
+      const dir = fixtureProject(path.join(tmp.dir, name), source);
       ok(await cli(["workers", "deploy", "--name", name], { cwd: dir, ...(options.env ? { env: options.env } : {}) }));
       const workerId = (JSON.parse(fs.readFileSync(path.join(dir, "workers.json"), "utf8")) as { workerId: string }).workerId;
       if (secrets) await setSecrets(workerId, secrets);

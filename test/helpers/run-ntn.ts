@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { OFFLINE_NPM_ENV } from "./fixture-worker.js";
 import { OFFICIAL_NTN, OUR_NTN } from "./paths.js";
 
 export interface NtnResult {
@@ -28,6 +29,8 @@ export function baseEnv(home: string): Record<string, string> {
     NOTION_KEYRING: "0",
     NO_COLOR: "1",
     LANG: "C.UTF-8",
+    // npm, when a CLI runs it (`workers new`), installs from the suite's warm cache.
+    ...OFFLINE_NPM_ENV,
   };
 }
 

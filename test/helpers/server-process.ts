@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { OUR_NTN } from "./paths.js";
+import { seedServerNpmCache } from "./fixture-worker.js";
 import { tempDir } from "./tmp.js";
 
 export interface ServerProcess {
@@ -36,6 +37,7 @@ export async function startServerProcess(options: {
   const dataDir = options.dataDir ?? tmp!.dir;
   const home = path.join(dataDir, "home");
   fs.mkdirSync(home, { recursive: true });
+  seedServerNpmCache(dataDir, options.user);
   if (options.user) {
     for (const dir of [dataDir, home]) fs.chownSync(dir, options.user.uid, options.user.gid);
   }

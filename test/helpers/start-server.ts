@@ -3,6 +3,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { startServer, type RunningServer, type ServerOptions } from "../../packages/server/src/main.js";
 import { freshSchema } from "./pg.js";
+import { seedServerNpmCache } from "./fixture-worker.js";
 import { tempDir } from "./tmp.js";
 
 export type TestDialect = "sqlite" | "postgres";
@@ -27,6 +28,7 @@ export interface TestServer {
 export async function startTestServer(options: { dialect?: TestDialect } & ServerOptions = {}): Promise<TestServer> {
   const { dialect = "sqlite", ...rest } = options;
   const tmp = tempDir("wy-server-");
+  seedServerNpmCache(tmp.dir);
   const schema = dialect === "postgres" ? await freshSchema() : undefined;
   const logStream = new PassThrough();
   let logText = "";

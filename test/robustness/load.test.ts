@@ -3,7 +3,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, makeDeps, npmCacheOf, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { DIALECTS } from "../helpers/dialects.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -258,8 +258,8 @@ describe("(b) past the per-deployment run queue", () => {
     // This server alone: one process per deployment, two runs queued.
     server = await startTestServer({ logLevel: "error", processesPerDeployment: PROCESSES, queuedRunsPerDeployment: QUEUE });
     tmp = tempDir("wy-load-runs-");
-    env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    env = cliEnv(server, path.join(tmp.dir, "home"));
+    const deps = fixtureDeps();
     project = writeProject(path.join(tmp.dir, "gate"), deps, gateSource(gate.url));
     const deployed = await ntn(["workers", "deploy", "--name", "gate"], { cwd: project, env, timeoutMs: 300_000 });
     expect(deployed.code, deployed.stderr).toBe(0);

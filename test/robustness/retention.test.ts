@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Maintenance, type SweepReport } from "../../packages/server/src/maintenance.js";
 import type { Database, DeploymentsTable } from "../../packages/server/src/store/schema.js";
 import { setLiveDeployment } from "../../packages/server/src/store/workers.js";
-import { cliEnv, makeDeps, npmCacheOf, writeProject } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
 import { DIALECTS } from "../helpers/dialects.js";
 import { ntn as ntnBinary } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -272,9 +272,9 @@ worker.tool("hello", {
   beforeAll(async () => {
     server = await startTestServer();
     tmp = tempDir("wy-retention-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     project = writeProject(path.join(tmp.dir, "hello"), deps, SOURCE);
-    env = cliEnv(server, path.join(tmp.dir, "home"), { npm_config_cache: npmCacheOf(server) });
+    env = cliEnv(server, path.join(tmp.dir, "home"));
   });
   afterAll(async () => {
     await server?.stop();

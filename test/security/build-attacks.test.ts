@@ -9,7 +9,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, makeDeps, npmCacheOf, writeProject, type Deps } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, writeProject, type Deps } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -55,7 +55,7 @@ describe("builds cannot reach the server's files, environment or network (C1, C2
     server = await startTestServer();
     masterKey = fs.readFileSync(path.join(server.dataDir, "master.key"), "utf8").trim();
     tmp = tempDir("wy-build-attacks-");
-    deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    deps = fixtureDeps();
     env = cliEnv(server, path.join(tmp.dir, "home"));
   });
   afterAll(async () => {

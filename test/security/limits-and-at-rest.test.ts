@@ -6,7 +6,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, makeDeps, npmCacheOf, workerIdOf, writeProject, type Deps } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, workerIdOf, writeProject, type Deps } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -49,7 +49,7 @@ describe("limits that hold, and what the builder stores (M2, at rest)", () => {
   beforeAll(async () => {
     server = await startTestServer({ maxProcesses: 2 });
     tmp = tempDir("wy-limits-");
-    deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    deps = fixtureDeps();
     const env = cliEnv(server, path.join(tmp.dir, "home"));
     for (const name of ["one", "two", "three"]) {
       const dir = writeProject(path.join(tmp.dir, name), deps, SOURCE);

@@ -9,7 +9,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, liveDeploymentId, makeDeps, writeProject, type Deps } from "../build-run/fixtures.js";
+import { cliEnv, liveDeploymentId, fixtureDeps, writeProject, type Deps } from "../build-run/fixtures.js";
 import { OUR_NTN } from "../helpers/paths.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { callAction, startServerProcess, type ServerProcess } from "../helpers/server-process.js";
@@ -71,7 +71,7 @@ describe.skipIf(!isRoot)("`ntn server` as a non-root user: user and PID namespac
     const base = { url: server.url, adminToken, workspaceId: me.body.workspaceId } as never;
     envA = cliEnv(base, path.join(tmp.dir, "home-a"));
     envB = cliEnv(base, path.join(tmp.dir, "home-b"), { NOTION_API_TOKEN: created.body.token, NOTION_WORKSPACE_ID: created.body.workspaceId });
-    deps = await makeDeps(path.join(tmp.dir, "deps"), path.join(tmp.dir, "npm-cache"));
+    deps = fixtureDeps();
     dirA = writeProject(path.join(tmp.dir, "a"), deps, TOOLS);
     dirB = writeProject(path.join(tmp.dir, "b"), deps, TOOLS);
     for (const [dir, env, name] of [

@@ -8,7 +8,7 @@ import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEnv, makeDeps, npmCacheOf, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -70,7 +70,7 @@ describe("the server's own OAuth calls obey the egress policy (M4)", () => {
     // Only the garbage and closed ports are allowed; the denied one is plain loopback.
     server = await startTestServer({ egressAllow: [`127.0.0.1:${ports.garbageAuth}`, `127.0.0.1:${ports.closedAuth}`] });
     tmp = tempDir("wy-oauth-egress-");
-    const deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    const deps = fixtureDeps();
     const dir = writeProject(path.join(tmp.dir, "w"), deps, worker(ports));
     const deployed = await ntn(["workers", "deploy", "--name", "oauth-egress"], { cwd: dir, env: cliEnv(server, path.join(tmp.dir, "home")), timeoutMs: 180_000 });
     expect(deployed.code, deployed.stderr).toBe(0);

@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { aad, seal } from "../../packages/server/src/vault/seal.js";
 import { Keyring } from "../../packages/server/src/vault/keyring.js";
-import { cliEnv, makeDeps, npmCacheOf, writeProject, type Deps } from "../build-run/fixtures.js";
+import { cliEnv, fixtureDeps, writeProject, type Deps } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -133,7 +133,7 @@ describe("a worker of one workspace against another workspace, the server and th
     forbiddenPort = (forbidden.address() as AddressInfo).port;
     server = await startTestServer({ egressAllow: [`127.0.0.1:${allowedPort}`] });
     tmp = tempDir("wy-worker-attacks-");
-    deps = await makeDeps(path.join(tmp.dir, "deps"), npmCacheOf(server));
+    deps = fixtureDeps();
     envA = cliEnv(server, path.join(tmp.dir, "home-a"));
     const created = await server.call("CreateWorkspace", { name: "Workspace B" });
     expect(created.status).toBe(200);

@@ -1,0 +1,63 @@
+/**
+ * The worker project every test builds on: test/fixtures/worker's package.json and its committed
+ * lockfile (the SDK and the Notion client), installed once per lockfile by test/global-setup.ts
+ * into a shared folder with a warm npm cache. Tests copy that cache into each server's data dir,
+ * so no build, `npm ci` or `ntn workers new` of the suite asks the registry anything.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { ROOT } from "./paths.js";
+
+export const FIXTURE_DIR = path.join(ROOT, "test/fixtures/worker");
+export const FIXTURE_PACKAGE_JSON = fs.readFileSync(path.join(FIXTURE_DIR, "package.json"), "utf8");
+export const FIXTURE_LOCKFILE = fs.readFileSync(path.join(FIXTURE_DIR, "package-lock.json"), "utf8");
+
+/** The shared folder for this lockfile: `npm/` (the warm cache) and `worker/` (installed). */
+export const FIXTURE_CACHE = path.join(
+  ROOT,
+  "node_modules/.cache/workyard-tests",
+  crypto.createHash("sha256").update(FIXTURE_PACKAGE_JSON).update(FIXTURE_LOCKFILE).digest("hex").slice(0, 16),
+);
+export const TEST_NPM_CACHE = path.join(FIXTURE_CACHE, "npm");
+/** The fixture installed: its node_modules, for `exec --local` in the tests' projects. */
+export const FIXTURE_INSTALLED = path.join(FIXTURE_CACHE, "worker");
+
+/** What npm needs to install from the warm cache: the tests' CLIs and npm runs set these. */
+export const OFFLINE_NPM_ENV = { npm_config_cache: TEST_NPM_CACHE, npm_config_prefer_offline: "true" };
+
+/**
+ * Copies the warm cache into a data dir as its default workspace's npm cache (sandbox index 1),
+ * before the server starts: its first build then installs without the registry. The server gives
+ * the folder to the workspace's uid, as it does any cache it did not make.
+ */
+export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: number }): void {
+  if (!fs.existsSync(TEST_NPM_CACHE)) return;
+  const cache = path.join(dataDir, "npm-cache", "1");
+  fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true });
+  // A server that is not root cannot take over a cache: it gets one that is its own already.
+  if (owner) {
+    for (const dir of [path.join(dataDir, "npm-cache"), cache]) fs.chownSync(dir, owner.uid, owner.gid);
+    for (const entry of fs.readdirSync(cache, { recursive: true, encoding: "utf8" })) fs.lchownSync(path.join(cache, entry), owner.uid, owner.gid);
+  }
+}
+
+/** package.json and the committed lockfile written into a project folder. */
+export function writeFixturePackage(dir: string): void {
+  fs.writeFileSync(path.join(dir, "package.json"), FIXTURE_PACKAGE_JSON);
+  fs.writeFileSync(path.join(dir, "package-lock.json"), FIXTURE_LOCKFILE);
+}
+
+/**
+ * A worker project `dir` with `source` as src/index.ts: the fixture's package files and tsconfig,
+ * and node_modules linked to the installed fixture (for `exec --local`; deploys upload no
+ * node_modules).
+ */
+export function fixtureProject(dir: string, source: string): string {
+  fs.mkdirSync(path.join(dir, "src"), { recursive: true });
+  writeFixturePackage(dir);
+  fs.copyFileSync(path.join(FIXTURE_DIR, "tsconfig.json"), path.join(dir, "tsconfig.json"));
+  fs.symlinkSync(path.join(FIXTURE_INSTALLED, "node_modules"), path.join(dir, "node_modules"), "dir");
+  fs.writeFileSync(path.join(dir, "src", "index.ts"), source);
+  return dir;
+}
