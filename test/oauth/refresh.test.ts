@@ -6,7 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { expectNoCanary, failed, ok, oauthWorkerSource, sleep, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
+import { testClock } from "../helpers/clock.js";
+import { expectNoCanary, failed, ok, oauthWorkerSource, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
 import { startQuirkProxy, type QuirkMode, type QuirkProxy } from "../helpers/quirk-proxy.js";
 import { SEED_TOKEN_VAR } from "../helpers/seed-worker.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
@@ -23,12 +24,17 @@ let worker: DeployedWorker;
 const refreshes = (p: TestProvider) => p.grants.success.refresh_token ?? 0;
 const refreshErrors = (p: TestProvider) => p.grants.error.refresh_token ?? 0;
 
-async function untilExpired(expiresAt: string): Promise<void> {
-  await sleep(Math.max(0, Date.parse(expiresAt) - Date.now() + 1200));
+/** The server's clock: Workyard's view of expiry moves on without a wait; the provider keeps real time. */
+const clock = testClock();
+
+/** Moves the server's clock past this expiry. */
+function untilExpired(expiresAt: string): void {
+  clock.advance(Math.max(0, Date.parse(expiresAt) - clock.now() + 1000));
 }
 
-async function untilRefreshDue(expiresAt: string): Promise<void> {
-  await sleep(Math.max(0, Date.parse(expiresAt) - (TTL_S * 1000) / 2 - Date.now() + 300));
+/** Moves the server's clock into its refresh margin (half of a short lifetime) for this expiry. */
+function untilRefreshDue(expiresAt: string): void {
+  clock.advance(Math.max(0, Date.parse(expiresAt) - (TTL_S * 1000) / 2 - clock.now() + 300));
 }
 
 async function resourceStatus(token: string): Promise<number> {
@@ -45,7 +51,7 @@ async function connectFresh() {
 }
 
 beforeAll(async () => {
-  bench = await startBench();
+  bench = await startBench({ now: clock.now });
   proxy = await startQuirkProxy();
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "refresh-secret-canary-0b7a" });
   proxy.target = provider.tokenEndpoint;
@@ -76,7 +82,7 @@ describe("invalid_grant on refresh", () => {
     expect(earlier).toBeTruthy();
     // The provider revokes the refresh token (a user removed the app, say), then the access token expires.
     await (await provider.provider.RefreshToken.find(refreshToken))!.destroy();
-    await untilExpired(status.expiresAt);
+    untilExpired(status.expiresAt);
 
     const errors = refreshErrors(provider);
     const answer = await bench.token(worker.workerId);
@@ -148,7 +154,7 @@ describe("invalid_client on refresh", () => {
     await bench.setSecrets(worker.workerId, { GITHUB_CLIENT_SECRET: WRONG_SECRET });
     const before = proxy.requests.length;
     try {
-      await untilExpired(status.expiresAt);
+      untilExpired(status.expiresAt);
       const answer = await bench.token(worker.workerId);
       expect(answer.status).toBe(409);
       expect(answer.body).toMatchObject({
@@ -191,7 +197,7 @@ describe("transient failures on refresh keep the stored refresh token", () => {
     const { refreshToken, status } = await connectFresh();
     kept = refreshToken;
     oldAccessToken = (await bench.token(worker.workerId)).body.accessToken;
-    await untilExpired(status.expiresAt);
+    untilExpired(status.expiresAt);
     forwarded = proxy.forwarded;
     firstRequest = proxy.requests.length;
     refreshed = refreshes(provider);
@@ -208,7 +214,7 @@ describe("transient failures on refresh keep the stored refresh token", () => {
 
   /** As if the backoff after the previous failure had passed. */
   const backoffPassed = () =>
-    bench.server.server.store.db.updateTable("oauth_connections").set({ next_refresh_at: Date.now() - 1 }).where("worker_id", "=", worker.workerId).execute();
+    bench.server.server.store.db.updateTable("oauth_connections").set({ next_refresh_at: clock.now() - 1 }).where("worker_id", "=", worker.workerId).execute();
 
   it.each(cases)("%s: a clear error, the tokens kept, status shows the last error", async (_label, mode, expected) => {
     await backoffPassed();
@@ -267,7 +273,7 @@ describe("concurrency", () => {
   it("50 concurrent GetOauthToken calls on one expiring token cause exactly one refresh_token grant, and all get the same new token", async () => {
     const { status } = await connectFresh();
     const old = (await bench.token(worker.workerId)).body.accessToken;
-    await untilRefreshDue(status.expiresAt);
+    untilRefreshDue(status.expiresAt);
     const refreshed = refreshes(provider);
     const errors = refreshErrors(provider);
     const forwarded = proxy.forwarded;

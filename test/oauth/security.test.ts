@@ -8,12 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTokenService } from "../../packages/server/src/auth/tokens.js";
 import { createWorkspace } from "../../packages/server/src/workspaces/service.js";
 import { authorizeOverHttp, openPage } from "../helpers/http-browser.js";
-import { expectNoCanary, failed, ok, oauthWorkerSource, sleep, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
+import { testClock } from "../helpers/clock.js";
+import { expectNoCanary, failed, ok, oauthWorkerSource, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
 import { startQuirkProxy, type QuirkProxy } from "../helpers/quirk-proxy.js";
 import { SEED_TOKEN_VAR } from "../helpers/seed-worker.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
 const TTL_S = 3;
+/** The server's clock: moved where only Workyard must see time pass. */
+const clock = testClock();
 const CLIENT_SECRET = "security-client-secret-canary-8f3a";
 
 let bench: OAuthBench;
@@ -42,7 +45,7 @@ function expectPlainRefusal(page: { status: number; html: string; text: string }
 }
 
 beforeAll(async () => {
-  bench = await startBench();
+  bench = await startBench({ now: clock.now });
   provider = await startProvider({ redirectUris: [callbackBase()], accessTokenTtl: TTL_S, clientSecret: CLIENT_SECRET });
   proxy = await startQuirkProxy({ target: provider.tokenEndpoint });
   worker = await bench.deploy(
@@ -222,7 +225,7 @@ describe("canary secrets", () => {
     seen["exec stdout"] = exec.stdout;
     seen["exec stderr"] = exec.stderr;
     const status = await bench.status(worker.workerId);
-    await sleep(Math.max(0, Date.parse(status.expiresAt) - (TTL_S * 1000) / 2 - Date.now() + 300));
+    clock.advance(Math.max(0, Date.parse(status.expiresAt) - (TTL_S * 1000) / 2 - clock.now() + 300));
     expect((await bench.token(worker.workerId)).status).toBe(200);
     const twice = await bench.server.call("RunCapability", { workerId: worker.workerId, capabilityKey: "tokenTwice", args: { waitsMs: [TTL_S * 1000] } });
     expect(twice.status, JSON.stringify(twice.body)).toBe(200);
@@ -231,7 +234,7 @@ describe("canary secrets", () => {
     // A failed run and a provider refusal, for their error messages.
     await (await provider.provider.RefreshToken.find(proxy.lastIssuedRefreshToken()!))!.destroy();
     const current = await bench.status(worker.workerId);
-    await sleep(Math.max(0, Date.parse(current.expiresAt) - Date.now() + 1200));
+    clock.advance(Math.max(0, Date.parse(current.expiresAt) - clock.now() + 1000));
     const refused = await bench.token(worker.workerId);
     expect(refused.status).toBe(409);
     seen["GetOauthToken error"] = JSON.stringify(refused.body);
