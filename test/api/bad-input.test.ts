@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
-import http from "node:http";
+import type http from "node:http";
 import path from "node:path";
 import zlib from "node:zlib";
 import { create as createTar } from "tar";
@@ -11,6 +11,7 @@ import { createWorkspace } from "../../packages/server/src/workspaces/service.js
 import { DIALECTS } from "../helpers/dialects.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
+import { rawRequest } from "../robustness/http.js";
 
 /**
  * Bad input of every kind answers a 4xx in the Notion API's error shape, stores nothing half-way,
@@ -24,49 +25,11 @@ interface Answer {
   body: any;
 }
 
-/**
- * One HTTP request with node:http, so a test controls the method, headers and raw bytes (chunked
- * bodies, bodies the server refuses before reading them). A server that answers early and closes
- * may make our write fail: that write error is ignored once the answer arrived.
- */
-function rawRequest(
-  url: string,
-  options: { method?: string; headers?: Record<string, string>; body?: Buffer | string | Buffer[] } = {},
-): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(url, { method: options.method ?? "POST", headers: options.headers ?? {} });
-    let answered = false;
-    request.on("response", (response) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("error", reject);
-      response.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // not JSON: keep the text, the assertions say what was expected
-        }
-        resolve({ status: response.statusCode ?? 0, headers: response.headers, text, body });
-      });
-    });
-    request.on("error", (error) => {
-      if (!answered) reject(error);
-    });
-    const body = options.body;
-    if (Array.isArray(body)) {
-      // Chunked: no Content-Length, so the server has to count what it reads.
-      const write = (i: number) => {
-        if (i >= body.length || request.destroyed) return request.end();
-        request.write(body[i], () => setImmediate(() => write(i + 1)));
-      };
-      write(0);
-    } else {
-      request.end(body);
-    }
-  });
+/** rawRequest to a full URL, POST unless told; `body` is the parsed JSON, or the text. */
+async function rawRequestTo(url: string, options: { method?: string; headers?: Record<string, string>; body?: Buffer | string | Buffer[] } = {}): Promise<Answer> {
+  const target = new URL(url);
+  const answer = await rawRequest(target.origin, { method: options.method ?? "POST", path: `${target.pathname}${target.search}`, headers: options.headers, body: options.body });
+  return { ...answer, body: answer.json ?? answer.text };
 }
 
 /** The error body every non-2xx answer carries. */
@@ -167,7 +130,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
       ["a forbidden __proto__ key", '{"name":"x","__proto__":{"polluted":true}}'],
     ])("malformed JSON (%s) answers 400 invalid_json and stores nothing", async (_label, text) => {
       const before = await workerIds();
-      const answer = await rawRequest(actionUrl("CreateWorker"), {
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), {
         headers: { ...auth(), "content-type": "application/json" },
         body: text,
       });
@@ -180,7 +143,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
     it("a body over the 1 MiB limit answers 413 body_too_large and stores nothing", async () => {
       const before = await workerIds();
       const text = JSON.stringify({ name: "big", uploadType: "source", padding: "x".repeat(1024 * 1024 + 1024) });
-      const answer = await rawRequest(actionUrl("CreateWorker"), {
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), {
         headers: { ...auth(), "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) },
         body: text,
       });
@@ -193,7 +156,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
       const before = await workerIds();
       const chunk = Buffer.alloc(64 * 1024, "x");
       const chunks = [Buffer.from('{"name":"big","padding":"'), ...Array.from({ length: 20 }, () => chunk), Buffer.from('"}')];
-      const answer = await rawRequest(actionUrl("CreateWorker"), {
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), {
         headers: { ...auth(), "content-type": "application/json", "transfer-encoding": "chunked" },
         body: chunks,
       });
@@ -205,7 +168,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
     it("a body just under the limit is read (and then judged on its content)", async () => {
       // 1 MiB minus a little: parsed, then refused by the schema for its over-long name, not for its size.
       const text = JSON.stringify({ name: "n".repeat(1024 * 1024 - 100) });
-      const answer = await rawRequest(actionUrl("CreateWorker"), { headers: { ...auth(), "content-type": "application/json" }, body: text });
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), { headers: { ...auth(), "content-type": "application/json" }, body: text });
       expectErrorShape(answer, 400, "validation_error");
       await expectServing();
     });
@@ -214,7 +177,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
       "a body of type %s answers 415 unsupported_media_type",
       async (type) => {
         const before = await workerIds();
-        const answer = await rawRequest(actionUrl("CreateWorker"), {
+        const answer = await rawRequestTo(actionUrl("CreateWorker"), {
           headers: { ...auth(), "content-type": type },
           body: type.startsWith("application/x-www") ? "name=form" : "<name>xml</name>",
         });
@@ -229,7 +192,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
       // Fastify reads text/plain as a string, so the schema refuses it (400) before any media-type
       // check could (415); either is a clear refusal.
       const before = await workerIds();
-      const answer = await rawRequest(actionUrl("CreateWorker"), {
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), {
         headers: { ...auth(), "content-type": "text/plain" },
         body: '{"name":"plain"}',
       });
@@ -314,7 +277,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
     });
 
     it("a GET on an action path answers a 4xx error that says actions are POSTed", async () => {
-      const answer = await rawRequest(actionUrl("ListWorkers"), { method: "GET", headers: auth() });
+      const answer = await rawRequestTo(actionUrl("ListWorkers"), { method: "GET", headers: auth() });
       expect([404, 405]).toContain(answer.status);
       expectErrorShape(answer, answer.status, answer.body.code);
       expect(`${answer.body.message} ${answer.body.hint ?? ""}`).toContain("POST");
@@ -322,7 +285,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
     });
 
     it("a path outside the API answers 404 not_found in the same shape", async () => {
-      const answer = await rawRequest(`${server.url}/no/such/page`, { method: "GET" });
+      const answer = await rawRequestTo(`${server.url}/no/such/page`, { method: "GET" });
       expectErrorShape(answer, 404, "not_found");
     });
   });
@@ -381,7 +344,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
   describe("authentication", () => {
     async function expectUnauthorized(headers: Record<string, string>): Promise<string> {
       const before = await workerIds();
-      const answer = await rawRequest(actionUrl("CreateWorker"), {
+      const answer = await rawRequestTo(actionUrl("CreateWorker"), {
         headers: { "content-type": "application/json", ...headers },
         body: JSON.stringify({ name: "intruder", uploadType: "source" }),
       });
@@ -621,7 +584,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
 
     it("a body that is not multipart answers 415 unsupported_media_type", async () => {
       const ticket = await newWorker("json-upload");
-      const answer = await rawRequest(ticket.url, {
+      const answer = await rawRequestTo(ticket.url, {
         headers: { "content-type": "application/json" },
         body: JSON.stringify(ticket.fields),
       });

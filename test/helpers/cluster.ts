@@ -13,7 +13,10 @@ import pg from "pg";
 import { expect } from "vitest";
 import { fixtureProject } from "./fixture-worker.js";
 import { freshSchema } from "./pg.js";
-import { baseEnv, ntn, type NtnResult } from "./run-ntn.js";
+import { baseEnv, ntn, ok, type NtnResult } from "./run-ntn.js";
+import { resourceStatus } from "./start-provider.js";
+
+export { ok, resourceStatus };
 import { callAction, startServerProcess, type ServerProcess } from "./server-process.js";
 import { tempDir } from "./tmp.js";
 
@@ -106,11 +109,6 @@ export async function startCluster(count: number, options: ProcessOptions = {}):
   }
 }
 
-export function ok(result: NtnResult): NtnResult {
-  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
-  return result;
-}
-
 export interface Projects {
   root: string;
   /** Our CLI pointed at one process (NOTION_API_BASE_URL), as the admin. */
@@ -174,13 +172,6 @@ worker.tool("sleepy", {
   },
 });
 `;
-
-/** Status and body of GET /api/user/repos at the provider with this token. */
-export async function resourceStatus(resourceUrl: string, token: string): Promise<number> {
-  const response = await fetch(resourceUrl, { headers: { authorization: `Bearer ${token}` } });
-  await response.arrayBuffer();
-  return response.status;
-}
 
 /**
  * POSTs an action through a keep-alive agent (bounded sockets): for many concurrent requests

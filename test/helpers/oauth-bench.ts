@@ -11,7 +11,9 @@ import type { ServerOptions } from "../../packages/server/src/main.js";
 import { fixtureProject } from "./fixture-worker.js";
 import { authorizeOverHttp, openPage } from "./http-browser.js";
 import { ROOT } from "./paths.js";
-import { baseEnv, ntn, type NtnResult } from "./run-ntn.js";
+import { baseEnv, failed, ntn, ok, type NtnResult } from "./run-ntn.js";
+
+export { failed, ok };
 import { seedWorkerSource } from "./seed-worker.js";
 import { startTestServer, type TestServer } from "./start-server.js";
 import { tempDir } from "./tmp.js";
@@ -20,16 +22,6 @@ import { tempDir } from "./tmp.js";
 export const BROWSER = `node ${path.join(ROOT, "test/helpers/browser-approve.mjs")} %s`;
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-export function ok(result: NtnResult): NtnResult {
-  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
-  return result;
-}
-
-export function failed(result: NtnResult, code = 5): NtnResult {
-  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(code);
-  return result;
-}
 
 /** A short, stable fingerprint of a token, for comparing tokens a tool saw without returning them. */
 export function fingerprint(token: string): string {

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { expect } from "vitest";
 import { OFFLINE_NPM_ENV } from "./fixture-worker.js";
 import { OFFICIAL_NTN, OUR_NTN } from "./paths.js";
 
@@ -68,4 +69,16 @@ export function ntn(argv: string[], options: NtnOptions): Promise<NtnResult> {
 /** The official ntn 0.4.0. */
 export function officialNtn(argv: string[], options: NtnOptions): Promise<NtnResult> {
   return runBinary(OFFICIAL_NTN, [], argv, options);
+}
+
+/** Asserts a CLI call exited 0, showing its output otherwise. */
+export function ok(result: NtnResult): NtnResult {
+  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
+  return result;
+}
+
+/** Asserts a CLI call failed with this exit code (5: the server refused), showing its output otherwise. */
+export function failed(result: NtnResult, code = 5): NtnResult {
+  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(code);
+  return result;
 }

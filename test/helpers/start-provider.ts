@@ -21,6 +21,8 @@ export interface TestProvider {
   revocationEndpoint: string;
   /** A resource API that accepts only this provider's valid access tokens: GET /api/user/repos. */
   resourceUrl: string;
+  /** The status the resource API answers with this token: 200, or 401 once the provider expired it. */
+  resourceStatus(token: string): Promise<number>;
   clientId: string;
   clientSecret: string;
   /** Successful and failed token requests so far, by grant type. */
@@ -102,6 +104,7 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
     tokenEndpoint: `${issuer}/token`,
     revocationEndpoint: `${issuer}/token/revocation`,
     resourceUrl: `${issuer}/api/user/repos`,
+    resourceStatus: (token) => resourceStatus(`${issuer}/api/user/repos`, token),
     clientId,
     clientSecret,
     grants,
@@ -118,6 +121,13 @@ export async function startProvider(options: ProviderOptions): Promise<TestProvi
         server.close(() => resolve());
       }),
   };
+}
+
+/** Status of GET resourceUrl with this bearer token (the body read and dropped). */
+export async function resourceStatus(resourceUrl: string, token: string): Promise<number> {
+  const response = await fetch(resourceUrl, { headers: { authorization: `Bearer ${token}` } });
+  await response.arrayBuffer();
+  return response.status;
 }
 
 /** GET /api/user/repos: 200 with a list for a valid, unexpired access token; 401 otherwise. */

@@ -6,8 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { baseEnv, ntn, officialNtn, type NtnResult } from "../helpers/run-ntn.js";
-import { ROOT } from "../helpers/paths.js";
+import { BROWSER, sleep } from "../helpers/oauth-bench.js";
+import { baseEnv, ntn, officialNtn, ok, type NtnResult } from "../helpers/run-ntn.js";
 import { SEED_TOKEN_VAR, writeSeedWorker } from "../helpers/seed-worker.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -15,13 +15,6 @@ import { tempDir } from "../helpers/tmp.js";
 
 /** Short-lived access tokens, so the test sees them expire and get refreshed. */
 const TOKEN_TTL_S = 6;
-const BROWSER = `node ${path.join(ROOT, "test/helpers/browser-approve.mjs")} %s`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function ok(result: NtnResult): NtnResult {
-  expect(result.code, `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
-  return result;
-}
 
 interface Story {
   server: TestServer;

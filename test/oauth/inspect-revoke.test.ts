@@ -21,12 +21,6 @@ let worker: DeployedWorker;
 
 const cli = (...argv: string[]) => bench.cli(argv, { cwd: worker.dir });
 
-async function resourceStatus(token: string): Promise<number> {
-  const response = await fetch(provider.resourceUrl, { headers: { authorization: `Bearer ${token}` } });
-  await response.arrayBuffer();
-  return response.status;
-}
-
 beforeAll(async () => {
   bench = await startBench({ now: clock.now });
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "inspect-secret-canary-2d4e" });
@@ -71,7 +65,7 @@ describe("a connected capability", () => {
 
   it("oauth token shows the valid token: labelled by default, alone with --plain, with expiresAt in --json", async () => {
     const api = (await bench.token(worker.workerId)).body as { accessToken: string; expiresAt: string };
-    expect(await resourceStatus(api.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(api.accessToken)).toBe(200);
 
     const plain = ok(await cli("workers", "oauth", "token", "githubAuth", "--plain"));
     expect(plain.stdout).toBe(`${api.accessToken}\n`);
@@ -153,7 +147,7 @@ describe("oauth revoke", () => {
 
   it("--yes revokes at the provider's RFC 7009 endpoint and deletes the stored tokens; afterwards oauth token says not connected", async () => {
     const before = (await bench.token(worker.workerId)).body.accessToken as string;
-    expect(await resourceStatus(before)).toBe(200);
+    expect(await provider.resourceStatus(before)).toBe(200);
     const revocations = provider.revocations;
 
     const result = ok(await cli("workers", "oauth", "revoke", "githubAuth", "--yes"));
@@ -161,7 +155,7 @@ describe("oauth revoke", () => {
     expect(result.stderr).toBe("✔ Revoked githubAuth at the provider and deleted its tokens\n");
     expect(provider.revocations).toBe(revocations + 1);
     // The provider dropped the grant: the access token handed out before no longer works.
-    expect(await resourceStatus(before)).toBe(401);
+    expect(await provider.resourceStatus(before)).toBe(401);
 
     expect(await bench.status(worker.workerId)).toMatchObject({ status: "not_connected", expiresAt: null, hasRefreshToken: false, lastRefreshAt: null });
     const token = failed(await cli("workers", "oauth", "token", "githubAuth"));

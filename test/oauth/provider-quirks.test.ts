@@ -41,12 +41,6 @@ function untilExpired(expiresAt: string): void {
   clock.advance(Math.max(0, Date.parse(expiresAt) - clock.now() + 1000));
 }
 
-async function resourceStatus(p: TestProvider, token: string): Promise<number> {
-  const response = await fetch(p.resourceUrl, { headers: { authorization: `Bearer ${token}` } });
-  await response.arrayBuffer();
-  return response.status;
-}
-
 const refreshes = (p: TestProvider) => p.grants.success.refresh_token ?? 0;
 
 beforeAll(async () => {
@@ -124,7 +118,7 @@ describe("client authentication", () => {
     expect(exchange).toMatchObject({ clientSecretInBody: true, basicAuth: false, forwarded: true });
     expect(await bench.status(workers.quirks.workerId)).toMatchObject({ status: "connected", hasRefreshToken: true, expirySource: "provider" });
     const token = await bench.token(workers.quirks.workerId);
-    expect(await resourceStatus(provider, token.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(token.body.accessToken)).toBe(200);
   });
 
   it("is client_secret_basic where the operator's catalog entry matches the token endpoint's origin, for the exchange and the refresh", async () => {
@@ -138,7 +132,7 @@ describe("client authentication", () => {
     const token = await bench.token(workers.basic.workerId);
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     expect(refreshes(basicProvider)).toBe(refreshed + 1);
-    expect(await resourceStatus(basicProvider, token.body.accessToken)).toBe(200);
+    expect(await basicProvider.resourceStatus(token.body.accessToken)).toBe(200);
     const sent = basicProxy.requests.slice(before);
     expect(sent.map((r) => r.grantType)).toEqual(["authorization_code", "refresh_token"]);
     for (const request of sent) expect(request).toMatchObject({ basicAuth: true, clientSecretInBody: false });
@@ -182,7 +176,7 @@ describe("token answer formats", () => {
     const token = await bench.token(workers.quirks.workerId);
     expect(token.status, JSON.stringify(token.body)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
-    expect(await resourceStatus(provider, token.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(token.body.accessToken)).toBe(200);
     expect((await bench.status(workers.quirks.workerId)).lastRefreshAt).not.toBeNull();
   });
 
@@ -259,7 +253,7 @@ describe("a missing expires_in", () => {
     // on the server's clock the 5 s during which Workyard does not refresh a token of unknown expiry again.
     await sleep(TTL_S * 1000 + 1200);
     clock.advance(5200);
-    expect(await resourceStatus(provider, first.body.accessToken)).toBe(401);
+    expect(await provider.resourceStatus(first.body.accessToken)).toBe(401);
 
     // What the seed says to do after a 401: pull again. The token Workyard thought valid is refreshed first.
     const refreshed = refreshes(provider);
@@ -268,7 +262,7 @@ describe("a missing expires_in", () => {
     ok(await bench.cli(["workers", "env", "pull", "--yes"], { cwd: workers.quirks.dir }));
     const pulled = /^OAUTH_[0-9A-F]+_ACCESS_TOKEN=(.+)$/m.exec(fs.readFileSync(dotenv, "utf8"))![1]!;
     expect(pulled).not.toBe(first.body.accessToken);
-    expect(await resourceStatus(provider, pulled)).toBe(200);
+    expect(await provider.resourceStatus(pulled)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
     // At most one refresh per connection every 5 seconds: a read right after gets the same token.
     const again = await bench.token(workers.quirks.workerId);
@@ -278,7 +272,7 @@ describe("a missing expires_in", () => {
     const forced = ok(await bench.cli(["workers", "oauth", "token", "githubAuth", "--refresh", "--plain"], { cwd: workers.quirks.dir })).stdout.trim();
     expect(forced).not.toBe(pulled);
     expect(refreshes(provider)).toBe(refreshed + 2);
-    expect(await resourceStatus(provider, forced)).toBe(200);
+    expect(await provider.resourceStatus(forced)).toBe(200);
   });
 
   it("without a refresh token either: the token does not expire for us, until an API rejects it", async () => {
@@ -302,7 +296,7 @@ describe("a missing expires_in", () => {
     expect(proxy.received).toBe(received);
     expect(refreshes(provider)).toBe(refreshed);
     // ...until an API rejects it.
-    expect(await resourceStatus(provider, later.body.accessToken)).toBe(401);
+    expect(await provider.resourceStatus(later.body.accessToken)).toBe(401);
   });
 
   it("with accessTokenExpireMs and no refresh token: once that lifetime passes, the error names oauth start", async () => {
@@ -343,7 +337,7 @@ describe("refresh tokens", () => {
     const second = await bench.token(workers.quirks.workerId);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
     expect(second.body.accessToken).not.toBe(first.body.accessToken);
-    expect(await resourceStatus(provider, second.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(second.body.accessToken)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 2);
     const sent = proxy.requests.slice(before).filter((r) => r.grantType === "refresh_token");
     expect(sent.map((r) => r.refreshToken)).toEqual([original, original]);
@@ -365,7 +359,7 @@ describe("refresh tokens", () => {
     untilRefreshDue(status.expiresAt, TTL_S * 1000);
     const second = await bench.token(workers.quirks.workerId);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
-    expect(await resourceStatus(provider, second.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(second.body.accessToken)).toBe(200);
     const sent = proxy.requests.slice(before).filter((r) => r.grantType === "refresh_token");
     expect(sent.map((r) => r.refreshToken)).toEqual([r0, r1]);
 

@@ -37,12 +37,6 @@ function untilRefreshDue(expiresAt: string): void {
   clock.advance(Math.max(0, Date.parse(expiresAt) - (TTL_S * 1000) / 2 - clock.now() + 300));
 }
 
-async function resourceStatus(token: string): Promise<number> {
-  const response = await fetch(provider.resourceUrl, { headers: { authorization: `Bearer ${token}` } });
-  await response.arrayBuffer();
-  return response.status;
-}
-
 /** A fresh connection: over HTTP, the refresh token it got, its status. */
 async function connectFresh() {
   const { page } = await bench.connect(worker.workerId);
@@ -144,7 +138,7 @@ describe("invalid_grant on refresh", () => {
     expect(start.stderr).toContain("✔ Connected githubAuth");
     expect(await bench.status(worker.workerId)).toMatchObject({ status: "connected", lastError: null });
     const fresh = await bench.token(worker.workerId);
-    expect(await resourceStatus(fresh.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(fresh.body.accessToken)).toBe(200);
   });
 });
 
@@ -177,7 +171,7 @@ describe("invalid_client on refresh", () => {
     }
     const fixed = await bench.token(worker.workerId);
     expect(fixed.status, JSON.stringify(fixed.body)).toBe(200);
-    expect(await resourceStatus(fixed.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(fixed.body.accessToken)).toBe(200);
     const sent = proxy.requests.slice(before).filter((r) => r.grantType === "refresh_token");
     expect(sent.length).toBeGreaterThanOrEqual(2);
     for (const request of sent) expect(request.refreshToken).toBe(refreshToken);
@@ -258,7 +252,7 @@ describe("transient failures on refresh keep the stored refresh token", () => {
     const answer = await bench.token(worker.workerId);
     expect(answer.status, JSON.stringify(answer.body)).toBe(200);
     expect(answer.body.accessToken).not.toBe(oldAccessToken);
-    expect(await resourceStatus(answer.body.accessToken)).toBe(200);
+    expect(await provider.resourceStatus(answer.body.accessToken)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
     const sent = proxy.requests.slice(firstRequest);
     // One request per failing case (the 429 case asked twice, through the CLI too), then the good one.
@@ -286,6 +280,6 @@ describe("concurrency", () => {
     expect(refreshes(provider)).toBe(refreshed + 1);
     expect(proxy.forwarded).toBe(forwarded + 1);
     expect(refreshErrors(provider)).toBe(errors);
-    expect(await resourceStatus(token!)).toBe(200);
+    expect(await provider.resourceStatus(token!)).toBe(200);
   });
 });

@@ -20,7 +20,8 @@ export interface RawRequest {
   /** Sent as it is: no normalisation, no encoding. */
   path: string;
   headers?: Record<string, string>;
-  body?: Buffer | string;
+  /** Pieces are sent chunked, one write each, so the server has to count what it reads. */
+  body?: Buffer | string | Buffer[];
 }
 
 /**
@@ -70,12 +71,20 @@ export function rawRequest(baseUrl: string, request: RawRequest, timeoutMs = 30_
       clearTimeout(timer);
       reject(error);
     });
+    const body = request.body;
+    if (Array.isArray(body)) {
+      const write = (i: number) => {
+        if (i >= body.length || req.destroyed) return req.end();
+        req.write(body[i], () => setImmediate(() => write(i + 1)));
+      };
+      return write(0);
+    }
     // node frames a body of GET, DELETE, OPTIONS... only when told its length.
     const names = Object.keys(request.headers ?? {}).map((h) => h.toLowerCase());
-    if (request.body !== undefined && !names.includes("content-length") && !names.includes("transfer-encoding")) {
-      req.setHeader("content-length", Buffer.byteLength(request.body));
+    if (body !== undefined && !names.includes("content-length") && !names.includes("transfer-encoding")) {
+      req.setHeader("content-length", Buffer.byteLength(body));
     }
-    req.end(request.body);
+    req.end(body);
   });
 }
 
