@@ -4,13 +4,12 @@
  * call succeeds. A connection that does not come in time or a lock not taken answers 503 with
  * Retry-After, and our CLI retries idempotent calls after it.
  */
-import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scaffoldProjects, startCluster, type Cluster, type Projects } from "../helpers/cluster.js";
 import { authorizeOverHttp, openPage } from "../helpers/http-browser.js";
 import { oauthWorkerSource } from "../helpers/oauth-bench.js";
-import { OUR_NTN } from "../helpers/paths.js";
 import { postgresAvailable } from "../helpers/pg.js";
+import { ntnInProcess } from "../helpers/run-ntn.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
 const CALLS = 300;
@@ -48,21 +47,12 @@ describe.skipIf(!(await postgresAvailable()))("a burst of CLI calls on three pro
   });
 
   it(`${CALLS} concurrent \`ntn workers oauth token\` all succeed`, async () => {
+    // In this process through the CLI's run(): 300 requests at once with the CLI's client and its
+    // retries, without 300 Node starts that would starve the servers and the test runner alike.
     const results = await Promise.all(
       Array.from({ length: CALLS }, (_, i) => {
         const proc = cluster.processes[i % cluster.processes.length]!;
-        return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          // At a lower priority than the servers and the test runner, which must keep answering.
-          const child = spawn("nice", ["-n", "10", process.execPath, OUR_NTN, "workers", "oauth", "token", "githubAuth", "--worker-id", workerId, "--plain"], {
-            env: { ...projects.env(proc.url), PATH: process.env.PATH ?? "/usr/bin" },
-            stdio: ["ignore", "pipe", "pipe"],
-          });
-          let stdout = "";
-          let stderr = "";
-          child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-          child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-          child.on("close", (code) => resolve({ code, stdout, stderr }));
-        });
+        return ntnInProcess(["workers", "oauth", "token", "githubAuth", "--worker-id", workerId, "--plain"], { cwd: projects.root, env: projects.env(proc.url) });
       }),
     );
     const failed = results.filter((r) => r.code !== 0);

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { Readable } from "node:stream";
 import { expect } from "vitest";
 import { OFFLINE_NPM_ENV } from "./fixture-worker.js";
 import { OFFICIAL_NTN, OUR_NTN } from "./paths.js";
@@ -64,6 +65,27 @@ function runBinary(command: string, args: string[], argv: string[], options: Ntn
 /** Our ntn, built. */
 export function ntn(argv: string[], options: NtnOptions): Promise<NtnResult> {
   return runBinary(process.execPath, [OUR_NTN], argv, options);
+}
+
+/**
+ * Our ntn in this process, through the CLI's `run()` with captured output, as wrangler's tests
+ * do: the same commands, parser and HTTP client without a Node start per call. The spawned
+ * binaries (above and below) keep the end-to-end cases.
+ */
+export async function ntnInProcess(argv: string[], options: NtnOptions): Promise<NtnResult> {
+  const { run } = await import("../../packages/cli/src/main.js");
+  let stdout = "";
+  let stderr = "";
+  const stdin = Readable.from([options.input ?? ""]);
+  const code = await run({
+    argv,
+    cwd: options.cwd,
+    env: Object.fromEntries(Object.entries(options.env).filter(([, v]) => v !== undefined)),
+    stdout: { write: (chunk: string) => ((stdout += chunk), true) },
+    stderr: { write: (chunk: string) => ((stderr += chunk), true) },
+    stdin,
+  });
+  return { code, stdout, stderr };
 }
 
 /** The official ntn 0.4.0. */

@@ -32,8 +32,13 @@ export interface LocalRunOptions {
 /** The runtime's OAuth token variables: `OAUTH_<hex of the name>_ACCESS_TOKEN`. */
 const TOKEN_VARIABLE = /^OAUTH_[0-9A-F]+_ACCESS_TOKEN$/;
 
-/** The server's worker-process entry: a local run goes through the same code as a run on the server. */
-const CHILD_ENTRY = fileURLToPath(import.meta.resolve("@workyard/server/executor-child"));
+/**
+ * The server's worker-process entry: a local run goes through the same code as a run on the server.
+ * Resolved when a local run starts, so loading the CLI (in-process, in tests) resolves nothing.
+ */
+function childEntry(): string {
+  return fileURLToPath(import.meta.resolve("@workyard/server/executor-child"));
+}
 
 /** The shell's environment without the CLI's own NOTION_* settings, then the .env file on top. */
 function localEnv(options: LocalRunOptions): { env: Record<string, string>; expiries: Map<string, Date> } {
@@ -127,7 +132,7 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
   return new Promise((resolve, reject) => {
     // The server's channel: messages as JSON lines on the child's stdin and its descriptor 3. The
     // variables go in the first message, as the server sends them; the process gets them too.
-    const child = spawn(process.execPath, ["--enable-source-maps", CHILD_ENTRY, bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
+    const child = spawn(process.execPath, ["--enable-source-maps", childEntry(), bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
       env,
       cwd,
       stdio: ["pipe", "pipe", "inherit", "pipe"],
