@@ -8,6 +8,7 @@ import { AppError, isAppError } from "../errors.js";
 import type { Isolation } from "../executor/isolation.js";
 import type { Executor, ExecTarget } from "../executor/pool.js";
 import { LoadError } from "../executor/sandbox.js";
+import { capabilityNotFound } from "../executor/protocol.js";
 import { newId } from "../ids.js";
 import { Slots } from "../slots.js";
 import { LineQueue, type OutputLine } from "../line-queue.js";
@@ -501,9 +502,8 @@ export function createBuildService(options: {
     async setSyncDisabled(caller, workerId, key) {
       const capability = (await this.capabilities(caller, workerId)).find((c) => c.key === key);
       if (!capability) {
-        throw new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
-          hint: "Run `ntn workers capabilities list` to see its capabilities.",
-        });
+        const notFound = capabilityNotFound(key);
+        throw new AppError(notFound.code, notFound.message, { hint: notFound.hint });
       }
       throw new AppError("capability_not_supported", `${capability._tag} capabilities do not run on this server yet, so there is nothing to enable or disable.`);
     },

@@ -102,6 +102,11 @@ export type FromChild =
   /** An exception outside the run's promise (a timer, an unhandled rejection): the process ends. */
   | { type: "crash"; runId: string | null; error: SerializedError };
 
+/** A key the worker's manifest does not have: the words every path that looks one up uses. */
+export function capabilityNotFound(key: string): { code: "capability_not_found"; message: string; hint: string } {
+  return { code: "capability_not_found", message: `The worker has no capability ${JSON.stringify(key)}.`, hint: "Run `ntn workers capabilities list` to see its capabilities." };
+}
+
 /**
  * Why a capability cannot be run, in the words the server's exec and the CLI's `exec --local`
  * both use (the code is the server's error code); undefined when it runs.
@@ -111,9 +116,7 @@ export function whyNotRunnable(
   key: string,
 ): { code: "capability_not_found" | "capability_not_runnable" | "capability_not_supported"; message: string; hint: string } | undefined {
   const capability = capabilities.find((c) => c.key === key);
-  if (!capability) {
-    return { code: "capability_not_found", message: `The worker has no capability ${JSON.stringify(key)}.`, hint: "Run `ntn workers capabilities list` to see its capabilities." };
-  }
+  if (!capability) return capabilityNotFound(key);
   if (capability._tag === "oauth") {
     return {
       code: "capability_not_runnable",

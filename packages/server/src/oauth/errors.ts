@@ -1,4 +1,5 @@
 import { AppError } from "../errors.js";
+import { capabilityNotFound } from "../executor/protocol.js";
 import type { OauthConnectionRow } from "../store/schema.js";
 
 /*
@@ -51,9 +52,8 @@ export function oauthCapabilityNotFound(key: string, options: { otherTag?: strin
       hint: "Run `ntn workers oauth status` to see its connections.",
     });
   }
-  return new AppError("capability_not_found", `The worker has no capability ${JSON.stringify(key)}.`, {
-    hint: "Run `ntn workers capabilities list` to see its capabilities.",
-  });
+  const notFound = capabilityNotFound(key);
+  return new AppError(notFound.code, notFound.message, { hint: notFound.hint });
 }
 
 /**
