@@ -12,18 +12,19 @@ import {
   renderTable,
   UUID,
   withoutNotionVars,
-  workerProject,
 } from "../helpers/cli.js";
 import { OUR_NTN } from "../helpers/paths.js";
-import { baseEnv, ntn, type NtnResult } from "../helpers/run-ntn.js";
-import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { cliSuite } from "../helpers/cli-suite.js";
+import { baseEnv, ntn, ntnInProcess, type NtnResult } from "../helpers/run-ntn.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
- * Our built ntn against a real Workyard server, as a user runs it: a worker project folder, the
+ * Our ntn against a real Workyard server, as a user runs it: a worker project folder, the
  * NOTION_* variables (or a stored login), no terminal. Exit codes, stdout and stderr are asserted
  * apart; the expected text is the official ntn 0.4.0's as FINDINGS.md records it, unless a comment
- * says why ours differs.
+ * says why ours differs. Most cases run the CLI in this process (its run() with captured output);
+ * "errors and usage" and the server subprocess spawn the built binary end to end. Every test sets
+ * up its own worker, so any one runs alone with -t.
  */
 
 const NO_WORKER_ID =
@@ -37,78 +38,53 @@ function expectOk(result: NtnResult): void {
 }
 
 describe("our ntn against a Workyard server", () => {
-  let server: TestServer;
-  let home: { dir: string; cleanup(): void };
-  let project: { dir: string; cleanup(): void };
-  let env: Record<string, string | undefined>;
-  const cleanups: (() => void)[] = [];
+  const suite = cliSuite("wy-ours");
+  const { scratchDir, linkedWorker, madeToken } = suite;
+  /** In this process. */
+  const run = suite.runWith(ntnInProcess);
+  /** The built binary, spawned. */
+  const spawned = suite.runWith(ntn);
 
-  beforeAll(async () => {
-    server = await startTestServer();
-    home = tempDir("wy-ours-home-");
-    project = workerProject("wy-ours-project-");
-    env = {
-      ...baseEnv(home.dir),
-      NOTION_API_BASE_URL: server.url,
-      NOTION_API_TOKEN: server.adminToken,
-      NOTION_WORKSPACE_ID: server.workspaceId,
-    };
-  });
-  afterAll(async () => {
-    await server?.stop();
-    home?.cleanup();
-    project?.cleanup();
-    for (const cleanup of cleanups) cleanup();
-  });
+  const secretNames = async (workerId: string): Promise<string[]> =>
+    (await suite.server.call("ListSecrets", { workerId })).body.secrets.map((s: any) => s.key);
 
-  const run = (argv: string[], options: { cwd?: string; env?: Record<string, string | undefined>; input?: string } = {}) =>
-    ntn(argv, { cwd: options.cwd ?? project.dir, env: options.env ?? env, ...(options.input !== undefined ? { input: options.input } : {}) });
-
-  /** A folder of its own (no workers.json), removed after the file. */
-  function scratchDir(prefix: string): string {
-    const dir = tempDir(prefix);
-    cleanups.push(dir.cleanup);
-    return dir.dir;
-  }
-
-  function workersJson(dir = project.dir): { workerId: string; workspaceId: string } {
+  function workersJson(dir = suite.projectDir): { workerId: string; workspaceId: string } {
     return JSON.parse(fs.readFileSync(path.join(dir, "workers.json"), "utf8"));
   }
 
   describe("workers", () => {
-    let workerId: string;
-
     it("create --name writes workers.json exactly as the official CLI does", async () => {
-      const result = await run(["workers", "create", "--name", "alpha"]);
+      const dir = scratchDir("create");
+      const result = await run(["workers", "create", "--name", "created"], { cwd: dir });
       expectOk(result);
       expect(result.stdout).toBe("");
       expect(result.stderr).toBe("✔ Worker created\n");
-      const text = fs.readFileSync(path.join(project.dir, "workers.json"), "utf8");
+      const text = fs.readFileSync(path.join(dir, "workers.json"), "utf8");
       const parsed = JSON.parse(text);
-      workerId = parsed.workerId;
+      const workerId = parsed.workerId;
       expect(workerId).toMatch(new RegExp(`^${UUID.source}$`));
       // Pretty JSON, fixed key order, no trailing newline.
       expect(text).toBe(
-        `{\n  "version": "1",\n  "environment": "prod",\n  "workspaceId": "${server.workspaceId}",\n  "workerId": "${workerId}"\n}`,
+        `{\n  "version": "1",\n  "environment": "prod",\n  "workspaceId": "${suite.server.workspaceId}",\n  "workerId": "${workerId}"\n}`,
       );
-      const got = await server.call("GetWorker", { workerId });
-      expect(got.body.worker).toMatchObject({ name: "alpha", spaceId: server.workspaceId });
+      const got = await suite.server.call("GetWorker", { workerId });
+      expect(got.body.worker).toMatchObject({ name: "created", spaceId: suite.server.workspaceId });
     });
 
     it("create refuses a folder that already has a worker, without a request", async () => {
-      const before = (await server.call("ListWorkers", {})).body.workers.length;
+      const before = (await suite.server.call("ListWorkers", {})).body.workers.length;
       const result = await run(["workers", "create", "--name", "again"]);
       expect(result.code).toBe(5);
       expect(result.stdout).toBe("");
       expect(result.stderr).toBe(
-        `error: This directory already has a worker (${workerId}).\n` +
+        `error: This directory already has a worker (${suite.projectWorkerId}).\n` +
           "  hint: Delete workers.json to create a new worker, or run `ntn workers deploy` to update the existing one.\n",
       );
-      expect((await server.call("ListWorkers", {})).body.workers.length).toBe(before);
+      expect((await suite.server.call("ListWorkers", {})).body.workers.length).toBe(before);
     });
 
     it("create without --name and without a terminal cannot prompt (exit 1)", async () => {
-      const dir = scratchDir("wy-ours-noname-");
+      const dir = scratchDir("noname");
       const result = await run(["workers", "create"], { cwd: dir });
       expect(result.code).toBe(1);
       expect(result.stderr).toMatch(/^error: Prompt failed\n/);
@@ -117,8 +93,8 @@ describe("our ntn against a Workyard server", () => {
 
     it("list prints the table: header ID  NAME  CREATED  UPDATED, columns padded, last one not", async () => {
       // A second worker with a longer name, so the NAME column is padded.
-      await server.call("CreateWorker", { name: "a much longer worker name", uploadType: "source" });
-      const { workers } = (await server.call("ListWorkers", {})).body;
+      await suite.server.call("CreateWorker", { name: "a much longer worker name", uploadType: "source" });
+      const { workers } = (await suite.server.call("ListWorkers", {})).body;
       const result = await run(["workers", "list"]);
       expectOk(result);
       expect(result.stderr).toBe("");
@@ -137,7 +113,7 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("list --json prints the workers as the API returns them; --plain as tab-separated rows", async () => {
-      const { workers } = (await server.call("ListWorkers", {})).body;
+      const { workers } = (await suite.server.call("ListWorkers", {})).body;
       const json = await run(["workers", "list", "--json"]);
       expectOk(json);
       expect(json.stdout).toBe(`${JSON.stringify(workers, null, 2)}\n`);
@@ -152,22 +128,23 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("get shows the worker of workers.json, or the one named; --json and --plain", async () => {
-      const { worker } = (await server.call("GetWorker", { workerId })).body;
+      const workerId = suite.projectWorkerId;
+      const { worker } = (await suite.server.call("GetWorker", { workerId })).body;
       const result = await run(["workers", "get"]);
       expectOk(result);
       expect(result.stdout).toBe(
         `ID           ${workerId}\n` +
           "Name         alpha\n" +
-          `Space ID     ${server.workspaceId}\n` +
+          `Space ID     ${suite.server.workspaceId}\n` +
           `Created at   ${worker.createdAt}\n` +
           `Updated at   ${worker.updatedAt}\n`,
       );
-      const named = await run(["workers", "get", workerId], { cwd: scratchDir("wy-ours-get-") });
+      const named = await run(["workers", "get", workerId], { cwd: scratchDir("get") });
       expect(named.stdout).toBe(result.stdout);
       const json = await run(["workers", "get", "--json"]);
       expect(JSON.parse(json.stdout)).toEqual(worker);
       const plain = await run(["workers", "get", "--plain"]);
-      expect(plain.stdout).toBe(`${[workerId, "alpha", server.workspaceId, worker.createdAt, worker.updatedAt].join("\t")}\n`);
+      expect(plain.stdout).toBe(`${[workerId, "alpha", suite.server.workspaceId, worker.createdAt, worker.updatedAt].join("\t")}\n`);
     });
 
     it("get of an unknown worker fails with the server's message (exit 5)", async () => {
@@ -184,6 +161,8 @@ describe("our ntn against a Workyard server", () => {
 
   describe("env", () => {
     it("set KEY=VALUE... stores them and says how many", async () => {
+      const { dir, workerId } = await linkedWorker("env-set");
+      const run = (argv: string[]) => ntnInProcess(argv, { cwd: dir, env: suite.env });
       const two = await run(["workers", "env", "set", "A=1", "B=2"]);
       expectOk(two);
       expect(two.stdout).toBe("");
@@ -194,7 +173,7 @@ describe("our ntn against a Workyard server", () => {
       const canary = await run(["workers", "env", "set", `CANARY=${CANARY}`]);
       expectOk(canary);
       expect(canary.stdout + canary.stderr).not.toContain(CANARY);
-      const { env: pulled } = (await server.call("PullEnv", { workerId: workersJson().workerId })).body;
+      const { env: pulled } = (await suite.server.call("PullEnv", { workerId })).body;
       expect(pulled).toEqual(
         expect.arrayContaining([
           { key: "A", value: "1" },
@@ -206,35 +185,36 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("set without '=' fails before any request (exit 5), and so does an empty key", async () => {
-      const noEq = await run(["workers", "env", "set", "GOOD=1", "NOEQ"]);
+      const { dir, workerId } = await linkedWorker("env-noeq");
+      const noEq = await run(["workers", "env", "set", "GOOD=1", "NOEQ"], { cwd: dir });
       expect(noEq.code).toBe(5);
       expect(noEq.stdout).toBe("");
       expect(noEq.stderr).toBe("error: Invalid format 'NOEQ': expected KEY=VALUE\n");
-      const emptyKey = await run(["workers", "env", "set", "=v"]);
+      const emptyKey = await run(["workers", "env", "set", "=v"], { cwd: dir });
       expect(emptyKey.code).toBe(5);
       expect(emptyKey.stderr).toBe("error: Invalid format '=v': key must not be empty\n");
-      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
-      expect(names).not.toContain("GOOD");
+      expect(await secretNames(workerId)).toEqual([]);
     });
 
     it("set with a name the server refuses fails with its message (exit 5) and stores nothing", async () => {
-      const result = await run(["workers", "env", "set", "FINE=1", "1A=x"]);
+      const { dir, workerId } = await linkedWorker("env-refused");
+      const result = await run(["workers", "env", "set", "FINE=1", "1A=x"], { cwd: dir });
       expect(result.code).toBe(5);
       expect(result.stderr).toMatch(/^error: "1A" is not a valid environment variable name\.\n {2}hint: /);
-      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
-      expect(names).not.toContain("FINE");
+      expect(await secretNames(workerId)).toEqual([]);
     });
 
     it("list shows names and dates, never values", async () => {
-      const { secrets } = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body;
-      const table = await run(["workers", "env", "list"]);
+      const { dir, workerId } = await linkedWorker("env-list", { B: "2", A: "1", ONE: "1", CANARY });
+      const { secrets } = (await suite.server.call("ListSecrets", { workerId })).body;
+      const table = await run(["workers", "env", "list"], { cwd: dir });
       expectOk(table);
       expect(table.stdout).toBe(renderTable(["KEY", "CREATED AT"], secrets.map((s: any) => [s.key, s.createdAt])));
       expect(normalise(table.stdout)).toBe("KEY     CREATED AT\nA       <TIME>\nB       <TIME>\nCANARY  <TIME>\nONE     <TIME>\n");
-      const json = await run(["workers", "env", "ls", "--json"]);
+      const json = await run(["workers", "env", "ls", "--json"], { cwd: dir });
       expectOk(json);
       expect(JSON.parse(json.stdout)).toEqual(secrets.map((s: any) => ({ key: s.key, createdAt: s.createdAt })));
-      const plain = await run(["workers", "env", "list", "--plain"]);
+      const plain = await run(["workers", "env", "list", "--plain"], { cwd: dir });
       expect(plain.stdout).toBe(renderPlain(secrets.map((s: any) => [s.key, s.createdAt])));
       for (const result of [table, json, plain]) {
         expect(result.stdout + result.stderr).not.toContain(CANARY);
@@ -243,27 +223,27 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("unset removes one variable; unsetting it again fails (exit 5)", async () => {
-      const result = await run(["workers", "env", "unset", "ONE"]);
+      const { dir, workerId } = await linkedWorker("env-unset", { A: "1", B: "2", CANARY, ONE: "1" });
+      const result = await run(["workers", "env", "unset", "ONE"], { cwd: dir });
       expectOk(result);
       expect(result.stderr).toBe("✔ Unset environment variable 'ONE'\n");
-      const names = (await server.call("ListSecrets", { workerId: workersJson().workerId })).body.secrets.map((s: any) => s.key);
-      expect(names).toEqual(["A", "B", "CANARY"]);
-      const again = await run(["workers", "env", "rm", "ONE"]);
+      expect(await secretNames(workerId)).toEqual(["A", "B", "CANARY"]);
+      const again = await run(["workers", "env", "rm", "ONE"], { cwd: dir });
       expect(again.code).toBe(5);
       expect(again.stderr).toMatch(/^error: .*"ONE"/);
     });
 
     it("list of a worker without variables says so on stderr", async () => {
-      const { body } = await server.call("CreateWorker", { name: "empty-env", uploadType: "source" });
+      const { body } = await suite.server.call("CreateWorker", { name: "empty-env", uploadType: "source" });
       const result = await run(["workers", "env", "list", body.worker.workerId]);
       expectOk(result);
       expect(result.stdout).toBe("");
       expect(result.stderr).toBe("No environment variables found for this worker.\n");
     });
 
+    // Each test writes a file of its own in one linked folder (the remote side is only read).
     describe("pull", () => {
       let dir: string;
-      let workerId: string;
       const remote = {
         SAME: "v1",
         CHANGED: "new",
@@ -278,18 +258,7 @@ describe("our ntn against a Workyard server", () => {
       };
 
       beforeAll(async () => {
-        dir = scratchDir("wy-ours-pull-");
-        const { body } = await server.call("CreateWorker", { name: "pull", uploadType: "source" });
-        workerId = body.worker.workerId;
-        fs.writeFileSync(
-          path.join(dir, "workers.json"),
-          JSON.stringify({ version: "1", environment: "prod", workspaceId: server.workspaceId, workerId }, null, 2),
-        );
-        const set = await server.call("UpsertSecrets", {
-          workerId,
-          secrets: Object.entries(remote).map(([key, value]) => ({ key, value })),
-        });
-        expect(set.status).toBe(200);
+        ({ dir } = await linkedWorker("pull", remote));
       });
 
       it("writes a new .env without asking, keys sorted, values quoted as the official CLI does", async () => {
@@ -427,38 +396,26 @@ describe("our ntn against a Workyard server", () => {
     });
 
     describe("push", () => {
-      let dir: string;
-      let workerId: string;
-
-      beforeAll(async () => {
-        dir = scratchDir("wy-ours-push-");
-        const { body } = await server.call("CreateWorker", { name: "push", uploadType: "source" });
-        workerId = body.worker.workerId;
-        fs.writeFileSync(
-          path.join(dir, "workers.json"),
-          JSON.stringify({ version: "1", environment: "prod", workspaceId: server.workspaceId, workerId }, null, 2),
-        );
-        await server.call("UpsertSecrets", {
-          workerId,
-          secrets: [
-            { key: "KEEP", value: "same" },
-            { key: "CHANGE", value: "old" },
-            { key: "REMOTE_ONLY", value: "stays" },
-          ],
-        });
-      });
-
-      const pulled = async () =>
-        Object.fromEntries((await server.call("PullEnv", { workerId })).body.env.map((e: any) => [e.key, e.value]));
+      const REMOTE = { KEEP: "same", CHANGE: "old", REMOTE_ONLY: "stays" };
+      const LOCAL = '# local\nKEEP=same\nCHANGE=new\nADDED="two words"\n';
+      /** A worker with REMOTE's variables, its folder holding `dotenv` as .env (when given). */
+      async function pushProject(dotenv?: string) {
+        const { dir, workerId } = await linkedWorker("push", REMOTE);
+        if (dotenv !== undefined) fs.writeFileSync(path.join(dir, ".env"), dotenv);
+        const pulled = async () =>
+          Object.fromEntries((await suite.server.call("PullEnv", { workerId })).body.env.map((e: any) => [e.key, e.value]));
+        return { dir, pulled };
+      }
 
       it("fails to read a missing file (exit 1) before any request", async () => {
+        const { dir } = await pushProject();
         const result = await run(["workers", "env", "push"], { cwd: dir });
         expect(result.code).toBe(1);
         expect(result.stderr).toMatch(/^error: Failed to read \.env\n/);
       });
 
       it("shows the diff and needs --yes without a terminal (exit 1), pushing nothing", async () => {
-        fs.writeFileSync(path.join(dir, ".env"), "# local\nKEEP=same\nCHANGE=new\nADDED=\"two words\"\n");
+        const { dir, pulled } = await pushProject(LOCAL);
         const result = await run(["workers", "env", "push"], { cwd: dir });
         expect(result.code).toBe(1);
         expect(result.stdout).toBe("");
@@ -467,6 +424,7 @@ describe("our ntn against a Workyard server", () => {
       });
 
       it("with --yes upserts the file's variables and never deletes remote ones", async () => {
+        const { dir, pulled } = await pushProject(LOCAL);
         const result = await run(["workers", "env", "push", "--yes"], { cwd: dir });
         expectOk(result);
         expect(result.stderr).toBe("✔ Environment variables pushed successfully\n");
@@ -474,6 +432,7 @@ describe("our ntn against a Workyard server", () => {
       });
 
       it("says when the remote is already up to date", async () => {
+        const { dir } = await pushProject("KEEP=same\nCHANGE=old\n");
         const result = await run(["workers", "env", "push"], { cwd: dir });
         expectOk(result);
         expect(result.stderr).toBe("✔ Remote environment variables are already up to date\n");
@@ -482,17 +441,12 @@ describe("our ntn against a Workyard server", () => {
   });
 
   describe("tokens", () => {
-    let tokenId: string;
-    let token: string;
-
     it("create prints the token on stdout and the status on stderr", async () => {
       const result = await run(["tokens", "create", "ci token"]);
       expectOk(result);
       expect(result.stdout).toMatch(/^wy_[A-Za-z0-9_-]{20,}\n$/);
-      token = result.stdout.trim();
-      const listed = (await server.call("ListTokens", {})).body.tokens;
-      tokenId = listed.find((t: any) => t.name === "ci token").id;
-      const me = await run(["whoami", "--json"], { env: { ...env, NOTION_API_TOKEN: token } });
+      const token = result.stdout.trim();
+      const me = await run(["whoami", "--json"], { env: { ...suite.env, NOTION_API_TOKEN: token } });
       expect(JSON.parse(me.stdout).tokenName).toBe("ci token");
       // Byte for byte the official CLI's (FINDINGS 14), blank line at the end included.
       expect(result.stderr).toBe("✔ Token created\nWarning: Save this token now — it will not be shown again.\n\n");
@@ -506,13 +460,15 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("list prints the tokens (EXPIRES AT 'never', an empty REVOKED AT), --json and --plain", async () => {
-      const { tokens } = (await server.call("ListTokens", {})).body;
+      await madeToken("listed token");
+      const { tokens } = (await suite.server.call("ListTokens", {})).body;
       const rows = tokens.map((t: any) => [t.id, t.name, t.issuedAt, t.expiresAt, t.revokedAt ?? ""]);
       const table = await run(["tokens", "list"]);
       expectOk(table);
       expect(table.stdout).toBe(renderTable(["ID", "NAME", "ISSUED AT", "EXPIRES AT", "REVOKED AT"], rows));
       // An empty last cell still leaves the two-space separator.
-      expect(normalise(table.stdout)).toContain(`<ID>  ${"ci token".padEnd(13)}<TIME>  ${"never".padEnd(12)}\n`);
+      const nameWidth = Math.max(...tokens.map((t: any) => t.name.length));
+      expect(normalise(table.stdout)).toContain(`<ID>  ${"listed token".padEnd(nameWidth + 2)}<TIME>  ${"never".padEnd(12)}\n`);
       expect(table.stdout).not.toContain("wy_");
       const json = await run(["tokens", "ls", "--json"]);
       expectOk(json);
@@ -524,17 +480,19 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("revoke without --yes needs a terminal (exit 1) and revokes nothing", async () => {
+      const { id: tokenId, token } = await madeToken("kept token");
       const result = await run(["tokens", "revoke", tokenId]);
       expect(result.code).toBe(1);
       expect(result.stderr).toBe(CANNOT_CONFIRM);
-      expect((await server.call("ListWorkers", {}, token)).status).toBe(200);
+      expect((await suite.server.call("ListWorkers", {}, token)).status).toBe(200);
     });
 
     it("revoke --yes revokes; the token then gets exit 4 on any command", async () => {
+      const { id: tokenId, token } = await madeToken("revoked token");
       const result = await run(["tokens", "revoke", tokenId, "--yes"]);
       expectOk(result);
       expect(result.stderr).toBe("✔ Token revoked\n");
-      const revokedEnv = { ...env, NOTION_API_TOKEN: token };
+      const revokedEnv = { ...suite.env, NOTION_API_TOKEN: token };
       for (const argv of [["workers", "list"], ["workers", "get"], ["workers", "env", "list"], ["tokens", "list"], ["whoami"]]) {
         const denied = await run(argv, { env: revokedEnv });
         expect(denied.code, `${argv.join(" ")}: ${denied.stderr}`).toBe(4);
@@ -547,9 +505,10 @@ describe("our ntn against a Workyard server", () => {
     });
   });
 
+  // End to end through the built binary: exit codes and streams as a shell sees them.
   describe("errors and usage", () => {
     it("a command that needs a worker, with no workers.json and no id, exits 5", async () => {
-      const dir = scratchDir("wy-ours-noworker-");
+      const dir = scratchDir("noworker");
       for (const argv of [
         ["workers", "get"],
         ["workers", "delete", "--yes"],
@@ -558,7 +517,7 @@ describe("our ntn against a Workyard server", () => {
         ["workers", "env", "unset", "A"],
         ["workers", "env", "pull"],
       ]) {
-        const result = await run(argv, { cwd: dir });
+        const result = await spawned(argv, { cwd: dir });
         expect(result.code, argv.join(" ")).toBe(5);
         expect(result.stdout).toBe("");
         expect(result.stderr).toBe(NO_WORKER_ID);
@@ -573,7 +532,7 @@ describe("our ntn against a Workyard server", () => {
       [["frobnicate"], /frobnicate/],
       [["workers", "frobnicate"], /frobnicate/],
     ])("usage error %j exits 2 with a message and the --help pointer", async (argv, pattern) => {
-      const result = await run(argv);
+      const result = await spawned(argv);
       expect(result.code).toBe(2);
       expect(result.stdout).toBe("");
       expect(result.stderr).toMatch(/^error: /);
@@ -582,7 +541,7 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("`ntn workers` alone prints its help on stderr and exits 2", async () => {
-      const result = await run(["workers"]);
+      const result = await spawned(["workers"]);
       expect(result.code).toBe(2);
       expect(result.stdout).toBe("");
       expect(result.stderr).toMatch(/Usage: ntn workers/);
@@ -590,12 +549,12 @@ describe("our ntn against a Workyard server", () => {
     });
 
     it("--version and --help go to stdout, exit 0", async () => {
-      const version = await run(["--version"]);
+      const version = await spawned(["--version"]);
       expectOk(version);
       expect(version.stdout).toMatch(/^ntn \d+\.\d+\.\d+/);
       expect(version.stderr).toBe("");
-      expect((await run(["-V"])).stdout).toBe(version.stdout);
-      const help = await run(["workers", "env", "--help"]);
+      expect((await spawned(["-V"])).stdout).toBe(version.stdout);
+      const help = await spawned(["workers", "env", "--help"]);
       expectOk(help);
       expect(help.stdout).toMatch(/Usage: ntn workers env/);
     });
@@ -603,7 +562,7 @@ describe("our ntn against a Workyard server", () => {
     it("a server that is not running: exit 5 naming the URL", async () => {
       const port = await closedPort();
       const url = `http://127.0.0.1:${port}`;
-      const result = await run(["workers", "list"], { env: { ...env, NOTION_API_BASE_URL: url } });
+      const result = await spawned(["workers", "list"], { env: { ...suite.env, NOTION_API_BASE_URL: url } });
       expect(result.code).toBe(5);
       expect(result.stdout).toBe("");
       expect(result.stderr).toMatch(new RegExp(`^error: .*${url.replaceAll(".", "\\.")}`));
@@ -615,34 +574,33 @@ describe("our ntn against a Workyard server", () => {
     it("whoami names the server, workspace and token; --json has {url, workspaceId, workspaceName, tokenName}", async () => {
       const text = await run(["whoami"]);
       expectOk(text);
-      expect(text.stdout).toContain(server.url);
-      expect(text.stdout).toContain(server.workspaceId);
-      expect(text.stdout).not.toContain(server.adminToken);
+      expect(text.stdout).toContain(suite.server.url);
+      expect(text.stdout).toContain(suite.server.workspaceId);
+      expect(text.stdout).not.toContain(suite.server.adminToken);
       const json = await run(["whoami", "--json"]);
       expectOk(json);
       expect(JSON.parse(json.stdout)).toEqual({
-        url: server.url,
-        workspaceId: server.workspaceId,
+        url: suite.server.url,
+        workspaceId: suite.server.workspaceId,
         workspaceName: "Default workspace",
         tokenName: "admin",
       });
     });
 
     it("login URL --with-token stores the login; commands then work with no NOTION_* variable; logout ends it", async () => {
-      const loginHome = tempDir("wy-ours-login-");
-      cleanups.push(loginHome.cleanup);
+      const loginHome = { dir: scratchDir("login-home") };
       const bare = withoutNotionVars(baseEnv(loginHome.dir));
-      const dir = scratchDir("wy-ours-login-project-");
+      const dir = scratchDir("login-project");
 
       const before = await run(["workers", "list"], { cwd: dir, env: bare });
       expect(before.code).toBe(4);
       expect(before.stderr).toMatch(/^error: Not logged in/);
 
-      const login = await run(["login", server.url, "--with-token"], { cwd: dir, env: bare, input: `${server.adminToken}\n` });
+      const login = await run(["login", suite.server.url, "--with-token"], { cwd: dir, env: bare, input: `${suite.server.adminToken}\n` });
       expectOk(login);
       expect(login.stdout).toBe("");
-      expect(login.stderr).toBe(`✔ Logged in to ${server.url} (workspace Default workspace)\n`);
-      expect(login.stderr + login.stdout).not.toContain(server.adminToken);
+      expect(login.stderr).toBe(`✔ Logged in to ${suite.server.url} (workspace Default workspace)\n`);
+      expect(login.stderr + login.stdout).not.toContain(suite.server.adminToken);
       const state = path.join(loginHome.dir, ".config", "workyard", "auth.json");
       expect(modeOf(state)).toBe(0o600);
       // Never the official CLI's files.
@@ -654,32 +612,31 @@ describe("our ntn against a Workyard server", () => {
       expect(JSON.parse(listed.stdout).map((w: any) => w.name)).toContain("alpha");
       const me = await run(["whoami", "--json"], { cwd: dir, env: bare });
       expect(JSON.parse(me.stdout)).toEqual({
-        url: server.url,
-        workspaceId: server.workspaceId,
+        url: suite.server.url,
+        workspaceId: suite.server.workspaceId,
         workspaceName: "Default workspace",
         tokenName: "admin",
       });
       const created = await run(["workers", "create", "--name", "from-login"], { cwd: dir, env: bare });
       expectOk(created);
-      expect(workersJson(dir).workspaceId).toBe(server.workspaceId);
+      expect(workersJson(dir).workspaceId).toBe(suite.server.workspaceId);
 
       const logout = await run(["logout"], { cwd: dir, env: bare });
       expectOk(logout);
-      expect(logout.stderr).toBe(`✔ Logged out of ${server.url}\n`);
+      expect(logout.stderr).toBe(`✔ Logged out of ${suite.server.url}\n`);
       const after = await run(["workers", "list"], { cwd: dir, env: bare });
       expect(after.code).toBe(4);
       expect(after.stderr).toMatch(/^error: Not logged in/);
     });
 
     it("login with a wrong token exits 4 and stores nothing; with no token on stdin it fails", async () => {
-      const loginHome = tempDir("wy-ours-badlogin-");
-      cleanups.push(loginHome.cleanup);
+      const loginHome = { dir: scratchDir("badlogin-home") };
       const bare = withoutNotionVars(baseEnv(loginHome.dir));
-      const wrong = await run(["login", server.url, "--with-token"], { env: bare, input: "wy_wrong\n" });
+      const wrong = await run(["login", suite.server.url, "--with-token"], { env: bare, input: "wy_wrong\n" });
       expect(wrong.code).toBe(4);
       expect(wrong.stderr).toMatch(/^error: Invalid API token\./);
       expect(fs.existsSync(path.join(loginHome.dir, ".config", "workyard", "auth.json"))).toBe(false);
-      const empty = await run(["login", server.url, "--with-token"], { env: bare, input: "" });
+      const empty = await run(["login", suite.server.url, "--with-token"], { env: bare, input: "" });
       expect(empty.code).toBe(5);
       expect(empty.stderr).toMatch(/^error: No token on stdin\./);
     });
@@ -687,19 +644,20 @@ describe("our ntn against a Workyard server", () => {
 
   describe("delete", () => {
     it("delete without --yes needs a terminal (exit 1); with --yes deletes and keeps workers.json", async () => {
-      const { workerId } = workersJson();
+      const { dir, workerId } = await linkedWorker("to-delete");
+      const run = (argv: string[]) => ntnInProcess(argv, { cwd: dir, env: suite.env });
       const refused = await run(["workers", "delete"]);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toBe(CANNOT_CONFIRM);
-      expect((await server.call("GetWorker", { workerId })).status).toBe(200);
+      expect((await suite.server.call("GetWorker", { workerId })).status).toBe(200);
 
-      const before = fs.readFileSync(path.join(project.dir, "workers.json"), "utf8");
+      const before = fs.readFileSync(path.join(dir, "workers.json"), "utf8");
       const result = await run(["workers", "delete", "--yes"]);
       expectOk(result);
       expect(result.stdout).toBe("");
       expect(result.stderr).toBe("✔ Worker deleted\n");
-      expect((await server.call("GetWorker", { workerId })).status).toBe(404);
-      expect(fs.readFileSync(path.join(project.dir, "workers.json"), "utf8")).toBe(before);
+      expect((await suite.server.call("GetWorker", { workerId })).status).toBe(404);
+      expect(fs.readFileSync(path.join(dir, "workers.json"), "utf8")).toBe(before);
 
       const gone = await run(["workers", "get"]);
       expect(gone.code).toBe(5);
