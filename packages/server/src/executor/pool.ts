@@ -26,8 +26,11 @@ export interface ExecTarget {
   materialise(): Promise<{ bundleDir: string; nodeModules: string }>;
 }
 
+/** What the pool uses of a worker process: SandboxProcess, or a double in the pool's unit tests. */
+export type PooledProcess = Pick<SandboxProcess, "alive" | "manifest" | "loadMs" | "onExit" | "run" | "setEnv" | "kill">;
+
 export interface Reservation {
-  process: SandboxProcess;
+  process: PooledProcess;
   run(options: RunOptions): Promise<RunOutcome>;
   /** Gives the process back without running (the run was abandoned before it started). */
   release(): void;
@@ -40,10 +43,10 @@ interface Pool {
   workerId: string;
   deploymentId: string;
   secretsVersion: number;
-  idle: { process: SandboxProcess; since: number }[];
-  busy: Set<SandboxProcess>;
+  idle: { process: PooledProcess; since: number }[];
+  busy: Set<PooledProcess>;
   starting: number;
-  waiters: ((process: SandboxProcess | Error) => void)[];
+  waiters: ((process: PooledProcess | Error) => void)[];
   retired: boolean;
 }
 
@@ -78,6 +81,8 @@ export class Executor {
       /** Where the egress sockets go (short: a socket path holds at most 107 bytes). */
       socketDir: string;
       log: Logger;
+      /** Starts a process (SandboxProcess.start); the pool's unit tests give a double. */
+      startProcess?: (spec: SandboxSpec) => Promise<PooledProcess>;
     },
   ) {
     this.reaper = setInterval(() => this.reapIdle(), Math.min(LIMITS.idleMs, 30_000));
@@ -112,7 +117,7 @@ export class Executor {
   }
 
   /** Starts a process for the target; the caller has counted it in `total`. */
-  private async spawn(target: ExecTarget): Promise<SandboxProcess> {
+  private async spawn(target: ExecTarget): Promise<PooledProcess> {
     let egress: { close(): Promise<void> } | undefined;
     try {
       const { bundleDir, nodeModules } = await target.materialise();
@@ -134,7 +139,7 @@ export class Executor {
         egressSocket,
         cpuCores: this.options.cpuCores,
       };
-      const started = await SandboxProcess.start(spec);
+      const started = await (this.options.startProcess ?? SandboxProcess.start)(spec);
       this.workspaceOf.set(started, target.workspaceId);
       started.onExit(() => {
         void egress?.close();
@@ -150,10 +155,10 @@ export class Executor {
     }
   }
 
-  private readonly uncounted = new WeakSet<SandboxProcess>();
+  private readonly uncounted = new WeakSet<PooledProcess>();
   /** Processes counted per workspace: no workspace may hold more than its share of the cap. */
   private readonly perWorkspace = new Map<string, number>();
-  private readonly workspaceOf = new WeakMap<SandboxProcess, string>();
+  private readonly workspaceOf = new WeakMap<PooledProcess, string>();
 
   /** A workspace's share: half the cap (at least one), so one workspace never holds them all. */
   private get workspaceShare(): number {
@@ -168,7 +173,7 @@ export class Executor {
   }
 
   /** Takes a process out of the count (once), and lets a waiting run use the room. */
-  private uncount(process: SandboxProcess): void {
+  private uncount(process: PooledProcess): void {
     if (this.uncounted.has(process)) return;
     this.uncounted.add(process);
     this.count(this.workspaceOf.get(process) ?? "", -1);
@@ -234,7 +239,7 @@ export class Executor {
   }
 
   /** A warm process of the target's pool, a new one, or the next one freed. */
-  private async acquire(target: ExecTarget): Promise<{ pool: Pool; process: SandboxProcess }> {
+  private async acquire(target: ExecTarget): Promise<{ pool: Pool; process: PooledProcess }> {
     const pool = this.poolFor(target);
     while (pool.idle.length > 0) {
       const { process } = pool.idle.pop()!;
@@ -260,13 +265,13 @@ export class Executor {
         hint: "Retry after the time in the Retry-After header.",
       });
     }
-    const next = await new Promise<SandboxProcess | Error>((resolve) => pool.waiters.push(resolve));
+    const next = await new Promise<PooledProcess | Error>((resolve) => pool.waiters.push(resolve));
     if (next instanceof Error) throw next;
     pool.busy.add(next);
     return { pool, process: next };
   }
 
-  private release(pool: Pool, process: SandboxProcess): void {
+  private release(pool: Pool, process: PooledProcess): void {
     pool.busy.delete(process);
     if (!process.alive) return this.wakeWaiter(pool);
     if (pool.retired || this.stopped) {
@@ -356,7 +361,7 @@ export class Executor {
     }
   }
 
-  private forget(process: SandboxProcess): void {
+  private forget(process: PooledProcess): void {
     for (const pool of this.pools.values()) {
       pool.idle = pool.idle.filter((entry) => entry.process !== process);
       if (pool.retired && pool.busy.size === 0 && pool.idle.length === 0 && pool.starting === 0) {

@@ -1,0 +1,117 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { CompiledQuery, Kysely } from "kysely";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openStore, type Store } from "../store/db.js";
+import { migrateToLatest } from "../store/migrate.js";
+import type { Database, RunRow } from "../store/schema.js";
+import type { SqliteWriter } from "../store/sqlite-writer.js";
+import { RunJournal } from "./journal.js";
+
+// The run journal's group commit on a real SQLite store: what is queued in one turn of the event
+// loop commits in one transaction, and every caller waits for its own record's commit.
+let dir: string;
+let store: Store;
+let db: Kysely<Database>;
+/** The batches the journal committed, by size, through a writer that runs them on `db`. */
+let batches: number[];
+/** When set, the next batch fails as a busy disk would. */
+let failNext: Error | undefined;
+let journal: RunJournal;
+
+const countingWriter = {
+  async transaction(queries: CompiledQuery[]): Promise<void> {
+    batches.push(queries.length);
+    if (failNext) {
+      const error = failNext;
+      failNext = undefined;
+      throw error;
+    }
+    await db.transaction().execute(async (trx) => {
+      for (const query of queries) await trx.executeQuery(query);
+    });
+  },
+} as unknown as SqliteWriter;
+
+const startRow = (id: string): RunRow => ({
+  id,
+  workspace_id: "ws",
+  worker_id: "w1",
+  deployment_id: "d1",
+  capability_key: "tool",
+  status: "running",
+  exit_code: null,
+  started_at: 1000,
+  ended_at: null,
+  duration_ms: null,
+  error: null,
+  logs: null,
+});
+const end = { status: "succeeded" as const, exit_code: 0, ended_at: 1005, duration_ms: 5, error: null, logs: "ok" };
+const statusOf = async (id: string) => (await db.selectFrom("runs").select("status").where("id", "=", id).executeTakeFirst())?.status;
+
+beforeEach(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-journal-"));
+  store = await openStore({ dataDir: dir });
+  db = store.db;
+  await migrateToLatest(db, "sqlite");
+  await db.insertInto("workspaces").values({ id: "ws", name: "W", created_at: 1, sandbox_index: 1 }).execute();
+  await db.insertInto("workers").values({ id: "w1", workspace_id: "ws", name: "w1", created_at: 1, updated_at: 1, live_deployment_id: null, secrets_version: 0 }).execute();
+  batches = [];
+  failNext = undefined;
+  journal = new RunJournal(db, countingWriter);
+});
+
+afterEach(async () => {
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe("RunJournal", () => {
+  it("commits the starts queued in one turn in one transaction, and each caller sees its row committed", async () => {
+    const ids = Array.from({ length: 50 }, (_, i) => `r${i}`);
+    await Promise.all(
+      ids.map(async (id) => {
+        await journal.start(startRow(id));
+        // Committed by the time the caller's promise settles.
+        expect(await statusOf(id)).toBe("running");
+      }),
+    );
+    expect(batches).toEqual([50]);
+  });
+
+  it("a start and its finish queued together land in one commit, in order", async () => {
+    await Promise.all([journal.start(startRow("r1")), journal.finish("r1", end)]);
+    expect(batches).toEqual([2]);
+    expect(await statusOf("r1")).toBe("succeeded");
+  });
+
+  it("what is queued while a commit is in progress goes into the next one", async () => {
+    const first = journal.start(startRow("r1"));
+    // Queued after the first batch was taken (its flush runs on setImmediate).
+    await new Promise((resolve) => setImmediate(resolve));
+    const second = Promise.all([journal.finish("r1", end), journal.start(startRow("r2"))]);
+    await Promise.all([first, second]);
+    expect(batches).toEqual([1, 2]);
+    expect(await statusOf("r1")).toBe("succeeded");
+    expect(await statusOf("r2")).toBe("running");
+  });
+
+  it("a failed commit rejects every caller of its batch, and the journal keeps committing afterwards", async () => {
+    failNext = new Error("SQLITE_BUSY: database is locked");
+    const outcomes = await Promise.allSettled([journal.start(startRow("r1")), journal.whole({ ...startRow("r2"), ...end })]);
+    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
+    expect(await statusOf("r1")).toBeUndefined();
+    await journal.whole({ ...startRow("r3"), ...end });
+    expect(await statusOf("r3")).toBe("succeeded");
+    expect(batches).toEqual([2, 1]);
+  });
+
+  it("without a writer (PostgreSQL's path) commits through the database handle, one transaction per batch", async () => {
+    const direct = new RunJournal(db);
+    await Promise.all([direct.start(startRow("p1")), direct.start(startRow("p2")), direct.finish("p1", end)]);
+    expect(await statusOf("p1")).toBe("succeeded");
+    expect(await statusOf("p2")).toBe("running");
+  });
+});
