@@ -51,6 +51,9 @@ describe("ntn workers oauth start", () => {
     expect(api.status).toBe(409);
     expect(api.body).toMatchObject({ code: "oauth_not_configured" });
     expect(await bench.status(workers.unconfigured.workerId)).toMatchObject({ status: "not_connected" });
+    // The names come from what the build recorded, not from loading the worker again.
+    const recorded = await bench.server.server.store.db.selectFrom("deployments").select("client_secret_names").where("worker_id", "=", workers.unconfigured.workerId).where("status", "=", "ready").executeTakeFirstOrThrow();
+    expect(JSON.parse(recorded.client_secret_names!)).toEqual([{ key: "githubAuth", names: ["GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET"] }]);
   });
 
   it("access_denied: the callback page and oauth start (exit 5) say so in plain words; nothing is stored", async () => {

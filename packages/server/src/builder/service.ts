@@ -9,6 +9,7 @@ import type { Isolation } from "../executor/isolation.js";
 import type { Executor, ExecTarget } from "../executor/pool.js";
 import { LoadError } from "../executor/sandbox.js";
 import { capabilityNotFound } from "../executor/protocol.js";
+import { probeClientSecretNames } from "./client-secret-names.js";
 import { newId } from "../ids.js";
 import { Slots } from "../slots.js";
 import { LineQueue, type OutputLine } from "../line-queue.js";
@@ -321,6 +322,7 @@ export function createBuildService(options: {
       manifest_key_id: null,
       manifest_sealed: null,
       manifest_secrets_version: null,
+      client_secret_names: null,
       build_log: null,
       error: null,
     };
@@ -423,6 +425,14 @@ export function createBuildService(options: {
       phase("manifest");
       const summary = summarise(manifest);
       say("stdout", `Capabilities: ${summary.map((c) => `${c._tag} ${c.key}`).join(", ") || "none"}.`);
+      // Recorded now, so a configuration error later names them without loading the worker again.
+      const clientSecretNames = summary.some((c) => c._tag === "oauth")
+        ? await probeClientSecretNames(executor, target, bundle.code).catch((error: unknown) => {
+            log.warn({ err: error, deploymentId: deployment.id }, "could not read which secrets feed the OAuth clients");
+            return null;
+          })
+        : [];
+      phase("client secret names");
       const sealed = sealManifest(keyring, built, manifest);
       const sealedBundle = sealBundle(keyring, built, bundle);
       await db.transaction().execute(async (trx) => {
@@ -436,6 +446,7 @@ export function createBuildService(options: {
           manifest_key_id: sealed.keyId,
           manifest_sealed: sealed.sealed,
           manifest_secrets_version: target.secretsVersion,
+          client_secret_names: clientSecretNames === null ? null : JSON.stringify(clientSecretNames),
           build_log: logLines.join("\n"),
           error: null,
         });
@@ -458,6 +469,7 @@ export function createBuildService(options: {
         manifest_key_id: null,
         manifest_sealed: null,
         manifest_secrets_version: null,
+        client_secret_names: null,
         build_log: logLines.join("\n"),
         error: scrub(message),
       });

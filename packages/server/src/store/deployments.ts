@@ -24,6 +24,7 @@ const META = [
   "manifest_key_id",
   "manifest_sealed",
   "manifest_secrets_version",
+  "client_secret_names",
   "error",
 ] as const;
 
@@ -119,6 +120,7 @@ export async function finishDeployment(
     | "manifest_key_id"
     | "manifest_sealed"
     | "manifest_secrets_version"
+    | "client_secret_names"
     | "build_log"
     | "error"
   >,

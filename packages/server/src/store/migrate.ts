@@ -4,6 +4,7 @@ import type { Database } from "./schema.js";
 import * as m001 from "./migrations/001_core.js";
 import * as m002 from "./migrations/002_oauth.js";
 import * as m003 from "./migrations/003_isolation.js";
+import * as m004 from "./migrations/004_client_secret_names.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
@@ -12,6 +13,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   "001_core": m001,
   "002_oauth": m002,
   "003_isolation": m003,
+  "004_client_secret_names": m004,
 };
 
 class InCodeProvider implements MigrationProvider {

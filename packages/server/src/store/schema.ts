@@ -81,6 +81,8 @@ export interface DeploymentsTable {
   manifest_sealed: Buffer | null;
   /** The worker's secrets_version the manifest was read with. */
   manifest_secrets_version: number | null;
+  /** JSON [{key, names}]: the secrets behind each OAuth client id and secret (names only), read at build. */
+  client_secret_names: string | null;
   build_log: string | null;
   error: string | null;
 }
