@@ -5,6 +5,7 @@
  * only. Shapes a concern defines as its own (an upload's ticket, an env entry) are re-exported
  * from it, not written again.
  */
+import type { ConnectionStatus } from "../oauth/connections.js";
 import type { EnvEntry, EnvNotice } from "../secrets/service.js";
 import type { UploadTicket } from "../workers/uploads.js";
 
@@ -63,23 +64,8 @@ export type StreamLine =
   | { _tag: "error"; error: string; code?: string; runId?: string }
   | { _tag: "run"; runId: string };
 
-export interface ConnectionStatusView {
-  key: string;
-  name: string;
-  envKey: string;
-  status: "connected" | "not_connected" | "needs_reauthorization";
-  expiresAt: string | null;
-  /** provider | config | default | none: where the expiry comes from. */
-  expirySource: string | null;
-  hasRefreshToken: boolean;
-  connectedAt: string | null;
-  lastRefreshAt: string | null;
-  nextRefreshAt: string | null;
-  lastError: string | null;
-  lastErrorAt: string | null;
-  /** Shown when no expiry was given: how often a refreshable token is renewed. */
-  defaultRefreshIntervalMs: number;
-}
+/** GetOauthStatus sends the OAuth service's own shape as it is. */
+export type ConnectionStatusView = ConnectionStatus;
 
 /**
  * Every error answer: the Notion public API's error body. `name` repeats the code: given a string
