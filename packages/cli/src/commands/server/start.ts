@@ -45,9 +45,9 @@ export default defineCommand({
     if (config.allowInsecureOauth) {
       out.warn("--allow-insecure-oauth: OAuth endpoints over plain http are allowed beyond loopback; tokens may cross the network in clear.");
     }
-    out.data(`Listening on ${running.url}`);
-
-    await new Promise<void>((resolve) => {
+    // Handlers first, then the line a supervisor waits for: a SIGTERM sent as soon as it reads
+    // `Listening on` must find them (without one, Node dies of the signal, skipping the shutdown).
+    const stopped = new Promise<void>((resolve) => {
       const shutdown = () => {
         process.off("SIGINT", shutdown);
         process.off("SIGTERM", shutdown);
@@ -57,5 +57,7 @@ export default defineCommand({
       process.on("SIGINT", shutdown);
       process.on("SIGTERM", shutdown);
     });
+    out.data(`Listening on ${running.url}`);
+    await stopped;
   },
 });
