@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ntn } from "../helpers/run-ntn.js";
+import { ntn, type NtnResult } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 import { cliEnv, lineOf, fixtureDeps, sh, workerIdOf, writeProject, type Deps } from "./fixtures.js";
@@ -146,12 +146,34 @@ describe("ntn workers deploy from source", () => {
     expect(await capabilities()).toEqual(["tool added", "tool keep"]);
   };
 
-  beforeAll(() => {
-    project = writeProject(path.join(tmp.dir, "source"), deps, V1);
-  });
+  /*
+   * The worker's life in stages, each run once whichever test needs it first, so every test runs
+   * alone (-t) or in any order: the first deploy (v1), the redeploy (v2), then failing deploys
+   * that must leave v2 live.
+   */
+  let firstDeploy: Promise<NtnResult> | undefined;
+  const deployedV1 = () =>
+    (firstDeploy ??= (async () => {
+      project = writeProject(path.join(tmp.dir, "source"), deps, V1);
+      return run(["workers", "deploy", "--name", "source"]);
+    })());
+  let redeploy: Promise<NtnResult> | undefined;
+  const deployedV2 = () =>
+    (redeploy ??= (async () => {
+      expect((await deployedV1()).code).toBe(0);
+      fs.writeFileSync(path.join(project, "src", "index.ts"), V2);
+      return run(["workers", "deploy"]);
+    })());
+  /** v2 live, and the project's files as v2 has them, before a deploy that must fail. */
+  const v2Project = async () => {
+    expect((await deployedV2()).code).toBe(0);
+    fs.writeFileSync(path.join(project, "src", "index.ts"), V2);
+    fs.writeFileSync(path.join(project, "package.json"), deps.packageJson);
+    fs.writeFileSync(path.join(project, "package-lock.json"), deps.lockfile);
+  };
 
   it("creates the worker: the build log streams as [build] lines on stderr, stdout stays empty", async () => {
-    const result = await run(["workers", "deploy", "--name", "source"]);
+    const result = await deployedV1();
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe("");
     expect(result.stderr).toMatch(/^\[build\] Unpacked the source: /m);
@@ -165,12 +187,13 @@ describe("ntn workers deploy from source", () => {
     expect(result.stderr).toMatch(/^ {4}\+ tool {2}keep$/m);
     expect(result.stderr).toMatch(/^ {4}\+ tool {2}old$/m);
     expect(fs.existsSync(path.join(project, "workers.json"))).toBe(true);
-    expect(await capabilities()).toEqual(["tool keep", "tool old"]);
+    // The first deployment holds v1's capabilities (later stages may have replaced it as the live one).
+    const [first] = await server.server.store.db.selectFrom("deployments").select("capabilities").where("worker_id", "=", workerIdOf(project)).orderBy("created_at").limit(1).execute();
+    expect((JSON.parse(first!.capabilities!) as { _tag: string; key: string }[]).map((c) => `${c._tag} ${c.key}`).sort()).toEqual(["tool keep", "tool old"]);
   });
 
   it("redeploys with an unchanged lockfile installing nothing, and shows the +/- capability diff", async () => {
-    fs.writeFileSync(path.join(project, "src", "index.ts"), V2);
-    const result = await run(["workers", "deploy"]);
+    const result = await deployedV2();
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/^\[build\] Dependencies unchanged: reusing tree \w+\.$/m);
     expect(result.stderr).not.toContain("npm ci");
@@ -184,6 +207,7 @@ describe("ntn workers deploy from source", () => {
   });
 
   it("a dependency that cannot be installed fails the deploy with npm's error and leaves the previous version live", async () => {
+    await v2Project();
     const pkg = JSON.parse(deps.packageJson);
     // Not in the lockfile: npm ci refuses, without asking the registry.
     pkg.dependencies["workyard-missing-dep"] = "1.0.0";
@@ -196,6 +220,7 @@ describe("ntn workers deploy from source", () => {
   });
 
   it("a syntax error fails the bundle with esbuild's message and location", async () => {
+    await v2Project();
     const broken = `${V2}${tool("neverLive", "v3")}\nconst broken = ;\n`;
     const log = await failingDeploy(broken);
     expect(log).toMatch(/^\[build:err\] .*Unexpected ";"/m);
@@ -205,6 +230,7 @@ describe("ntn workers deploy from source", () => {
   });
 
   it("a module that throws while loading fails with the worker's error and stack", async () => {
+    await v2Project();
     const broken = `${V2}${tool("neverLive", "v3")}\nthrow new Error("module level kaboom");\n`;
     const log = await failingDeploy(broken);
     expect(log).toMatch(/^\[build:error\] The worker failed to load: module level kaboom$/m);
@@ -213,6 +239,7 @@ describe("ntn workers deploy from source", () => {
   });
 
   it("a module without a default export fails, saying to export the Worker", async () => {
+    await v2Project();
     const log = await failingDeploy((V2 + tool("neverLive", "v3")).replace("export default worker;", ""));
     expect(log).toMatch(/^\[build:error\] .*export default/m);
     await expectV2Live();
@@ -231,6 +258,9 @@ describe("ntn workers deploy from source", () => {
   });
 
   it("stores every build with its log and outcome; the worker points at the last good one", async () => {
+    await v2Project();
+    const broken = `${V2}\nconst broken = ;\n`;
+    await failingDeploy(broken);
     const workerId = workerIdOf(project);
     const db = server.server.store.db;
     const builds = await db
@@ -239,13 +269,15 @@ describe("ntn workers deploy from source", () => {
       .where("worker_id", "=", workerId)
       .orderBy("created_at")
       .execute();
-    expect(builds.map((b) => b.status)).toEqual(["ready", "ready", "failed", "failed", "failed", "failed"]);
-    expect(builds[2]!.error).toMatch(/Installing dependencies failed/);
-    expect(builds[3]!.error).toMatch(/Bundling src\/index\.ts failed/);
-    expect(builds[4]!.error).toMatch(/module level kaboom/);
-    expect(builds[5]!.error).toMatch(/export default/);
-    expect(builds[3]!.build_log).toContain('Unexpected ";"');
+    // v1 and v2, then whatever failed deploys ran before this test, then this one.
+    expect(builds.slice(0, 2).map((b) => b.status)).toEqual(["ready", "ready"]);
+    expect(builds.slice(2).map((b) => b.status).every((status) => status === "failed")).toBe(true);
+    const last = builds.at(-1)!;
+    expect(last.error).toMatch(/Bundling src\/index\.ts failed/);
+    expect(last.build_log).toContain('Unexpected ";"');
+    for (const build of builds) expect(build.build_log).toMatch(/Unpacked the source/);
     const worker = await db.selectFrom("workers").select(["live_deployment_id"]).where("id", "=", workerId).executeTakeFirstOrThrow();
     expect(worker.live_deployment_id).toBe(builds[1]!.id);
   });
+
 });

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -666,45 +666,62 @@ describe("our ntn against a Workyard server", () => {
   });
 });
 
+/** `ntn server --port 0` in a HOME of its own, as a user starts it; resolves once it listens. */
+async function spawnServer(home: string) {
+  const data = path.join(home, "data");
+  const child = spawn(process.execPath, [OUR_NTN, "server", "--port", "0", "--data-dir", data], {
+    cwd: home,
+    env: baseEnv(home),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output = { stdout: "", stderr: "" };
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  child.stdout!.on("data", (chunk: Buffer) => (output.stdout += chunk.toString("utf8")));
+  child.stderr!.on("data", (chunk: Buffer) => (output.stderr += chunk.toString("utf8")));
+  const url = await new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const match = /^Listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(output.stdout);
+      if (match) {
+        child.stdout!.off("data", check);
+        resolve(match[1]!);
+      }
+    };
+    child.stdout!.on("data", check);
+    child.on("exit", (code) => reject(new Error(`ntn server exited with ${code} before listening.\n${output.stdout}\n${output.stderr}`)));
+  });
+  return {
+    child,
+    data,
+    url,
+    output,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await exited;
+      }
+    },
+  };
+}
+
 describe("ntn server as a subprocess", () => {
   let home: { dir: string; cleanup(): void };
+  let server: Awaited<ReturnType<typeof spawnServer>>;
   let data: string;
-  let child: ChildProcess | undefined;
   let stdout = "";
   let stderr = "";
   let url: string;
   let workspaceId: string;
-  let exited: Promise<number | null>;
 
   beforeAll(async () => {
     home = tempDir("wy-ours-server-home-");
-    data = path.join(home.dir, "data");
-    child = spawn(process.execPath, [OUR_NTN, "server", "--port", "0", "--data-dir", data], {
-      cwd: home.dir,
-      env: baseEnv(home.dir),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    exited = new Promise((resolve) => child!.on("exit", (code) => resolve(code)));
-    child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString("utf8")));
-    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
-    url = await new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const match = /^Listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(stdout);
-        if (match) {
-          child!.stdout!.off("data", check);
-          resolve(match[1]!);
-        }
-      };
-      child!.stdout!.on("data", check);
-      child!.on("exit", (code) => reject(new Error(`ntn server exited with ${code} before listening.\n${stdout}\n${stderr}`)));
-    });
+    server = await spawnServer(home.dir);
+    ({ data, url } = server);
+    ({ stdout, stderr } = server.output);
     workspaceId = /NOTION_WORKSPACE_ID=(\S+)/.exec(stdout)![1]!;
   });
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGKILL");
-      await exited;
-    }
+    await server?.stop();
     home?.cleanup();
   });
 
@@ -727,15 +744,14 @@ describe("ntn server as a subprocess", () => {
   });
 
   it("logs this machine's CLI in: workers list works with only XDG_CONFIG_HOME", async () => {
-    const dir = path.join(home.dir, "project");
-    fs.mkdirSync(dir);
-    const empty = await ntn(["workers", "list"], { cwd: dir, env: bare() });
-    expect(empty.code, empty.stderr).toBe(0);
-    expect(empty.stderr).toBe("No workers found in this workspace.\n");
-    const created = await ntn(["workers", "create", "--name", "first-workspace-worker"], { cwd: dir, env: bare() });
+    const dir = fs.mkdtempSync(path.join(home.dir, "project-"));
+    const listedBefore = await ntn(["workers", "list", "--json"], { cwd: dir, env: bare() });
+    expect(listedBefore.code, listedBefore.stderr).toBe(0);
+    const created = await ntn(["workers", "create", "--name", "logged-in-worker"], { cwd: dir, env: bare() });
     expect(created.code, created.stderr).toBe(0);
     const listed = await ntn(["workers", "list", "--json"], { cwd: dir, env: bare() });
-    expect(JSON.parse(listed.stdout).map((w: any) => w.name)).toEqual(["first-workspace-worker"]);
+    const names = (text: string) => JSON.parse(text).map((w: any) => w.name);
+    expect(names(listed.stdout)).toEqual([...names(listedBefore.stdout), "logged-in-worker"]);
     const me = await ntn(["whoami", "--json"], { cwd: dir, env: bare() });
     expect(JSON.parse(me.stdout)).toMatchObject({ url, workspaceId });
   });
@@ -763,16 +779,25 @@ describe("ntn server as a subprocess", () => {
     expect(listed.stderr).toBe("No workers found in this workspace.\n");
     const me = await ntn(["whoami", "--json"], { cwd: dir, env });
     expect(JSON.parse(me.stdout)).toMatchObject({ workspaceId: secondId, workspaceName: "Second team" });
-    // The first workspace's worker, by id, answers like an unknown one.
-    const firstWorker = JSON.parse(fs.readFileSync(path.join(home.dir, "project", "workers.json"), "utf8")).workerId;
+    // A worker of the first workspace, by id, answers like an unknown one.
+    const firstDir = fs.mkdtempSync(path.join(home.dir, "first-"));
+    expect((await ntn(["workers", "create", "--name", "first-workspace-worker"], { cwd: firstDir, env: bare() })).code).toBe(0);
+    const firstWorker = JSON.parse(fs.readFileSync(path.join(firstDir, "workers.json"), "utf8")).workerId;
     const foreign = await ntn(["workers", "get", firstWorker], { cwd: dir, env });
     expect(foreign.code).toBe(5);
     expect(foreign.stderr).toContain(`Worker "${firstWorker}" not found.`);
   });
 
   it("stops on SIGTERM", async () => {
-    child!.kill("SIGTERM");
-    expect(await exited).toBe(0);
-    expect(stderr).not.toMatch(/\n\s+at /);
+    // A server of its own: the others keep theirs.
+    const own = tempDir("wy-ours-sigterm-");
+    try {
+      const stopping = await spawnServer(own.dir);
+      stopping.child.kill("SIGTERM");
+      expect(await stopping.exited).toBe(0);
+      expect(stopping.output.stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      own.cleanup();
+    }
   });
 });

@@ -28,12 +28,14 @@ let B: ServerProcess;
 let C: ServerProcess;
 let dir: string;
 let workerId: string;
+/** The same source as a second worker, whose deployment only the first test runs. */
+let untouchedId: string;
 
 const callbackOf = (proc: ServerProcess) => `${proc.url}/workers/oauth/callback`;
 
 /** RunCapability through one process: the tool's result (fails the test on anything but 200). */
-async function run(proc: ServerProcess, key: string, args: unknown = {}): Promise<any> {
-  const answer = await cluster.call(proc, "RunCapability", { workerId, capabilityKey: key, args });
+async function run(proc: ServerProcess, key: string, args: unknown = {}, worker = workerId): Promise<any> {
+  const answer = await cluster.call(proc, "RunCapability", { workerId: worker, capabilityKey: key, args });
   expect(answer.status, `${key} on ${proc.url}: ${JSON.stringify(answer.body)}`).toBe(200);
   expect(answer.body.runId).toEqual(expect.any(String));
   return answer.body.result;
@@ -52,7 +54,31 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
     );
     // Deployed through A only: B and C never see the upload or the build.
     workerId = await projects.deploy(A.url, dir);
+    untouchedId = await projects.deploy(A.url, projects.project("cluster-untouched", fs.readFileSync(path.join(dir, "src", "index.ts"), "utf8")));
+    const client = await cluster.call(A, "UpsertSecrets", {
+      workerId,
+      secrets: [
+        { key: "GITHUB_CLIENT_ID", value: provider.clientId },
+        { key: "GITHUB_CLIENT_SECRET", value: CLIENT_SECRET },
+      ],
+    });
+    expect(client.status, JSON.stringify(client.body)).toBe(200);
   }, 240_000);
+
+  /** The OAuth flow started through A and completed on B, once, by whichever test needs it first. */
+  let connection: Promise<{ started: { body: any }; outcome: { callbackUrl?: string | undefined; providerPage?: unknown }; page: { status: number; text: string; html: string } }> | undefined;
+  const connected = () =>
+    (connection ??= (async () => {
+      const started = await cluster.call(A, "StartOauth", { workerId, oauthCapabilityKey: "githubAuth" });
+      expect(started.status, JSON.stringify(started.body)).toBe(200);
+      const outcome = await authorizeOverHttp(started.body.authorizationUrl, { callbackPrefix: callbackOf(A) });
+      expect(outcome.callbackUrl, JSON.stringify(outcome.providerPage)).toBeTruthy();
+      // The load balancer sends the browser's request to B.
+      const onB = new URL(outcome.callbackUrl!);
+      onB.host = new URL(B.url).host;
+      const page = await openPage(onB.href);
+      return { started, outcome, page };
+    })());
 
   afterAll(async () => {
     await cluster?.stop();
@@ -61,6 +87,7 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
   });
 
   it("runs a worker deployed through A on B and C: each materialises it from the store and installs its dependencies itself", async () => {
+    const workerId = untouchedId;
     const [worker] = await cluster.sql<{ live_deployment_id: string }>("select live_deployment_id from workers where id = $1", [workerId]);
     const deploymentId = worker!.live_deployment_id;
     expect(deploymentId).toEqual(expect.any(String));
@@ -70,7 +97,7 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
     for (const proc of [B, C]) {
       const bundleDir = path.join(proc.dataDir, "deployments", deploymentId);
       expect(fs.existsSync(bundleDir), `${proc.url} had the deployment before its first run`).toBe(false);
-      expect(await run(proc, "whereAmI")).toMatchObject({ atLoad: null, now: null });
+      expect(await run(proc, "whereAmI", {}, workerId)).toMatchObject({ atLoad: null, now: null });
       // The bundle came from the store; node_modules is a tree this process installed from the
       // stored archive's lockfile, under its own data dir.
       expect(fs.existsSync(path.join(bundleDir, "index.mjs"))).toBe(true);
@@ -90,9 +117,7 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
     const before = await run(A, "whereAmI");
     expect(before).toMatchObject({ atLoad: null, now: null });
 
-    const set = ok(
-      await projects.cli(B.url, ["workers", "env", "set", `CLUSTER_SECRET=${SECRET_V1}`, `GITHUB_CLIENT_ID=${provider.clientId}`, `GITHUB_CLIENT_SECRET=${CLIENT_SECRET}`], dir),
-    );
+    const set = ok(await projects.cli(B.url, ["workers", "env", "set", `CLUSTER_SECRET=${SECRET_V1}`], dir));
     expect(set.stdout + set.stderr).not.toContain(SECRET_V1);
 
     const pulled = await cluster.call(C, "PullEnv", { workerId });
@@ -118,16 +143,8 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
   });
 
   it("completes on B an OAuth flow started through A, and C then hands out the token (once: the state does not work twice)", async () => {
-    const started = await cluster.call(A, "StartOauth", { workerId, oauthCapabilityKey: "githubAuth" });
-    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    const { started, outcome, page } = await connected();
     expect(started.body.redirectUrl).toBe(callbackOf(A));
-    const outcome = await authorizeOverHttp(started.body.authorizationUrl, { callbackPrefix: callbackOf(A) });
-    expect(outcome.callbackUrl, JSON.stringify(outcome.providerPage)).toBeTruthy();
-
-    // The load balancer sends the browser's request to B.
-    const onB = new URL(outcome.callbackUrl!);
-    onB.host = new URL(B.url).host;
-    const page = await openPage(onB.href);
     expect(page.status, page.text).toBe(200);
     expect(page.text).toContain("Connected");
     expect(page.html).not.toContain(CLIENT_SECRET);
@@ -158,6 +175,7 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
   });
 
   it("refuses through C, at once, an API token revoked through A", async () => {
+    expect((await connected()).page.status).toBe(200);
     const created = await cluster.call(A, "CreateToken", { name: "ci" });
     expect(created.status, JSON.stringify(created.body)).toBe(200);
     const { token, id } = created.body as { token: string; id: string };
