@@ -154,6 +154,13 @@ describe("running a deployed worker on the server with our ntn", () => {
   });
 
   it("runs list shows status, exit code and duration; --json holds them too", async () => {
+    // Runs of its own: one that succeeds, one refused by the tool's schema, one that throws, and
+    // requests refused before a run exists.
+    expect((await run(["workers", "exec", "echo", "-d", '{"text":"listed"}'])).code).toBe(0);
+    expect((await run(["workers", "exec", "echo", "-d", '{"text":5}'])).code).toBe(5);
+    expect((await run(["workers", "exec", "boom"])).code).toBe(5);
+    expect((await run(["workers", "exec", "nope"])).code).toBe(5);
+    expect((await run(["workers", "exec", "onPage"])).code).toBe(5);
     const table = await run(["workers", "runs", "list"]);
     expect(table.code).toBe(0);
     const [header, ...rows] = table.stdout.trimEnd().split("\n");

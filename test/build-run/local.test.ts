@@ -49,12 +49,16 @@ describe("exec --local with our ntn", () => {
     expect(result.stdout).toBe(echoResult("piped"));
   });
 
+  /** The project's .env as the tests below expect it (a test may add to it after). */
+  const writeDotenv = () => fs.writeFileSync(path.join(project, ".env"), "GREETING=from-dotenv\nAT_LOAD=loaded-from-dotenv\n");
+
   it("gives the worker the values of .env, at module load and at each call", async () => {
-    fs.writeFileSync(path.join(project, ".env"), "GREETING=from-dotenv\nAT_LOAD=loaded-from-dotenv\n");
+    writeDotenv();
     expect(await greet()).toMatchObject({ greeting: "from-dotenv", atLoad: "loaded-from-dotenv" });
   });
 
   it("lets .env win over the shell's value", async () => {
+    writeDotenv();
     const result = await run(["workers", "exec", "greet", "--local"], { GREETING: "from-shell" });
     expect(JSON.parse(result.stdout).greeting).toBe("from-dotenv");
   });
@@ -75,6 +79,7 @@ describe("exec --local with our ntn", () => {
   });
 
   it("does not pass the shell's NOTION_API_TOKEN / NOTION_API_BASE_URL to the worker unless .env sets them", async () => {
+    writeDotenv();
     const without = await run(["workers", "exec", "greet", "--local"]);
     expect(JSON.parse(without.stdout)).toMatchObject({ notionToken: null, notionBaseUrl: null });
     expect(without.stdout + without.stderr).not.toContain(SHELL_TOKEN);
