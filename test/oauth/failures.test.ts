@@ -12,7 +12,11 @@ let bench: OAuthBench;
 let provider: TestProvider;
 /** A provider whose client has some other redirect URI registered. */
 let elsewhere: TestProvider;
-const workers = {} as Record<"main" | "mismatch" | "unconfigured", DeployedWorker>;
+/**
+ * `main` is never connected (its tests assert nothing is stored); `later` is the one the --no-wait
+ * test connects, so no other test depends on whether that test ran first.
+ */
+const workers = {} as Record<"main" | "later" | "mismatch" | "unconfigured", DeployedWorker>;
 const WRONG_SECRET = "wrong-client-secret-canary-7c1e";
 
 /** What the browser showed since `from` (the log is appended to by browser-approve.mjs). */
@@ -28,6 +32,7 @@ beforeAll(async () => {
   elsewhere = await startProvider({ redirectUris: ["http://127.0.0.1:9/registered/elsewhere"], clientSecret: "failures-secret-canary-2" });
   const client = (p: TestProvider) => ({ GITHUB_CLIENT_ID: p.clientId, GITHUB_CLIENT_SECRET: p.clientSecret });
   workers.main = await bench.deploy("main", oauthWorkerSource(provider), client(provider));
+  workers.later = await bench.deploy("later", oauthWorkerSource(provider), client(provider));
   workers.mismatch = await bench.deploy("mismatch", oauthWorkerSource(elsewhere), client(elsewhere));
   workers.unconfigured = await bench.deploy("unconfigured", oauthWorkerSource(provider));
 }, 240_000);
@@ -108,7 +113,7 @@ describe("ntn workers oauth start", () => {
   });
 
   it("--no-wait returns at once, leaving the flow pending until the person approves", async () => {
-    const result = ok(await bench.cli(["workers", "oauth", "start", "githubAuth", "--no-wait"], { cwd: workers.main.dir, env: { BROWSER: "true" } }));
+    const result = ok(await bench.cli(["workers", "oauth", "start", "githubAuth", "--no-wait"], { cwd: workers.later.dir, env: { BROWSER: "true" } }));
     expect(result.stdout).toBe("");
     expect(result.stderr).toContain("✔ Opening browser to complete OAuth flow...");
     expect(result.stderr).toContain("After completing the flow in your browser, return to the CLI.");
@@ -116,17 +121,17 @@ describe("ntn workers oauth start", () => {
     const authorizationUrl = /^ {2}(http\S+\/auth\?\S+)$/m.exec(result.stderr)?.[1];
     expect(authorizationUrl).toBeTruthy();
     const state = new URL(authorizationUrl!).searchParams.get("state")!;
-    const pending = await bench.server.call("GetOauthFlow", { workerId: workers.main.workerId, state });
+    const pending = await bench.server.call("GetOauthFlow", { workerId: workers.later.workerId, state });
     expect(pending).toMatchObject({ status: 200, body: { status: "pending" } });
-    expect(await bench.status(workers.main.workerId)).toMatchObject({ status: "not_connected" });
+    expect(await bench.status(workers.later.workerId)).toMatchObject({ status: "not_connected" });
 
     // The person approves later; the flow completes as if oauth start were still waiting.
     const outcome = await authorizeOverHttp(authorizationUrl!, { callbackPrefix: `${bench.server.url}/workers/oauth/callback` });
     const page = await openPage(outcome.callbackUrl!);
     expect(page.status).toBe(200);
     expect(page.text).toContain("is connected");
-    const done = await bench.server.call("GetOauthFlow", { workerId: workers.main.workerId, state });
+    const done = await bench.server.call("GetOauthFlow", { workerId: workers.later.workerId, state });
     expect(done.body).toEqual({ status: "connected" });
-    expect(await bench.status(workers.main.workerId)).toMatchObject({ status: "connected", hasRefreshToken: true });
+    expect(await bench.status(workers.later.workerId)).toMatchObject({ status: "connected", hasRefreshToken: true });
   });
 });

@@ -21,15 +21,31 @@ let bench: OAuthBench;
 // The server's clock: moved to the token's refresh margin instead of sleeping into it.
 const clock = testClock();
 let provider: TestProvider;
+/** Connected by `connected()`, by whichever test needs the connection first, and never revoked. */
 let worker: DeployedWorker;
+/** Never connected: what status, capabilities list and token say before a connection. */
+let unconnected: DeployedWorker;
+/** Connected and revoked by the revoke test alone. */
+let revocable: DeployedWorker;
 
-const cli = (...argv: string[]) => bench.cli(argv, { cwd: worker.dir });
+const cliIn = (project: DeployedWorker, ...argv: string[]) => bench.cli(argv, { cwd: project.dir });
+const cli = (...argv: string[]) => cliIn(worker, ...argv);
+
+let connection: Promise<void> | undefined;
+const connected = () =>
+  (connection ??= (async () => {
+    const { page } = await bench.connect(worker.workerId);
+    expect(page.status, page.text).toBe(200);
+  })());
 
 beforeAll(async () => {
   bench = await startBench({ now: clock.now });
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "inspect-secret-canary-2d4e" });
   // The token endpoint is the provider's own: its RFC 8414 metadata names its revocation endpoint.
-  worker = await bench.deploy("inspect", oauthWorkerSource(provider), { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret });
+  const secrets = { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret };
+  worker = await bench.deploy("inspect", oauthWorkerSource(provider), secrets);
+  unconnected = await bench.deploy("inspect-unconnected", oauthWorkerSource(provider), secrets);
+  revocable = await bench.deploy("inspect-revocable", oauthWorkerSource(provider), secrets);
 }, 240_000);
 
 afterAll(async () => {
@@ -39,11 +55,11 @@ afterAll(async () => {
 
 describe("before connecting", () => {
   it("status, capabilities list and token say not connected, and how to connect", async () => {
-    const status = ok(await cli("workers", "oauth", "status"));
+    const status = ok(await cliIn(unconnected, "workers", "oauth", "status"));
     expect(status.stdout).toBe(renderTable(STATUS_HEADERS, [["githubAuth", "not connected", "-", "-", "-", "-"]]));
     expect(status.stderr).toBe("hint: run `ntn workers oauth start githubAuth` to connect githubAuth.\n");
 
-    const capabilities = ok(await cli("workers", "capabilities", "list"));
+    const capabilities = ok(await cliIn(unconnected, "workers", "capabilities", "list"));
     expect(capabilities.stdout).toBe(
       renderTable(
         ["TYPE", "KEY", "CONNECTION"],
@@ -55,19 +71,15 @@ describe("before connecting", () => {
       ),
     );
 
-    const token = failed(await cli("workers", "oauth", "token", "githubAuth"));
+    const token = failed(await cliIn(unconnected, "workers", "oauth", "token", "githubAuth"));
     expect(token.stdout).toBe("");
     expect(token.stderr).toBe('error: Connection "githubAuth" is not connected.\n  hint: Run: ntn workers oauth start githubAuth\n');
   });
 });
 
 describe("a connected capability", () => {
-  beforeAll(async () => {
-    const { page } = await bench.connect(worker.workerId);
-    expect(page.status, page.text).toBe(200);
-  });
-
   it("oauth token shows the valid token: labelled by default, alone with --plain, with expiresAt in --json", async () => {
+    await connected();
     const api = (await bench.token(worker.workerId)).body as { accessToken: string; expiresAt: string };
     expect(await provider.resourceStatus(api.accessToken)).toBe(200);
 
@@ -82,6 +94,7 @@ describe("a connected capability", () => {
   });
 
   it("oauth status shows connected, expiry, last and next refresh and the last error, as a table and as --json", async () => {
+    await connected();
     const fresh = await bench.status(worker.workerId);
     expect(fresh).toMatchObject({ status: "connected", lastRefreshAt: null, lastError: null });
     // Into the refresh margin, so the server refreshes once and every column has a value.
@@ -122,6 +135,7 @@ describe("a connected capability", () => {
   });
 
   it("capabilities list shows the connection status beside the OAuth capability", async () => {
+    await connected();
     const status = await bench.status(worker.workerId);
     const table = ok(await cli("workers", "capabilities", "list"));
     expect(table.stdout).toBe(
@@ -142,6 +156,7 @@ describe("a connected capability", () => {
 
 describe("oauth revoke", () => {
   it("asks first: without a terminal and without --yes it exits 1 and revokes nothing", async () => {
+    await connected();
     const revocations = provider.revocations;
     const result = failed(await cli("workers", "oauth", "revoke", "githubAuth"), 1);
     expect(result.stderr).toContain("Use --yes to skip the confirmation prompt.");
@@ -150,24 +165,26 @@ describe("oauth revoke", () => {
   });
 
   it("--yes revokes at the provider's RFC 7009 endpoint and deletes the stored tokens; afterwards oauth token says not connected", async () => {
-    const before = (await bench.token(worker.workerId)).body.accessToken as string;
+    const { page } = await bench.connect(revocable.workerId);
+    expect(page.status, page.text).toBe(200);
+    const before = (await bench.token(revocable.workerId)).body.accessToken as string;
     expect(await provider.resourceStatus(before)).toBe(200);
     const revocations = provider.revocations;
 
-    const result = ok(await cli("workers", "oauth", "revoke", "githubAuth", "--yes"));
+    const result = ok(await cliIn(revocable, "workers", "oauth", "revoke", "githubAuth", "--yes"));
     expect(result.stdout).toBe("");
     expect(result.stderr).toBe("✔ Revoked githubAuth at the provider and deleted its tokens\n");
     expect(provider.revocations).toBe(revocations + 1);
     // The provider dropped the grant: the access token handed out before no longer works.
     expect(await provider.resourceStatus(before)).toBe(401);
 
-    expect(await bench.status(worker.workerId)).toMatchObject({ status: "not_connected", expiresAt: null, hasRefreshToken: false, lastRefreshAt: null });
-    const token = failed(await cli("workers", "oauth", "token", "githubAuth"));
+    expect(await bench.status(revocable.workerId)).toMatchObject({ status: "not_connected", expiresAt: null, hasRefreshToken: false, lastRefreshAt: null });
+    const token = failed(await cliIn(revocable, "workers", "oauth", "token", "githubAuth"));
     expect(token.stderr).toBe('error: Connection "githubAuth" is not connected.\n  hint: Run: ntn workers oauth start githubAuth\n');
-    const capabilities = ok(await cli("workers", "capabilities", "list"));
+    const capabilities = ok(await cliIn(revocable, "workers", "capabilities", "list"));
     expect(capabilities.stdout).toMatch(/^oauth +githubAuth +not_connected$/m);
 
-    const again = failed(await cli("workers", "oauth", "revoke", "githubAuth", "--yes"));
+    const again = failed(await cliIn(revocable, "workers", "oauth", "revoke", "githubAuth", "--yes"));
     expect(again.stderr).toBe('error: Connection "githubAuth" is not connected.\n  hint: Nothing to revoke.\n');
     expect(provider.revocations).toBe(revocations + 1);
   });

@@ -37,23 +37,27 @@ function untilRefreshDue(expiresAt: string): void {
   clock.advance(Math.max(0, Date.parse(expiresAt) - (TTL_S * 1000) / 2 - clock.now() + 300));
 }
 
-/** A fresh connection: over HTTP, the refresh token it got, its status. */
-async function connectFresh() {
-  const { page } = await bench.connect(worker.workerId);
+/** A fresh connection (of the file's worker, unless another is named): over HTTP, the refresh token it got, its status. */
+async function connectFresh(target: DeployedWorker = worker) {
+  const { page } = await bench.connect(target.workerId);
   expect(page.status, page.text).toBe(200);
-  return { refreshToken: proxy.lastIssuedRefreshToken()!, status: await bench.status(worker.workerId) };
+  return { refreshToken: proxy.lastIssuedRefreshToken()!, status: await bench.status(target.workerId) };
 }
+
+/** The seed's worker, its token endpoint the quirk proxy, with the provider's client credentials. */
+const deployWorker = (name: string) =>
+  bench.deploy(
+    name,
+    oauthWorkerSource({ authorizationEndpoint: provider.authorizationEndpoint, tokenEndpoint: proxy.tokenEndpoint, resourceUrl: provider.resourceUrl }),
+    { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret },
+  );
 
 beforeAll(async () => {
   bench = await startBench({ now: clock.now });
   proxy = await startQuirkProxy();
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "refresh-secret-canary-0b7a" });
   proxy.target = provider.tokenEndpoint;
-  worker = await bench.deploy(
-    "refresh",
-    oauthWorkerSource({ authorizationEndpoint: provider.authorizationEndpoint, tokenEndpoint: proxy.tokenEndpoint, resourceUrl: provider.resourceUrl }),
-    { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret },
-  );
+  worker = await deployWorker("refresh");
 }, 240_000);
 
 afterAll(async () => {
@@ -180,23 +184,6 @@ describe("invalid_client on refresh", () => {
 });
 
 describe("transient failures on refresh keep the stored refresh token", () => {
-  let kept: string;
-  let oldAccessToken: string;
-  let forwarded: number;
-  let firstRequest: number;
-  let refreshed: number;
-
-  beforeAll(async () => {
-    proxy.setMode("pass");
-    const { refreshToken, status } = await connectFresh();
-    kept = refreshToken;
-    oldAccessToken = (await bench.token(worker.workerId)).body.accessToken;
-    untilExpired(status.expiresAt);
-    forwarded = proxy.forwarded;
-    firstRequest = proxy.requests.length;
-    refreshed = refreshes(provider);
-  }, 60_000);
-
   const cases: [string, QuirkMode, RegExp][] = [
     ["a 500 HTML page", "html-500", /HTTP 500/],
     ["a 429 with Retry-After", "rate-limit", /HTTP 429/],
@@ -207,13 +194,37 @@ describe("transient failures on refresh keep the stored refresh token", () => {
   ];
 
   /** As if the backoff after the previous failure had passed. */
-  const backoffPassed = () =>
-    bench.server.server.store.db.updateTable("oauth_connections").set({ next_refresh_at: clock.now() - 1 }).where("worker_id", "=", worker.workerId).execute();
+  const backoffPassed = (workerId: string) =>
+    bench.server.server.store.db.updateTable("oauth_connections").set({ next_refresh_at: clock.now() - 1 }).where("worker_id", "=", workerId).execute();
+
+  /** The connection's access token expired on the server's clock and no backoff pending: the next token request refreshes. */
+  async function refreshDueNow(workerId: string): Promise<void> {
+    untilExpired((await bench.status(workerId)).expiresAt);
+    await backoffPassed(workerId);
+  }
+
+  /*
+   * The failing cases' worker, deployed and connected once by whichever case runs first. No case
+   * reaches the provider, so its tokens stay those of this connection: each case finds the refresh
+   * token it was given. (The other tests of this file connect the file's worker again and again,
+   * and the pass-through test refreshes its own connection there.)
+   */
+  let failingConnection: Promise<{ target: DeployedWorker; kept: string }> | undefined;
+  const failing = () =>
+    (failingConnection ??= (async () => {
+      const target = await deployWorker("transient");
+      const { refreshToken } = await connectFresh(target);
+      return { target, kept: refreshToken };
+    })());
 
   it.each(cases)("%s: a clear error, the tokens kept, status shows the last error", async (_label, mode, expected) => {
-    await backoffPassed();
+    const { target, kept } = await failing();
+    await refreshDueNow(target.workerId);
+    const forwarded = proxy.forwarded;
+    const refreshed = refreshes(provider);
+    const firstRequest = proxy.requests.length;
     proxy.setMode(mode);
-    const answer = await bench.token(worker.workerId);
+    const answer = await bench.token(target.workerId);
     // A 4xx: the provider failed, not the server (424 Failed Dependency).
     expect(answer.status, JSON.stringify(answer.body)).toBe(424);
     expect(answer.body).toMatchObject({
@@ -222,32 +233,52 @@ describe("transient failures on refresh keep the stored refresh token", () => {
     });
     expect(answer.body.message).toMatch(/^Refreshing "githubAuth" failed: /);
     expect(answer.body.message).toMatch(expected);
-    const status = await bench.status(worker.workerId);
+    const status = await bench.status(target.workerId);
     expect(status).toMatchObject({ status: "connected", hasRefreshToken: true });
     expect(status.lastError).toMatch(expected);
     expect(Date.parse(status.nextRefreshAt)).toBeGreaterThan(Date.parse(status.lastErrorAt));
     if (mode === "rate-limit") {
       // The provider's Retry-After (120 s) sets when the refresh is tried again.
       expect(Date.parse(status.nextRefreshAt) - Date.parse(status.lastErrorAt)).toBe(120_000);
-      const table = ok(await bench.cli(["workers", "oauth", "status"], { cwd: worker.dir }));
+      const table = ok(await bench.cli(["workers", "oauth", "status"], { cwd: target.dir }));
       expect(table.stdout).toMatch(/^githubAuth +connected +.*HTTP 429/m);
-      const cli = failed(await bench.cli(["workers", "oauth", "token", "githubAuth"], { cwd: worker.dir }));
+      const cli = failed(await bench.cli(["workers", "oauth", "token", "githubAuth"], { cwd: target.dir }));
       expect(cli.stderr).toMatch(/^error: Refreshing "githubAuth" failed: .*HTTP 429/m);
       expect(cli.stderr).toContain("`ntn workers oauth status` shows the last error");
     }
-    // The provider saw none of it.
+    // The provider saw none of it, and what the proxy got carried the refresh token the connection was given.
     expect(proxy.forwarded).toBe(forwarded);
     expect(refreshes(provider)).toBe(refreshed);
+    const sent = proxy.requests.slice(firstRequest);
+    expect(sent.length).toBeGreaterThanOrEqual(1);
+    for (const request of sent) expect(request).toMatchObject({ grantType: "refresh_token", refreshToken: kept, forwarded: false });
     // Until the backoff passes, another request leaves the provider alone and says when it retries.
     const seen = proxy.requests.length;
-    const again = await bench.token(worker.workerId);
+    const again = await bench.token(target.workerId);
     expect(again.status).toBe(424);
     expect(again.body.hint).toMatch(/the next attempt is at \d{4}-/);
     expect(proxy.requests.length).toBe(seen);
   });
 
   it("once the proxy passes through again, the refresh works with the refresh token kept all along", async () => {
-    await backoffPassed();
+    // A connection of its own (the file's worker, connected afresh): this refresh replaces its tokens.
+    const { refreshToken: kept, status: connected } = await connectFresh();
+    const oldAccessToken = (await bench.token(worker.workerId)).body.accessToken;
+    expect(oldAccessToken).toBeTruthy();
+    untilExpired(connected.expiresAt);
+    const refreshed = refreshes(provider);
+    const firstRequest = proxy.requests.length;
+    // Every failure of the cases above first, each once, on this connection.
+    for (const [label, mode, expected] of cases) {
+      await backoffPassed(worker.workerId);
+      proxy.setMode(mode);
+      const failure = await bench.token(worker.workerId);
+      expect(failure.status, `${label}: ${JSON.stringify(failure.body)}`).toBe(424);
+      expect(failure.body.message).toMatch(expected);
+    }
+    expect(await bench.status(worker.workerId)).toMatchObject({ status: "connected", hasRefreshToken: true });
+
+    await backoffPassed(worker.workerId);
     proxy.setMode("pass");
     const answer = await bench.token(worker.workerId);
     expect(answer.status, JSON.stringify(answer.body)).toBe(200);
@@ -255,9 +286,10 @@ describe("transient failures on refresh keep the stored refresh token", () => {
     expect(await provider.resourceStatus(answer.body.accessToken)).toBe(200);
     expect(refreshes(provider)).toBe(refreshed + 1);
     const sent = proxy.requests.slice(firstRequest);
-    // One request per failing case (the 429 case asked twice, through the CLI too), then the good one.
+    // One request per failing case, then the good one.
     expect(sent.length).toBeGreaterThan(cases.length);
     expect(sent.filter((r) => r.forwarded)).toHaveLength(1);
+    expect(sent.at(-1)).toMatchObject({ forwarded: true });
     for (const request of sent) expect(request).toMatchObject({ grantType: "refresh_token", refreshToken: kept });
     expect(await bench.status(worker.workerId)).toMatchObject({ status: "connected", lastError: null, lastErrorAt: null });
   });

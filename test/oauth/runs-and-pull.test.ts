@@ -16,7 +16,17 @@ let bench: OAuthBench;
 let provider: TestProvider;
 /** Passes every token request through, recording what the provider issued. */
 let proxy: QuirkProxy;
+/** Connected by `connected()`, by whichever test needs the connection first. */
 let worker: DeployedWorker;
+/** The same worker deployed again and never connected: what pull and exec do before a connection. */
+let unconnected: DeployedWorker;
+
+let connection: Promise<void> | undefined;
+const connected = () =>
+  (connection ??= (async () => {
+    const { page } = await bench.connect(worker.workerId);
+    expect(page.status, page.text).toBe(200);
+  })());
 
 const refreshes = () => provider.grants.success.refresh_token ?? 0;
 
@@ -34,11 +44,10 @@ beforeAll(async () => {
   bench = await startBench();
   provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S, clientSecret: "runs-secret-canary-93af" });
   proxy = await startQuirkProxy({ target: provider.tokenEndpoint });
-  worker = await bench.deploy(
-    "runs",
-    oauthWorkerSource({ authorizationEndpoint: provider.authorizationEndpoint, tokenEndpoint: proxy.tokenEndpoint, resourceUrl: provider.resourceUrl }),
-    { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret },
-  );
+  const source = oauthWorkerSource({ authorizationEndpoint: provider.authorizationEndpoint, tokenEndpoint: proxy.tokenEndpoint, resourceUrl: provider.resourceUrl });
+  const secrets = { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: provider.clientSecret };
+  worker = await bench.deploy("runs", source, secrets);
+  unconnected = await bench.deploy("runs-unconnected", source, secrets);
 }, 240_000);
 
 afterAll(async () => {
@@ -49,15 +58,15 @@ afterAll(async () => {
 
 describe("before the connection exists", () => {
   it("env pull writes the secrets, no token, and a notice naming oauth start (exit 0)", async () => {
-    const pull = ok(await bench.cli(["workers", "env", "pull"], { cwd: worker.dir }));
+    const pull = ok(await bench.cli(["workers", "env", "pull"], { cwd: unconnected.dir }));
     expect(pull.stderr).toContain("warning: githubAuth is not connected yet; run `ntn workers oauth start githubAuth`.");
-    const dotenv = fs.readFileSync(path.join(worker.dir, ".env"), "utf8");
+    const dotenv = fs.readFileSync(path.join(unconnected.dir, ".env"), "utf8");
     expect(dotenv).toContain(`GITHUB_CLIENT_SECRET=${provider.clientSecret}\n`);
     expect(dotenv).not.toContain(SEED_TOKEN_VAR);
   });
 
   it("exec of the tool fails with the same advice", async () => {
-    const exec = failed(await bench.cli(["workers", "exec", "getGitHubRepos"], { cwd: worker.dir }));
+    const exec = failed(await bench.cli(["workers", "exec", "getGitHubRepos"], { cwd: unconnected.dir }));
     expect(exec.stdout).toBe("");
     expect(exec.stderr).toContain(`Missing OAuth access token env var "${SEED_TOKEN_VAR}"`);
     expect(exec.stderr).toContain('Connection "githubAuth" is not connected. Run: ntn workers oauth start githubAuth');
@@ -65,12 +74,8 @@ describe("before the connection exists", () => {
 });
 
 describe("tokens in runs", () => {
-  beforeAll(async () => {
-    const { page } = await bench.connect(worker.workerId);
-    expect(page.status, page.text).toBe(200);
-  });
-
   it("a tool that reads accessToken() twice, waiting past the token's life, sees a different valid token the second time", async () => {
+    await connected();
     const before = (await bench.token(worker.workerId)).body;
     const lifeLeft = Date.parse(before.expiresAt) - Date.now();
     const wait = lifeLeft + 1500;
@@ -98,6 +103,7 @@ describe("tokens in runs", () => {
   });
 
   it("a run that outlives several token lifetimes sees a valid token at every read", async () => {
+    await connected();
     const start = (await bench.token(worker.workerId)).body;
     const lifeLeft = Math.max(0, Date.parse(start.expiresAt) - Date.now());
     // Reads at about 0, 1.4 and 2.8 token lifetimes after the first expiry.
@@ -111,6 +117,7 @@ describe("tokens in runs", () => {
 
 describe("env pull after expiry", () => {
   it("writes a fresh token, with its expiry above it, refreshed first", async () => {
+    await connected();
     const before = (await bench.token(worker.workerId)).body;
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(before.expiresAt) - Date.now() + 200)));
     const refreshed = refreshes();
