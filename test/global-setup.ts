@@ -19,7 +19,7 @@ function npm(args: string[], cwd: string): void {
 
 export default function setup(): void {
   const done = path.join(FIXTURE_CACHE, "ready");
-  if (fs.existsSync(done)) return;
+  if (fs.existsSync(done)) return markInstalled();
   fs.mkdirSync(FIXTURE_INSTALLED, { recursive: true });
   writeFixturePackage(FIXTURE_INSTALLED);
   // Tarballs, from the lockfile.
@@ -32,5 +32,11 @@ export default function setup(): void {
   } finally {
     fs.rmSync(resolve, { recursive: true, force: true });
   }
+  markInstalled();
   fs.writeFileSync(done, `${new Date().toISOString()}\n`);
+}
+
+/** The installed fixture is a complete tree, as a server marks the trees it installs (seedInstalledFixture). */
+function markInstalled(): void {
+  fs.writeFileSync(path.join(FIXTURE_INSTALLED, ".complete"), "installed by test/global-setup.ts\n");
 }

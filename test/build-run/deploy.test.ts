@@ -31,7 +31,8 @@ let env: Record<string, string | undefined>;
 let deps: Deps;
 
 beforeAll(async () => {
-  server = await startTestServer();
+  // Its first build installs: this file tests the install (no fixture tree in place).
+  server = await startTestServer({ installedFixture: false });
   tmp = tempDir("wy-deploy-");
   env = cliEnv(server, path.join(tmp.dir, "home"));
   deps = fixtureDeps();

@@ -43,7 +43,8 @@ async function run(proc: ServerProcess, key: string, args: unknown = {}, worker 
 
 describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
   beforeAll(async () => {
-    cluster = await startCluster(3);
+    // Each process installs the tree itself: no fixture tree in place.
+    cluster = await startCluster(3, { installedFixture: false });
     [A, B, C] = cluster.processes as [ServerProcess, ServerProcess, ServerProcess];
     provider = await startProvider({ redirectUris: [callbackOf(A), callbackOf(B), callbackOf(C)], accessTokenTtl: 600, clientSecret: CLIENT_SECRET });
     projects = await scaffoldProjects(cluster);

@@ -31,6 +31,8 @@ export interface ProcessOptions {
   args?: string[];
   env?: Record<string, string>;
   backgroundRefresh?: boolean;
+  /** The fixture's installed tree in place (default): false for tests of the install itself. */
+  installedFixture?: boolean;
 }
 
 export interface Cluster {

@@ -7,6 +7,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { treeHash } from "../../packages/server/src/builder/install.js";
 import { ROOT } from "./paths.js";
 
 export const FIXTURE_DIR = path.join(ROOT, "test/fixtures/worker");
@@ -41,6 +42,28 @@ export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: 
     for (const entry of fs.readdirSync(cache, { recursive: true, encoding: "utf8" })) fs.lchownSync(path.join(cache, entry), owner.uid, owner.gid);
   }
 }
+
+/**
+ * The fixture's installed tree as a data dir's tree for the fixture's lockfile: `deps/<hash>` a
+ * link to the folder global setup installed (marked complete there), so a server's first build of
+ * a fixture project reuses it instead of running npm ci in its sandbox, 2-3 s for each of the
+ * suite's sixty-odd servers. `registry` is the server's (it is part of the hash). Tests of the
+ * install itself start their servers without it.
+ */
+export function seedInstalledFixture(dataDir: string, registry: string, owner?: { uid: number; gid: number }): void {
+  if (!fs.existsSync(path.join(FIXTURE_INSTALLED, ".complete"))) return;
+  const hash = treeHash({ packageJson: Buffer.from(FIXTURE_PACKAGE_JSON), lockfile: Buffer.from(FIXTURE_LOCKFILE) }, registry, "");
+  const deps = path.join(dataDir, "deps");
+  fs.mkdirSync(deps, { recursive: true });
+  fs.symlinkSync(FIXTURE_INSTALLED, path.join(deps, hash), "dir");
+  if (owner) {
+    fs.chownSync(deps, owner.uid, owner.gid);
+    fs.lchownSync(path.join(deps, hash), owner.uid, owner.gid);
+  }
+}
+
+/** The registry a server started with this environment and no --npm-registry installs from. */
+export const DEFAULT_REGISTRY = "https://registry.npmjs.org/";
 
 /** package.json and the committed lockfile written into a project folder. */
 export function writeFixturePackage(dir: string): void {

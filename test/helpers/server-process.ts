@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { OUR_NTN } from "./paths.js";
-import { seedServerNpmCache } from "./fixture-worker.js";
+import { DEFAULT_REGISTRY, seedInstalledFixture, seedServerNpmCache } from "./fixture-worker.js";
 import { tempDir } from "./tmp.js";
 
 export interface ServerProcess {
@@ -32,12 +32,17 @@ export async function startServerProcess(options: {
   backgroundRefresh?: boolean;
   /** Runs the server as this user (the test runs as root): its data dir and home are given to it. */
   user?: { uid: number; gid: number };
+  /** The fixture's installed tree in place (default): false for tests of the install itself. */
+  installedFixture?: boolean;
 }): Promise<ServerProcess> {
   const tmp = options.dataDir ? undefined : tempDir("wy-proc-");
   const dataDir = options.dataDir ?? tmp!.dir;
   const home = path.join(dataDir, "home");
   fs.mkdirSync(home, { recursive: true });
   seedServerNpmCache(dataDir, options.user);
+  // A restarted process finds the link it had; the environment below names no other registry.
+  const seeded = fs.existsSync(path.join(dataDir, "deps"));
+  if (options.installedFixture !== false && !seeded && !options.env?.WORKYARD_NPM_REGISTRY) seedInstalledFixture(dataDir, DEFAULT_REGISTRY, options.user);
   if (options.user) {
     for (const dir of [dataDir, home]) fs.chownSync(dir, options.user.uid, options.user.gid);
   }

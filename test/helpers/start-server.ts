@@ -3,7 +3,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { startServer, type RunningServer, type ServerOptions } from "../../packages/server/src/main.js";
 import { freshSchema } from "./pg.js";
-import { seedServerNpmCache } from "./fixture-worker.js";
+import { seedInstalledFixture, seedServerNpmCache } from "./fixture-worker.js";
 import { tempDir } from "./tmp.js";
 
 export type TestDialect = "sqlite" | "postgres";
@@ -25,8 +25,14 @@ export interface TestServer {
  * A real server in this process on 127.0.0.1, port 0, with a fresh data dir (and, for postgres, a
  * fresh schema). The caller stops it.
  */
-export async function startTestServer(options: { dialect?: TestDialect } & ServerOptions = {}): Promise<TestServer> {
-  const { dialect = "sqlite", ...rest } = options;
+export async function startTestServer(
+  options: {
+    dialect?: TestDialect;
+    /** The fixture's installed tree in place (default): false for tests of the install itself. */
+    installedFixture?: boolean;
+  } & ServerOptions = {},
+): Promise<TestServer> {
+  const { dialect = "sqlite", installedFixture = true, ...rest } = options;
   const tmp = tempDir("wy-server-");
   seedServerNpmCache(tmp.dir);
   const schema = dialect === "postgres" ? await freshSchema() : undefined;
@@ -58,6 +64,8 @@ export async function startTestServer(options: { dialect?: TestDialect } & Serve
     tmp.cleanup();
     throw error;
   }
+  // After the start: the registry, part of the tree's hash, is the server's configuration.
+  if (installedFixture) seedInstalledFixture(tmp.dir, server.config.npmRegistry);
   const adminToken = fs.readFileSync(path.join(tmp.dir, "admin-token"), "utf8").trim();
   const call: TestServer["call"] = async (action, body = {}, token = adminToken) => {
     const headers: Record<string, string> = { "content-type": "application/json" };

@@ -270,7 +270,8 @@ worker.tool("hello", {
   const ntn = (argv: string[]) => ntnBinary(argv, { cwd: project, env });
 
   beforeAll(async () => {
-    server = await startTestServer();
+    // Trees this server installed and collects: no fixture tree in place.
+    server = await startTestServer({ installedFixture: false });
     tmp = tempDir("wy-retention-");
     const deps = fixtureDeps();
     project = writeProject(path.join(tmp.dir, "hello"), deps, SOURCE);
