@@ -18,6 +18,9 @@ export interface Stats {
   p99: number;
   mean: number;
   throughput: number;
+  /** Answers that were not 200 with the expected body (loadInThread, loadInProcess). */
+  bad?: number;
+  firstBad?: string;
 }
 
 export const stats: (samplesMs: number[], wallMs: number) => Stats = loadJs.stats;
@@ -46,6 +49,8 @@ export async function loadInThread(options: {
   headers?: Record<string, string>;
   concurrency: number;
   durationMs: number;
+  /** A substring every answer must hold (answers are checked: status 200 and this). */
+  expect?: string;
 }): Promise<Stats> {
   const { Worker } = await import("node:worker_threads");
   const worker = new Worker(new URL("./load-worker.mjs", import.meta.url), { workerData: { headers: {}, ...options } });
@@ -56,6 +61,18 @@ export async function loadInThread(options: {
     });
     worker.once("error", reject);
   });
+}
+
+/** The same load from a Node process of its own: a client outside the server's process. */
+export async function loadInProcess(options: Parameters<typeof loadInThread>[0] & { expect?: string }): Promise<Stats> {
+  const child = spawn(process.execPath, [new URL("./load-worker.mjs", import.meta.url).pathname, JSON.stringify({ headers: {}, ...options })], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString("utf8")));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  if (code !== 0) throw new Error(`the load process exited with ${code}`);
+  return JSON.parse(out) as Stats;
 }
 
 /** A bare Node HTTP server that answers every POST with the same JSON: the HTTP floor. */

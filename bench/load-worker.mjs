@@ -1,10 +1,30 @@
-// A load generator in a worker thread: its own event loop, so the client's work does not queue
-// behind the server's (or the baseline's) in the bench process.
-import { parentPort, workerData } from "node:worker_threads";
+// A load generator off the bench's event loop: in a worker thread (its own event loop, so the
+// client's work does not queue behind the server's), or as a process of its own (an external
+// client: `node bench/load-worker.mjs '<json options>'` prints its figures as JSON). Every answer
+// is checked: a status other than 200, or a body without `expect`, counts as bad.
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { client, load } from "./load.mjs";
 
-const { url, path, body, headers, concurrency, durationMs } = workerData;
+const options = isMainThread ? JSON.parse(process.argv[2]) : workerData;
+const { url, path, body, headers = {}, concurrency, durationMs, expect } = options;
 const http = client(url, concurrency);
-const result = await load(() => http.post(path, body, headers), { concurrency, durationMs });
+let bad = 0;
+let firstBad;
+const result = await load(
+  async () => {
+    const answer = await http.post(path, body, headers);
+    if (answer.status !== 200 || (expect !== undefined && !answer.text.includes(expect))) {
+      bad += 1;
+      firstBad ??= `${answer.status} ${answer.text.slice(0, 200)}`;
+    }
+  },
+  { concurrency, durationMs },
+);
 http.close();
-parentPort.postMessage(result);
+const figures = { ...result, bad, firstBad };
+if (isMainThread) {
+  delete figures.samples;
+  process.stdout.write(JSON.stringify(figures));
+} else {
+  parentPort.postMessage(figures);
+}

@@ -9,10 +9,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import * as oauthStore from "../packages/server/src/store/oauth.js";
 import { Keyring } from "../packages/server/src/vault/keyring.js";
-import { aad, seal } from "../packages/server/src/vault/seal.js";
 import { benchServer, deploy, makeProject, TRIVIAL_TOOL } from "./fixtures.js";
+import { seedOauthConnection } from "./seed.js";
 import { client, fmt, header, load } from "./lib.js";
 import { oauthWorker, tokenEndpoint } from "./token-endpoint.js";
 
@@ -38,36 +37,9 @@ const secrets = Array.from({ length: 10 }, (_, i) => ({ key: `SECRET_${i}`, valu
 for (const workerId of [withOauth, without]) await api.post("/api/v3/workersUpsertSecrets", { workerId, secrets }, auth);
 await api.post("/api/v3/workersUpsertSecrets", { workerId: withOauth, secrets: [{ key: "BENCH_CLIENT_ID", value: "cid" }, { key: "BENCH_CLIENT_SECRET", value: "csec" }] }, auth);
 
-// Seed a connection as a completed authorization would have stored it.
-const db = bench.server.store.db;
+// Seeded as a completed authorization would have stored it.
 const keyring = Keyring.fromFile(path.join(bench.dataDir, "master.key"));
-const worker = await db.selectFrom("workers").selectAll().where("id", "=", withOauth).executeTakeFirstOrThrow();
-async function seedConnection(expiresAt: number): Promise<void> {
-  const sealed = seal(keyring, JSON.stringify({ access_token: "seeded-access-token", refresh_token: "seeded-refresh-token", token_type: "Bearer" }), aad.oauthCredentials(worker.workspace_id, worker.id, "benchAuth"));
-  const now = Date.now();
-  await oauthStore.replaceConnection(db, {
-    worker_id: worker.id,
-    capability_key: "benchAuth",
-    workspace_id: worker.workspace_id,
-    status: "connected",
-    key_id: sealed.keyId,
-    sealed: sealed.sealed,
-    has_refresh_token: 1,
-    access_expires_at: expiresAt,
-    expiry_source: "provider",
-    connected_at: now,
-    obtained_at: now - 3600_000,
-    last_refresh_at: null,
-    next_refresh_at: expiresAt - 300_000,
-    last_error: null,
-    last_error_at: null,
-    last_error_kind: null,
-    failure_count: 0,
-    lease_owner: null,
-    lease_expires_at: null,
-    updated_at: now,
-  });
-}
+const seedConnection = (expiresAt: number) => seedOauthConnection(bench.server.store.db, keyring, withOauth, "benchAuth", expiresAt);
 await seedConnection(Date.now() + 3600_000);
 
 header("OAuth reads with a valid stored token (concurrency 1, SQLite)");

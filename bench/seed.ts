@@ -1,7 +1,8 @@
 /** Seeding the store directly (as a bench may): workers sharing one deployment, and their connections. */
 import crypto from "node:crypto";
 import type { Kysely } from "kysely";
-import type { Database } from "../packages/server/src/store/schema.js";
+import * as oauthStore from "../packages/server/src/store/oauth.js";
+import type { Database, OauthConnectionRow } from "../packages/server/src/store/schema.js";
 import type { Keyring } from "../packages/server/src/vault/keyring.js";
 import { aad, seal } from "../packages/server/src/vault/seal.js";
 
@@ -30,38 +31,50 @@ export async function seedConnections(
         .insertInto("oauth_connections")
         .values(
           batch.map((id) => {
-            const sealed = seal(
-              keyring,
-              JSON.stringify({ access_token: crypto.randomBytes(16).toString("hex"), refresh_token: crypto.randomBytes(16).toString("hex"), token_type: "Bearer" }),
-              aad.oauthCredentials(template.workspace_id, id, options.key),
-            );
-            return {
-              worker_id: id,
-              capability_key: options.key,
-              workspace_id: template.workspace_id,
-              status: "connected" as const,
-              key_id: sealed.keyId,
-              sealed: sealed.sealed,
-              has_refresh_token: 1,
-              access_expires_at: options.expiresAt,
-              expiry_source: "provider" as const,
-              connected_at: now,
-              obtained_at: now - 3600_000,
-              last_refresh_at: null,
-              next_refresh_at: options.nextRefreshAt,
-              last_error: null,
-              last_error_at: null,
-              last_error_kind: null,
-              failure_count: 0,
-              version: 1,
-              lease_owner: null,
-              lease_expires_at: null,
-              updated_at: now,
-            };
+            return connectionRow(keyring, template.workspace_id, id, options.key, { expiresAt: options.expiresAt, nextRefreshAt: options.nextRefreshAt });
           }),
         )
         .execute();
     });
   }
   return ids;
+}
+
+/** A connection as a completed authorization stores it, with fresh random tokens. */
+function connectionRow(keyring: Keyring, workspaceId: string, workerId: string, key: string, at: { expiresAt: number; nextRefreshAt: number }): OauthConnectionRow {
+  const now = Date.now();
+  const sealed = seal(
+    keyring,
+    JSON.stringify({ access_token: crypto.randomBytes(16).toString("hex"), refresh_token: crypto.randomBytes(16).toString("hex"), token_type: "Bearer" }),
+    aad.oauthCredentials(workspaceId, workerId, key),
+  );
+  return {
+    worker_id: workerId,
+    capability_key: key,
+    workspace_id: workspaceId,
+    status: "connected",
+    key_id: sealed.keyId,
+    sealed: sealed.sealed,
+    has_refresh_token: 1,
+    access_expires_at: at.expiresAt,
+    expiry_source: "provider",
+    connected_at: now,
+    obtained_at: now - 3600_000,
+    last_refresh_at: null,
+    next_refresh_at: at.nextRefreshAt,
+    last_error: null,
+    last_error_at: null,
+    last_error_kind: null,
+    failure_count: 0,
+    version: 1,
+    lease_owner: null,
+    lease_expires_at: null,
+    updated_at: now,
+  };
+}
+
+/** One connection of `key` for a deployed worker, valid until `expiresAt` (refresh due 5 minutes before). */
+export async function seedOauthConnection(db: Kysely<Database>, keyring: Keyring, workerId: string, key: string, expiresAt: number): Promise<void> {
+  const worker = await db.selectFrom("workers").select("workspace_id").where("id", "=", workerId).executeTakeFirstOrThrow();
+  await oauthStore.replaceConnection(db, connectionRow(keyring, worker.workspace_id, workerId, key, { expiresAt, nextRefreshAt: expiresAt - 300_000 }));
 }
