@@ -231,6 +231,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       await scheduler?.stop();
       await app.close();
       await executor.stop();
+      // Runs answered (or stopped just now) are recorded before the store closes.
+      await runs.settled();
       await gateway.close();
       fs.rmSync(socketDir, { recursive: true, force: true });
       removeCpuGroups();

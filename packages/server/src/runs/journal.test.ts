@@ -108,6 +108,22 @@ describe("RunJournal", () => {
     expect(batches).toEqual([2, 1]);
   });
 
+  it("settled() resolves once everything queued before it is committed, across batches and failures", async () => {
+    expect(await journal.settled()).toBeUndefined();
+    failNext = new Error("SQLITE_BUSY: database is locked");
+    // Not awaited, as the run service does: the answer goes out before the commit.
+    void journal.whole({ ...startRow("r1"), ...end }).catch(() => {});
+    await new Promise((resolve) => setImmediate(resolve));
+    void journal.whole({ ...startRow("r2"), ...end });
+    void journal.start(startRow("r3"));
+    expect(await statusOf("r2")).toBeUndefined();
+    await journal.settled();
+    expect(await statusOf("r1")).toBeUndefined();
+    expect(await statusOf("r2")).toBe("succeeded");
+    expect(await statusOf("r3")).toBe("running");
+    expect(batches).toEqual([1, 2]);
+  });
+
   it("without a writer (PostgreSQL's path) commits through the database handle, one transaction per batch", async () => {
     const direct = new RunJournal(db);
     await Promise.all([direct.start(startRow("p1")), direct.start(startRow("p2")), direct.finish("p1", end)]);

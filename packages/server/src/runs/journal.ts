@@ -11,11 +11,15 @@ type Entry =
 /**
  * Run records with group commit: starts and finishes queued in the same turn of the event loop
  * are written in one transaction, so concurrent runs share a durable commit (one fsync on SQLite)
- * instead of paying two each. Every caller still waits until its record is committed.
+ * instead of paying two each. Each call's promise settles when its record is committed; the run
+ * service answers without waiting for it (a server killed after answering loses at most the
+ * records of the commit under way), and `settled()` is how readers of this process catch up.
  */
 export class RunJournal {
   private queue: Entry[] = [];
   private scheduled = false;
+  /** The last record queued, settled either way: batches commit in order, so every earlier one is too. */
+  private last: Promise<void> = Promise.resolve();
 
   /** With SQLite, commits go through `writer`, off the main thread; otherwise through `db`. */
   constructor(
@@ -40,14 +44,24 @@ export class RunJournal {
     return this.enqueue((done) => ({ kind: "finish", end: { ...fields, id }, done }));
   }
 
+  /** Resolves once every record queued before the call is committed (or failed). */
+  settled(): Promise<void> {
+    return this.last;
+  }
+
   private enqueue(make: (done: (error?: unknown) => void) => Entry): Promise<void> {
-    return new Promise((resolve, reject) => {
+    const committed = new Promise<void>((resolve, reject) => {
       this.queue.push(make((error) => (error === undefined ? resolve() : reject(error))));
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => void this.flush());
       }
     });
+    this.last = committed.then(
+      () => undefined,
+      () => undefined,
+    );
+    return committed;
   }
 
   private async flush(): Promise<void> {

@@ -61,6 +61,8 @@ export interface RunService {
   /** The worker's newest runs, without their logs. */
   list(caller: Caller, workerId: string): Promise<RunSummary[]>;
   logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunRow }>;
+  /** Resolves once the records of every run that answered so far are committed. */
+  settled(): Promise<void>;
 }
 
 /** A run still going after this long appears in `runs list` as running. */
@@ -235,12 +237,13 @@ export function createRunService(options: {
       error: message ?? null,
       logs,
     };
-    if (recordedStart) {
-      await recordedStart;
-      await journal.finish(runId, end);
-    } else {
-      await journal.whole({ ...startRow, ...end });
-    }
+    // The answer does not wait for the commit (journal.ts): this process's own reads of runs wait
+    // for it instead (settled), and a failure to record is the operator's to see in the log.
+    const started = recordedStart;
+    const recorded = started ? started.then(() => journal.finish(runId, end)) : journal.whole({ ...startRow, ...end });
+    recorded.catch((error: unknown) => {
+      if (!started) log.error({ err: error, runId }, "recording a run failed");
+    });
     return message === undefined ? { runId, outcome } : { runId, outcome, message };
   }
 
@@ -274,11 +277,14 @@ export function createRunService(options: {
 
     async list(caller, workerId) {
       const worker = await workers.get(caller, workerId);
+      // Runs this process answered are listed even when their records are still being committed.
+      await journal.settled();
       return runsStore.listRuns(db, worker.id, 100);
     },
 
     async logs(caller, workerId, runId) {
       const worker = await workers.get(caller, workerId);
+      await journal.settled();
       const row = await runsStore.findRun(db, worker.id, runId);
       if (!row) {
         throw new AppError("run_not_found", `Run ${JSON.stringify(runId)} not found for this worker.`, {
@@ -287,5 +293,7 @@ export function createRunService(options: {
       }
       return { logs: row.logs ?? "", run: row };
     },
+
+    settled: () => journal.settled(),
   };
 }
