@@ -362,7 +362,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
 
       // A token that expired an hour ago: minted by the store's own token service with a clock in the past.
       const past = () => Date.now() - 2 * 3_600_000;
-      const expired = await createTokenService(server.server.store.db, past).createFor(server.workspaceId, "expired", "member", 3_600_000);
+      const expired = await createTokenService(server.server.store.db, server.server.store.changes, past).createFor(server.workspaceId, "expired", "member", 3_600_000);
       const expiredMessage = await expectUnauthorized({ authorization: `Bearer ${expired.token}` });
 
       const created = await server.call("CreateToken", { name: "to-revoke" });
@@ -438,7 +438,7 @@ describe.each(DIALECTS)("bad input on %s", (dialect) => {
 
     beforeAll(async () => {
       const db = server.server.store.db;
-      otherToken = (await createWorkspace(db, createTokenService(db), "Other team")).token;
+      otherToken = (await createWorkspace(db, createTokenService(db, server.server.store.changes), "Other team")).token;
       ours = await newWorker("ours");
       await server.call("UpsertSecrets", { workerId: ours.workerId, secrets: [{ key: "OURS", value: "canary-ours-1" }] });
     });

@@ -155,7 +155,7 @@ describe("rows stored before the rules", () => {
     await storeRaw("GREETING", "hello");
     await storeRaw("NODE_ENV", "development");
 
-    const secrets = createSecretService({ db: server.server.store.db, keyring: keyring(), workers: {} as WorkerService });
+    const secrets = createSecretService({ db: server.server.store.db, changes: server.server.store.changes, keyring: keyring(), workers: {} as WorkerService });
     const runtime = await secrets.runtimeSecretsOf(await workerRow());
     expect(runtime).toEqual({ GREETING: "hello", NODE_ENV: "development" });
     // secretsOf still answers everything stored (to scrub values from logs), never for a process.
@@ -197,7 +197,7 @@ describe("rows stored before the rules", () => {
   it("runtimeSecretsOf also leaves out a stored OAuth token name (the runtime sets a fresh one)", async () => {
     await storeRaw("OAUTH_41_ACCESS_TOKEN", "stale");
     await storeRaw("KEPT", "yes");
-    const secrets = createSecretService({ db: server.server.store.db, keyring: keyring(), workers: {} as WorkerService });
+    const secrets = createSecretService({ db: server.server.store.db, changes: server.server.store.changes, keyring: keyring(), workers: {} as WorkerService });
     expect(await secrets.runtimeSecretsOf(await workerRow())).toEqual({ KEPT: "yes" });
     const pulled = await server.call("PullEnv", { workerId });
     expect(pulled.body.env).toEqual([{ key: "KEPT", value: "yes" }]);

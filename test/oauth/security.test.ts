@@ -54,7 +54,7 @@ beforeAll(async () => {
     { GITHUB_CLIENT_ID: provider.clientId, GITHUB_CLIENT_SECRET: CLIENT_SECRET },
   );
   const db = bench.server.server.store.db;
-  const created = await createWorkspace(db, createTokenService(db), "Other team");
+  const created = await createWorkspace(db, createTokenService(db, bench.server.server.store.changes), "Other team");
   const otherEnv = { NOTION_API_TOKEN: created.token, NOTION_WORKSPACE_ID: created.workspace.id };
   other = {
     token: created.token,

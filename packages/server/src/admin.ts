@@ -7,6 +7,7 @@ import { resolveConfig } from "./config.js";
 import { missingKeyError, openPlatform } from "./platform.js";
 import { generateKey } from "./vault/keyring.js";
 import { keyIdsInUse, resealAll } from "./vault/rotate.js";
+import type { ChangeFeed } from "./store/changes.js";
 import { createWorkspace, writeTokenFile } from "./workspaces/service.js";
 
 /**
@@ -28,8 +29,8 @@ export interface KeyService {
   rotate(options?: { keepOldKeys?: boolean }): Promise<RotationResult>;
 }
 
-export function createKeyService(db: Kysely<Database>, keyring: Keyring): KeyService {
-  return { rotate: (options = {}) => rotateKeys(db, keyring, options) };
+export function createKeyService(db: Kysely<Database>, changes: ChangeFeed, keyring: Keyring): KeyService {
+  return { rotate: (options = {}) => rotateKeys(db, changes, keyring, options) };
 }
 
 /** How long running servers take at most to notice a new key file (keyring.ts checks once a second). */
@@ -42,6 +43,7 @@ const KEY_PICKUP_MS = 2000;
  */
 export async function rotateKeys(
   db: Kysely<Database>,
+  changes: ChangeFeed,
   keyring: Keyring,
   options: { keepOldKeys?: boolean; onProgress?: (line: string) => void } = {},
 ): Promise<RotationResult> {
@@ -52,6 +54,8 @@ export async function rotateKeys(
     await new Promise((resolve) => setTimeout(resolve, KEY_PICKUP_MS));
   }
   const report = await resealAll(db, keyring);
+  // Deployments kept in memory hold their manifests as sealed before.
+  await changes.publish({ table: "deployments" });
   let removedKeyIds: string[] = [];
   if (keyring.source === "file" && !options.keepOldKeys) {
     const inUse = new Set(await keyIdsInUse(db));
@@ -72,7 +76,7 @@ export async function rotateMasterKey(options: {
   const { store, keyring } = await openPlatform(config, { createKey: false });
   try {
     if (!keyring) throw missingKeyError(config, "Rotating the master key");
-    return await rotateKeys(store.db, keyring, options);
+    return await rotateKeys(store.db, store.changes, keyring, options);
   } finally {
     await store.close();
   }
@@ -88,7 +92,7 @@ export async function createWorkspaceOffline(options: {
   // No key needed: tokens are stored as hashes, nothing is sealed.
   const { store } = await openPlatform(config, { createKey: false });
   try {
-    const { workspace, token } = await createWorkspace(store.db, createTokenService(store.db), options.name);
+    const { workspace, token } = await createWorkspace(store.db, createTokenService(store.db, store.changes), options.name);
     const tokenFile = path.resolve(options.tokenFile ?? path.join(config.dataDir, "workspaces", `${workspace.id}.token`));
     writeTokenFile(tokenFile, token);
     return { workspaceId: workspace.id, name: workspace.name, tokenFile };

@@ -82,7 +82,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   if (isolation.problems.length > 0) log.debug({ problems: isolation.problems }, "workers are not isolated");
 
   let publicUrl = config.publicUrl ?? "";
-  const tokens = createTokenService(db, now);
+  const tokens = createTokenService(db, store.changes, now);
   const uploads = createUploadService(db, keyring, { dataDir: config.dataDir, now });
   const dirs = layout(config.dataDir);
   const gateway = createEgressGateway({ policy, log, ...egressOptions });
@@ -105,7 +105,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   });
   // A deleted worker's processes (holding its decrypted secrets) stop at once on this process;
   // other processes of a cluster stop theirs at their next request for it, or their next sweep.
-  const workers = createWorkerService({ db, uploads, onDeleted: (workerId) => executor.retireWorker(workerId), now });
+  const workers = createWorkerService({ db, changes: store.changes, uploads, onDeleted: (workerId) => executor.retireWorker(workerId), now });
   // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
   // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
@@ -113,6 +113,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const secrets = createSecretService({
     now,
     db,
+    changes: store.changes,
     keyring,
     workers,
     onChanged: (worker) => builder!.onSecretsChanged(worker),
@@ -121,6 +122,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   builder = createBuildService({
     now,
     db,
+    changes: store.changes,
     keyring,
     dataDir: config.dataDir,
     executor,
@@ -178,7 +180,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     version: VERSION,
     tokens,
     workspaces: createWorkspaceService(db, tokens, now),
-    keys: createKeyService(db, keyring),
+    keys: createKeyService(db, store.changes, keyring),
     workers,
     uploads,
     secrets,

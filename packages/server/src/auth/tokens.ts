@@ -3,6 +3,8 @@ import ms from "ms";
 import { AppError } from "../errors.js";
 import { newId, randomToken, sha256Hex } from "../ids.js";
 import type { Database } from "../store/schema.js";
+import type { ChangeFeed } from "../store/changes.js";
+import { ReadCache } from "../store/read-cache.js";
 import * as tokensStore from "../store/tokens.js";
 
 /** Who is calling: resolved once per request from the bearer token. */
@@ -62,7 +64,12 @@ const unauthorized = (message: string) =>
     hint: "Log in again with `ntn login`, or set NOTION_API_TOKEN to a valid Workyard API token.",
   });
 
-export function createTokenService(db: Kysely<Database>, now: () => number = Date.now): TokenService {
+/**
+ * `changes`: a revocation is told to every server process, and the tokens each keeps in memory
+ * (by hash, never the token itself) are read again.
+ */
+export function createTokenService(db: Kysely<Database>, changes: ChangeFeed, now: () => number = Date.now): TokenService {
+  const byHash = new ReadCache<NonNullable<Awaited<ReturnType<typeof tokensStore.findTokenByHash>>>>(changes, "api_tokens", (row) => row.id);
   async function createFor(workspaceId: string, name: string, role: "admin" | "member", lifetimeMs: number | null): Promise<MintedToken> {
     const { token, hash } = mintToken();
     const id = newId();
@@ -84,7 +91,8 @@ export function createTokenService(db: Kysely<Database>, now: () => number = Dat
   return {
     async authenticate(bearer) {
       if (!bearer) throw unauthorized("Missing API token: send it as `Authorization: Bearer <token>`.");
-      const row = await tokensStore.findTokenByHash(db, sha256Hex(bearer));
+      const hash = sha256Hex(bearer);
+      const row = await byHash.get(hash, () => tokensStore.findTokenByHash(db, hash));
       if (!row) throw unauthorized("Invalid API token.");
       if (row.revoked_at !== null) throw unauthorized("This API token was revoked.");
       if (row.expires_at !== null && row.expires_at <= now()) throw unauthorized("This API token has expired.");
@@ -109,6 +117,7 @@ export function createTokenService(db: Kysely<Database>, now: () => number = Dat
 
     async revoke(caller, tokenId) {
       const row = await tokensStore.revokeToken(db, caller.workspaceId, tokenId, now());
+      if (row) await changes.publish({ table: "api_tokens", id: row.id });
       if (!row) {
         throw new AppError("token_not_found", `Token ${JSON.stringify(tokenId)} not found.`, {
           hint: "Run `ntn tokens list` to see this workspace's tokens.",

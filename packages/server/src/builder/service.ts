@@ -30,6 +30,8 @@ import { bundleProject, openBundle, sealBundle, type Bundle } from "./bundle.js"
 import { checkDependencySources } from "./dependencies.js";
 import { adoptTree, installedTree, readInstallInput, treeHash } from "./install.js";
 import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
+import type { ChangeFeed } from "../store/changes.js";
+import { ReadCache } from "../store/read-cache.js";
 import { materialise } from "./materialise.js";
 
 /** Build log kept with a deployment, bytes. */
@@ -65,6 +67,8 @@ export interface BuildService {
 
 export function createBuildService(options: {
   db: Kysely<Database>;
+  /** Live deployments are kept in memory between runs; writes to them are told here (changes.ts). */
+  changes: ChangeFeed;
   keyring: Keyring;
   dataDir: string;
   executor: Executor;
@@ -82,7 +86,8 @@ export function createBuildService(options: {
   cpuCores: number;
   now?: () => number;
 }): BuildService {
-  const { db, keyring, dataDir, executor, workers, secrets, log, isolation } = options;
+  const { db, changes, keyring, dataDir, executor, workers, secrets, log, isolation } = options;
+  const deploymentsById = new ReadCache<DeploymentMeta>(changes, "deployments", (row) => row.id);
   const now = options.now ?? Date.now;
   const dirs = layout(dataDir);
 
@@ -262,8 +267,9 @@ export function createBuildService(options: {
   }
 
   async function liveDeployment(worker: WorkerRow): Promise<DeploymentMeta | undefined> {
-    if (!worker.live_deployment_id) return undefined;
-    return deploymentsStore.findDeployment(db, worker.live_deployment_id);
+    const id = worker.live_deployment_id;
+    if (!id) return undefined;
+    return deploymentsById.get(id, () => deploymentsStore.findDeployment(db, id));
   }
 
   /** Loads the deployment with the worker's current secrets and stores the manifest it reports. */
@@ -278,6 +284,7 @@ export function createBuildService(options: {
       secretsVersion: target.secretsVersion,
       capabilities: JSON.stringify(summarise(manifest)),
     });
+    await changes.publish({ table: "deployments", id: deployment.id });
     return manifest;
   }
 
@@ -452,6 +459,7 @@ export function createBuildService(options: {
         });
         await workersStore.setLiveDeployment(trx, worker.id, deployment.id, now());
       });
+      await changes.publish({ table: "workers", id: worker.id }, { table: "deployments", id: deployment.id });
       phase("commit");
       say("stdout", `Deployment ${deployment.id} is live.`);
       queue.push({ kind: "live", deploymentId: deployment.id });

@@ -6,6 +6,7 @@ import * as secretsStore from "../store/secrets.js";
 import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, openText, seal } from "../vault/seal.js";
+import type { ChangeFeed } from "../store/changes.js";
 import type { WorkerService } from "../workers/service.js";
 
 /** What a POSIX shell and dotenv accept as a variable name. */
@@ -112,6 +113,8 @@ export interface SecretService {
 
 export function createSecretService(options: {
   db: Kysely<Database>;
+  /** A worker's secrets version lives in its row, which server processes keep in memory (changes.ts). */
+  changes: ChangeFeed;
   keyring: Keyring;
   workers: WorkerService;
   runtimeEnv?: RuntimeEnvSource;
@@ -122,7 +125,7 @@ export function createSecretService(options: {
   onChanged?: (worker: WorkerRow) => Promise<string[]>;
   now?: () => number;
 }): SecretService {
-  const { db, keyring, workers } = options;
+  const { db, changes, keyring, workers } = options;
   const now = options.now ?? Date.now;
 
   /** Every stored secret in clear, usable or not. */
@@ -196,6 +199,7 @@ export function createSecretService(options: {
           }
           return workersStore.bumpSecretsVersion(trx, worker.id, at);
         });
+        await changes.publish({ table: "workers", id: worker.id });
         warnings = (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [];
       }
       return { updated: [...accepted.keys()].sort(), ignored, warnings };
@@ -216,6 +220,7 @@ export function createSecretService(options: {
         }
         return workersStore.bumpSecretsVersion(trx, worker.id, now());
       });
+      await changes.publish({ table: "workers", id: worker.id });
       return { warnings: (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [] };
     },
 

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
 import { AppError } from "../errors.js";
+import { localChangeFeed, postgresChangeFeed, type ChangeFeed } from "./changes.js";
 import type { Database } from "./schema.js";
 
 /**
@@ -38,6 +39,8 @@ export interface Store {
   location: string;
   /** SQLite: the database file, for a writer connection of its own (sqlite-writer.ts). */
   sqliteFile?: string;
+  /** Writes that rows kept in memory depend on, told to every server process (changes.ts). */
+  changes: ChangeFeed;
   close(): Promise<void>;
 }
 
@@ -76,6 +79,7 @@ async function openSqlite(file: string): Promise<Store> {
   return {
     db,
     dialect: "sqlite",
+    changes: localChangeFeed(),
     location: file,
     sqliteFile: file,
     close: () => db.destroy(),
@@ -162,11 +166,16 @@ async function openPostgres(url: string): Promise<Store> {
   pool.on("error", () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: busyAwarePool(pool) }) });
   const where = new URL(url);
+  const changes = await postgresChangeFeed(url, db);
   return {
     db,
     dialect: "postgres",
     location: `postgres://${where.host}${where.pathname}`,
-    close: () => db.destroy(),
+    changes,
+    async close() {
+      await changes.close();
+      await db.destroy();
+    },
   };
 }
 

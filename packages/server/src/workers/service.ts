@@ -2,6 +2,8 @@ import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
 import { AppError, workerNotFound } from "../errors.js";
 import { newId } from "../ids.js";
+import type { ChangeFeed } from "../store/changes.js";
+import { ReadCache } from "../store/read-cache.js";
 import type { Database, WorkerRow } from "../store/schema.js";
 import * as workersStore from "../store/workers.js";
 import type { UploadService, UploadTicket } from "./uploads.js";
@@ -30,16 +32,25 @@ export function validateWorkerName(name: string): string {
 
 export function createWorkerService(options: {
   db: Kysely<Database>;
+  /** Worker rows are kept in memory between requests; writes to them are told here (changes.ts). */
+  changes: ChangeFeed;
   uploads: UploadService;
-  /** Called after a worker and everything it owns were deleted: stops its processes, drops caches. */
+  /**
+   * Called once a worker and everything it owns were deleted, by this server process or (heard on
+   * the change feed) by another: stops its processes, drops caches.
+   */
   onDeleted: (workerId: string) => void;
   now?: () => number;
 }): WorkerService {
-  const { db, uploads } = options;
+  const { db, uploads, changes } = options;
   const now = options.now ?? Date.now;
+  const rows = new ReadCache<WorkerRow>(changes, "workers", (row) => row.id);
+  changes.onChange((change) => {
+    if (change.table === "workers" && change.gone && change.id) options.onDeleted(change.id);
+  });
 
   async function get(caller: Caller, workerId: string): Promise<WorkerRow> {
-    const row = await workersStore.findWorker(db, caller.workspaceId, workerId);
+    const row = await rows.get(`${caller.workspaceId}/${workerId}`, () => workersStore.findWorker(db, caller.workspaceId, workerId));
     if (!row) {
       // Deleted (through another server process, say): whatever this process still runs of it goes.
       if (!(await workersStore.findWorkerById(db, workerId))) options.onDeleted(workerId);
@@ -79,7 +90,8 @@ export function createWorkerService(options: {
       const row = await get(caller, workerId);
       const deleted = await db.transaction().execute((trx) => workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId));
       if (!deleted) throw workerNotFound(workerId);
-      options.onDeleted(workerId);
+      // This process stops the worker's processes as it hears its own change, before answering.
+      await changes.publish({ table: "workers", id: workerId, gone: true });
       return row;
     },
   };
