@@ -186,6 +186,8 @@ describe("secrets at rest on SQLite", () => {
     const server = await startOn(dir);
     const workerId = await createWorkerWithSecrets(server, values);
     const [oldId] = keyFileIds(dir);
+    // Read once before: the server keeps the rows as sealed then (by the worker's secrets version).
+    expect(await pulled(server, workerId)).toEqual(values);
 
     // The data dir through WORKYARD_DATA_DIR here; the --data-dir flag has a test of its own below.
     const home = dataDir();
@@ -201,7 +203,12 @@ describe("secrets at rest on SQLite", () => {
     expect(newId).not.toBe(oldId);
     expect(secretKeyIds(dir)).toEqual(sameIdFor(Object.keys(values), newId));
 
-    // Same process, no restart: it reads the rows sealed under the key it did not start with...
+    // Same process, no restart: once it has read the new key file (it checks at most once a second,
+    // when it seals: here another worker's secret) it no longer holds the old key, and still reads
+    // the rows it kept sealed under it, now re-sealed under the key it did not start with...
+    await new Promise((r) => setTimeout(r, 1100));
+    await createWorkerWithSecrets(server, { OTHER: "wy-canary-other-worker" });
+    expect(secretKeyIds(dir).OTHER).toBe(newId);
     expect(await pulled(server, workerId)).toEqual(values);
     // ...and seals new values under the new key.
     const added = await server.call("UpsertSecrets", { workerId, secrets: [{ key: "AFTER_ROTATION", value: "wy-canary-after-rotation" }] });

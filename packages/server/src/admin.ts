@@ -54,8 +54,8 @@ export async function rotateKeys(
     await new Promise((resolve) => setTimeout(resolve, KEY_PICKUP_MS));
   }
   const report = await resealAll(db, keyring);
-  // Deployments kept in memory hold their manifests as sealed before.
-  await changes.publish({ table: "deployments" });
+  // What processes keep in memory (deployments' manifests, workers' secrets) was sealed before.
+  await changes.publish({ table: "deployments" }, { table: "workers" });
   let removedKeyIds: string[] = [];
   if (keyring.source === "file" && !options.keepOldKeys) {
     const inUse = new Set(await keyIdsInUse(db));

@@ -163,6 +163,8 @@ function fromFrameworkError(error: FastifyError): AppError | undefined {
  * registered on the same app by main.ts.
  */
 export function createApi(deps: ApiDeps): FastifyInstance {
+  const requestIdPrefix = crypto.randomBytes(4).toString("hex");
+  let nextRequestId = 0;
   const app = Fastify({
     // Errors that happen before routing (a malformed URL, an over-long parameter, a request Node's
     // HTTP parser refuses) answer in the same error shape as everything else.
@@ -189,7 +191,9 @@ export function createApi(deps: ApiDeps): FastifyInstance {
     bodyLimit: deps.limits.bodyLimit,
     logger: false,
     return503OnClosing: true,
-    genReqId: () => `req_${crypto.randomBytes(8).toString("hex")}`,
+    // Unique within the process's log: a random prefix per process and a counter (random bytes per
+    // request cost a system call on every request).
+    genReqId: () => `req_${requestIdPrefix}${(nextRequestId++).toString(16).padStart(8, "0")}`,
     requestIdHeader: false,
   });
 

@@ -124,6 +124,16 @@ describe("RunJournal", () => {
     expect(batches).toEqual([1, 2]);
   });
 
+  it("without a writer, a batch of rows only is one multi-row insert: all of them or none", async () => {
+    const direct = new RunJournal(db);
+    await Promise.all([direct.whole({ ...startRow("m1"), ...end }), direct.start(startRow("m2")), direct.whole({ ...startRow("m3"), ...end })]);
+    expect([await statusOf("m1"), await statusOf("m2"), await statusOf("m3")]).toEqual(["succeeded", "running", "succeeded"]);
+    // A batch holding an id already recorded fails whole: the statement is atomic.
+    const outcomes = await Promise.allSettled([direct.whole({ ...startRow("m4"), ...end }), direct.whole({ ...startRow("m1"), ...end })]);
+    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
+    expect(await statusOf("m4")).toBeUndefined();
+  });
+
   it("without a writer (PostgreSQL's path) commits through the database handle, one transaction per batch", async () => {
     const direct = new RunJournal(db);
     await Promise.all([direct.start(startRow("p1")), direct.start(startRow("p2")), direct.finish("p1", end)]);

@@ -1,5 +1,5 @@
 import type { CompiledQuery, Kysely } from "kysely";
-import { runFinish, runInsert, type RunEnd } from "../store/runs.js";
+import { runFinish, runInsert, runsInsert, type RunEnd } from "../store/runs.js";
 import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, RunRow } from "../store/schema.js";
 
@@ -68,10 +68,15 @@ export class RunJournal {
     const batch = this.queue;
     this.queue = [];
     try {
-      const queries = batch.map((entry) => this.compile(entry));
+      const rows = batch.flatMap((entry) => (entry.kind === "finish" ? [] : [entry.row]));
       if (this.writer) {
-        await this.writer.transaction(queries);
+        // SQLite: one transaction on the writer thread (one fsync for the batch).
+        await this.writer.transaction(batch.map((entry) => this.compile(entry)));
+      } else if (rows.length === batch.length) {
+        // Rows only: one statement, atomic by itself, one round trip (not begin, n inserts, commit).
+        await this.db.executeQuery(rows.length === 1 ? runInsert.compile(this.db, rows[0]!) : runsInsert(this.db, rows));
       } else {
+        const queries = batch.map((entry) => this.compile(entry));
         await this.db.transaction().execute(async (trx) => {
           for (const query of queries) await trx.executeQuery(query);
         });

@@ -7,6 +7,7 @@ import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, openText, seal } from "../vault/seal.js";
 import type { ChangeFeed } from "../store/changes.js";
+import { ReadCache } from "../store/read-cache.js";
 import type { WorkerService } from "../workers/service.js";
 
 /** What a POSIX shell and dotenv accept as a variable name. */
@@ -128,14 +129,29 @@ export function createSecretService(options: {
   const { db, changes, keyring, workers } = options;
   const now = options.now ?? Date.now;
 
+  // A worker's secrets as stored (sealed: opened on each use, never kept in clear), by worker and
+  // secrets version: every change bumps the version and publishes the worker's row.
+  const sealedSecrets = new ReadCache<{ workerId: string; rows: SecretRow[] }>(changes, "workers", (entry) => entry.workerId);
+
   /** Every stored secret in clear, usable or not. */
   async function storedSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {
-    const rows = await secretsStore.listSecrets(db, worker.id);
-    const out: Record<string, string> = {};
-    for (const row of rows) {
-      out[row.name] = openText(keyring, { keyId: row.key_id, sealed: row.sealed }, aad.secret(row.workspace_id, row.worker_id, row.name));
+    const key = `${worker.id}@${worker.secrets_version}`;
+    const load = async () => ({ workerId: worker.id, rows: await secretsStore.listSecrets(db, worker.id) });
+    const open = (rows: SecretRow[]) => {
+      const out: Record<string, string> = {};
+      for (const row of rows) {
+        out[row.name] = openText(keyring, { keyId: row.key_id, sealed: row.sealed }, aad.secret(row.workspace_id, row.worker_id, row.name));
+      }
+      return out;
+    };
+    try {
+      return open((await sealedSecrets.get(key, load))!.rows);
+    } catch {
+      // Kept from before a key rotation whose old key is gone by now (`ntn server rotate-key` run
+      // beside a SQLite server): the store holds them re-sealed.
+      sealedSecrets.forget(key);
+      return open((await load()).rows);
     }
-    return out;
   }
 
   async function runtimeSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {

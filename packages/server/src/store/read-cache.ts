@@ -45,6 +45,12 @@ export class ReadCache<V> {
     return value;
   }
 
+  /** Drops one entry: what it held turned out unusable (sealed under a key this process no longer has). */
+  forget(key: string): void {
+    this.epoch += 1;
+    this.entries.delete(key);
+  }
+
   /** How many rows it holds (for tests and benches). */
   get size(): number {
     return this.entries.size;

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import type { CompiledQuery, Kysely } from "kysely";
 import { prepared } from "./prepared.js";
 import type { Database, RunRow } from "./schema.js";
 
@@ -24,6 +24,11 @@ export const runInsert = prepared((db: Db, run: RunRow) =>
     logs: run.logs,
   }),
 );
+
+/** Several runs' rows in one statement (atomic by itself): one round trip for a batch of records. */
+export function runsInsert(db: Db, runs: RunRow[]): CompiledQuery {
+  return db.insertInto("runs").values(runs).compile();
+}
 
 export const runFinish = prepared((db: Db, run: RunEnd) =>
   db
