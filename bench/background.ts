@@ -42,7 +42,7 @@ for (const size of values.sizes.split(",").map(Number)) {
 
   provider.reset();
   const t0 = performance.now();
-  const server = await startServer({ port: 0, dataDir: bench.dataDir, logLevel: "warn", backgroundRefresh: true, refreshConcurrency: Number(values.concurrency) });
+  const server = await startServer({ port: 0, dataDir: bench.dataDir, logLevel: "warn", egressAllow: ["127.0.0.1"], backgroundRefresh: true, refreshConcurrency: Number(values.concurrency) });
   const db = server.store.db;
   for (;;) {
     const row = await db

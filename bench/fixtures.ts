@@ -22,7 +22,8 @@ export async function benchServer(options: ServerOptions = {}): Promise<BenchSer
   // A data dir others can traverse, so worker processes run as an unprivileged user when root.
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-bench-"));
   fs.chmodSync(dataDir, 0o711);
-  const server = await startServer({ port: 0, dataDir, logLevel: "warn", ...options });
+  // The benches' token endpoints listen on 127.0.0.1, which the egress policy denies by default.
+  const server = await startServer({ port: 0, dataDir, logLevel: "warn", egressAllow: ["127.0.0.1"], ...options });
   const token = fs.readFileSync(path.join(dataDir, "admin-token"), "utf8").trim();
   return {
     server,
