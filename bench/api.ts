@@ -11,6 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { startServer } from "../packages/server/src/main.js";
+import { benchDatabase } from "./fixtures.js";
 import { bareServer, client, fmt, header, load } from "./lib.js";
 
 const { values } = parseArgs({
@@ -26,14 +27,7 @@ const durationMs = Number(values.seconds) * 1000;
 
 header(`API latency: PullEnv, ListSecrets (concurrency ${concurrency}, ${values.postgres ? "PostgreSQL" : "SQLite"})`);
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-bench-api-"));
-let databaseUrl: string | undefined;
-let dropSchema: (() => Promise<void>) | undefined;
-if (values.postgres) {
-  const { freshSchema } = await import("../test/helpers/pg.js");
-  const schema = await freshSchema();
-  databaseUrl = schema.url;
-  dropSchema = schema.drop;
-}
+const { databaseUrl, drop: dropSchema } = await benchDatabase(values.postgres);
 const server = await startServer({ port: 0, dataDir, logLevel: "warn", ...(databaseUrl ? { databaseUrl } : {}) });
 const token = fs.readFileSync(path.join(dataDir, "admin-token"), "utf8").trim();
 const api = client(server.url, concurrency);
@@ -56,7 +50,7 @@ api.close();
 bareClient.close();
 await bare.stop();
 await server.stop();
-await dropSchema?.();
+await dropSchema();
 fs.rmSync(dataDir, { recursive: true, force: true });
 
 header("Server start to `Listening on` (ntn server --port 0, existing data dir)");

@@ -36,6 +36,14 @@ export async function benchServer(options: ServerOptions = {}): Promise<BenchSer
   };
 }
 
+/** A fresh PostgreSQL schema for a bench's `--postgres` (its URL, dropped by `drop`), or nothing for SQLite. */
+export async function benchDatabase(postgres: boolean): Promise<{ databaseUrl?: string; drop(): Promise<void> }> {
+  if (!postgres) return { drop: async () => {} };
+  const { freshSchema } = await import("../test/helpers/pg.js");
+  const schema = await freshSchema();
+  return { databaseUrl: schema.url, drop: schema.drop };
+}
+
 export function makeProject(source: string, name = "bench-worker"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-bench-project-"));
   fs.mkdirSync(path.join(dir, "src"));

@@ -16,7 +16,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { Keyring } from "../packages/server/src/vault/keyring.js";
-import { benchServer, deploy, makeProject, TRIVIAL_TOOL } from "./fixtures.js";
+import { benchDatabase, benchServer, deploy, makeProject, TRIVIAL_TOOL } from "./fixtures.js";
 import { bareServer, client, header, ipcServer, loadInProcess, loadInThread, type Stats } from "./lib.js";
 import { seedOauthConnection } from "./seed.js";
 import { oauthWorker, tokenEndpoint } from "./token-endpoint.js";
@@ -41,14 +41,7 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
   return (query as (...a: unknown[]) => unknown).apply(this, args);
 } as typeof query;
 
-let databaseUrl: string | undefined;
-let dropSchema: (() => Promise<void>) | undefined;
-if (values.postgres) {
-  const { freshSchema } = await import("../test/helpers/pg.js");
-  const schema = await freshSchema();
-  databaseUrl = schema.url;
-  dropSchema = schema.drop;
-}
+const { databaseUrl, drop: dropSchema } = await benchDatabase(values.postgres);
 
 const provider = await tokenEndpoint(20);
 const bench = await benchServer({ backgroundRefresh: false, ...(databaseUrl ? { databaseUrl } : {}) });
@@ -129,5 +122,5 @@ await ipc.stop();
 await bare.stop();
 await bench.stop();
 await provider.stop();
-await dropSchema?.();
+await dropSchema();
 for (const dir of [trivialProject, oauthProject]) fs.rmSync(dir, { recursive: true, force: true });
