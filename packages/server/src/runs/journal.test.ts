@@ -60,13 +60,20 @@ beforeEach(async () => {
   await db.insertInto("workers").values({ id: "w1", workspace_id: "ws", name: "w1", created_at: 1, updated_at: 1, live_deployment_id: null, secrets_version: 0 }).execute();
   batches = [];
   failNext = undefined;
-  journal = new RunJournal(db, countingWriter);
+  // Interval 0: a commit per turn of the event loop, so the tests can tell batches apart.
+  journal = new RunJournal(db, countingWriter, 0);
 });
 
 afterEach(async () => {
   await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** Waits, a turn of the event loop at a time (bounded), until `check` holds. */
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 1));
+  expect(check()).toBe(true);
+}
 
 describe("RunJournal", () => {
   it("commits the starts queued in one turn in one transaction, and each caller sees its row committed", async () => {
@@ -89,8 +96,8 @@ describe("RunJournal", () => {
 
   it("what is queued while a commit is in progress goes into the next one", async () => {
     const first = journal.start(startRow("r1"));
-    // Queued after the first batch was taken (its flush runs on setImmediate).
-    await new Promise((resolve) => setImmediate(resolve));
+    // Queued once the first batch was taken.
+    await until(() => batches.length === 1);
     const second = Promise.all([journal.finish("r1", end), journal.start(startRow("r2"))]);
     await Promise.all([first, second]);
     expect(batches).toEqual([1, 2]);
@@ -113,7 +120,7 @@ describe("RunJournal", () => {
     failNext = new Error("SQLITE_BUSY: database is locked");
     // Not awaited, as the run service does: the answer goes out before the commit.
     void journal.whole({ ...startRow("r1"), ...end }).catch(() => {});
-    await new Promise((resolve) => setImmediate(resolve));
+    await until(() => batches.length === 1);
     void journal.whole({ ...startRow("r2"), ...end });
     void journal.start(startRow("r3"));
     expect(await statusOf("r2")).toBeUndefined();
@@ -125,7 +132,7 @@ describe("RunJournal", () => {
   });
 
   it("without a writer, a batch of rows only is one multi-row insert: all of them or none", async () => {
-    const direct = new RunJournal(db);
+    const direct = new RunJournal(db, undefined, 0);
     await Promise.all([direct.whole({ ...startRow("m1"), ...end }), direct.start(startRow("m2")), direct.whole({ ...startRow("m3"), ...end })]);
     expect([await statusOf("m1"), await statusOf("m2"), await statusOf("m3")]).toEqual(["succeeded", "running", "succeeded"]);
     // A batch holding an id already recorded fails whole: the statement is atomic.
@@ -134,8 +141,24 @@ describe("RunJournal", () => {
     expect(await statusOf("m4")).toBeUndefined();
   });
 
+  it("commits what is queued within its interval together, and settled() commits at once", async () => {
+    const slow = new RunJournal(db, countingWriter, 60_000);
+    const first = slow.whole({ ...startRow("i1"), ...end });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const second = slow.whole({ ...startRow("i2"), ...end });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // A minute's interval: nothing committed yet...
+    expect(batches).toEqual([]);
+    expect(await statusOf("i1")).toBeUndefined();
+    // ...until a reader asks: both, in one commit, without waiting out the interval.
+    await slow.settled();
+    await Promise.all([first, second]);
+    expect(batches).toEqual([2]);
+    expect(await statusOf("i2")).toBe("succeeded");
+  });
+
   it("without a writer (PostgreSQL's path) commits through the database handle, one transaction per batch", async () => {
-    const direct = new RunJournal(db);
+    const direct = new RunJournal(db, undefined, 0);
     await Promise.all([direct.start(startRow("p1")), direct.start(startRow("p2")), direct.finish("p1", end)]);
     expect(await statusOf("p1")).toBe("succeeded");
     expect(await statusOf("p2")).toBe("running");

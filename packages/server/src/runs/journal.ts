@@ -8,16 +8,24 @@ type Entry =
   | { kind: "whole"; row: RunRow; done: (error?: unknown) => void }
   | { kind: "finish"; end: RunEnd; done: (error?: unknown) => void };
 
+/** How long records wait to be committed together: a killed server loses at most this much of them. */
+export const COMMIT_INTERVAL_MS = 100;
+
 /**
- * Run records with group commit: starts and finishes queued in the same turn of the event loop
- * are written in one transaction, so concurrent runs share a durable commit (one fsync on SQLite)
- * instead of paying two each. Each call's promise settles when its record is committed; the run
- * service answers without waiting for it (a server killed after answering loses at most the
- * records of the commit under way), and `settled()` is how readers of this process catch up.
+ * Run records with group commit: what is queued within one commit interval is written in one
+ * transaction, so runs share a durable commit (one fsync on SQLite) instead of paying one each;
+ * a commit per run, even on the writer thread, cost a run at one connection half its latency (the
+ * fsync and the writer's work compete with the next run on two cores). Each call's promise settles
+ * when its record is committed; the run service answers without waiting for it (a server killed
+ * after answering loses at most the records of the last interval), and `settled()` commits what is
+ * queued at once, for readers of this process and for a graceful stop.
  */
 export class RunJournal {
   private queue: Entry[] = [];
-  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing = false;
+  /** A reader waits: what is queued commits as soon as the commit under way (if any) ends. */
+  private urgent = false;
   /** The last record queued, settled either way: batches commit in order, so every earlier one is too. */
   private last: Promise<void> = Promise.resolve();
 
@@ -25,6 +33,7 @@ export class RunJournal {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly writer?: SqliteWriter,
+    private readonly intervalMs = COMMIT_INTERVAL_MS,
   ) {}
 
   private compile(entry: Entry): CompiledQuery {
@@ -44,18 +53,21 @@ export class RunJournal {
     return this.enqueue((done) => ({ kind: "finish", end: { ...fields, id }, done }));
   }
 
-  /** Resolves once every record queued before the call is committed (or failed). */
+  /** Commits what is queued now, and resolves once every record queued before the call is committed (or failed). */
   settled(): Promise<void> {
+    if (this.queue.length > 0) {
+      this.urgent = true;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.schedule();
+    }
     return this.last;
   }
 
   private enqueue(make: (done: (error?: unknown) => void) => Entry): Promise<void> {
     const committed = new Promise<void>((resolve, reject) => {
       this.queue.push(make((error) => (error === undefined ? resolve() : reject(error))));
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => void this.flush());
-      }
+      this.schedule();
     });
     this.last = committed.then(
       () => undefined,
@@ -64,7 +76,22 @@ export class RunJournal {
     return committed;
   }
 
+  /** A commit of what is queued, one interval from now, unless one is planned or under way. */
+  private schedule(): void {
+    if (this.timer || this.flushing || this.queue.length === 0) return;
+    if (this.urgent) {
+      void this.flush();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, this.intervalMs);
+  }
+
   private async flush(): Promise<void> {
+    this.flushing = true;
+    this.urgent = false;
     const batch = this.queue;
     this.queue = [];
     try {
@@ -85,11 +112,9 @@ export class RunJournal {
     } catch (error) {
       for (const entry of batch) entry.done(error);
     } finally {
-      this.scheduled = false;
-      if (this.queue.length > 0) {
-        this.scheduled = true;
-        setImmediate(() => void this.flush());
-      }
+      this.flushing = false;
+      // What came in meanwhile waits its interval, unless a reader asked for it (settled).
+      this.schedule();
     }
   }
 }

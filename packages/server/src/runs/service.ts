@@ -125,7 +125,7 @@ export function createRunService(options: {
     const runId = newId();
     const at = now();
     const trace = tidyStack(error.error.stack && error.error.stack.includes("\n") ? error.error.stack : `${error.error.name}: ${error.error.message}`);
-    await journal.whole({
+    const recorded = journal.whole({
       id: runId,
       workspace_id: prepared.worker.workspace_id,
       worker_id: prepared.worker.id,
@@ -139,6 +139,8 @@ export function createRunService(options: {
       error: error.message,
       logs: `${error.logs}${error.logs && !error.logs.endsWith("\n") ? "\n" : ""}[workyard] the worker failed to load: ${trace}\n`,
     });
+    // The answer names the run: its record commits now, not at the end of the interval.
+    await Promise.all([recorded, journal.settled()]);
     return new LoadError(error.error, error.logs, { runId });
   }
 
