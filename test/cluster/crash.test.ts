@@ -428,6 +428,27 @@ describe("SIGKILL on SQLite (one process, WAL, synchronous=FULL)", () => {
     data?.cleanup();
   });
 
+  it("loses at most the run records of its last commit interval (100 ms) when killed after answering", async () => {
+    const run = async () => {
+      const ran = await call("RunCapability", { workerId, capabilityKey: "whereAmI", args: {} });
+      expect(ran.status, JSON.stringify(ran.body)).toBe(200);
+    };
+    const recorded = async () => {
+      const listed = await call("ListRunsForWorker", { workerId });
+      return (listed.body.runs as { name: string }[]).filter((r) => r.name === "whereAmI").length;
+    };
+    const before = await recorded();
+    // Ten runs answered, then more than an interval of quiet: their records are committed...
+    for (let i = 0; i < 10; i++) await run();
+    await new Promise((r) => setTimeout(r, 400));
+    // ...and one more answered just before the kill, whose record may or may not be.
+    await run();
+    await restart();
+    const after = (await recorded()) - before;
+    expect(after).toBeGreaterThanOrEqual(10);
+    expect(after).toBeLessThanOrEqual(11);
+  });
+
   it("loses no committed secret, connection or rotated refresh token, and keeps an interrupted env set all or nothing", async () => {
     // Secrets: answered 200, then killed at once.
     const set = await call("UpsertSecrets", {
