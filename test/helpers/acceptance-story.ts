@@ -14,8 +14,12 @@ import { tempDir } from "./tmp.js";
  * stories, each with a real wait for a token to expire, run side by side.
  */
 
-/** Short-lived access tokens, so the test sees them expire and get refreshed. */
-export const TOKEN_TTL_S = 6;
+/**
+ * Short-lived access tokens, so the test sees them expire and get refreshed; long enough that the
+ * steps between the connection and the first runs (pull, a local bundle and run, a remote run) stay
+ * out of the refresh margin (half the lifetime) on a loaded machine: with 6 s they did not always.
+ */
+export const TOKEN_TTL_S = 10;
 
 export interface Story {
   server: TestServer;

@@ -87,12 +87,14 @@ describe("tokens in runs", () => {
     expect(first).toEqual({ fingerprint: fingerprint(before.accessToken), status: 200 });
     expect(second!.fingerprint).not.toBe(first!.fingerprint);
     expect(second!.status).toBe(200);
-    // The server refreshed during the run and pushed the new token into the process.
-    expect(refreshes()).toBe(refreshed + 1);
+    // The server refreshed during the run and pushed the new token into the process: the second
+    // read holds a token the provider issued by a refresh during the run. (Usually one refresh; on
+    // a loaded machine the run can outlast the next renewal too, which pushes a newer one.)
+    expect(refreshes()).toBeGreaterThanOrEqual(refreshed + 1);
     const issued = proxy.answers.slice(issuedBefore);
-    expect(issued).toHaveLength(1);
-    expect(issued[0]!.grantType).toBe("refresh_token");
-    expect(fingerprint(issued[0]!.accessToken!)).toBe(second!.fingerprint);
+    expect(issued.length).toBeGreaterThanOrEqual(1);
+    for (const answer of issued) expect(answer.grantType).toBe("refresh_token");
+    expect(issued.map((a) => fingerprint(a.accessToken!))).toContain(second!.fingerprint);
     expect(await bench.status(worker.workerId)).toMatchObject({ status: "connected", lastError: null });
     const now = (await bench.token(worker.workerId)).body;
 
