@@ -175,7 +175,7 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
     expect(provider.grants.success.authorization_code).toBe(1);
   });
 
-  it("refuses through C, at once, an API token revoked through A", async () => {
+  it("refuses through C, within 1 s, an API token revoked through A (at once on A)", async () => {
     expect((await connected()).page.status).toBe(200);
     const created = await cluster.call(A, "CreateToken", { name: "ci" });
     expect(created.status, JSON.stringify(created.body)).toBe(200);
@@ -187,8 +187,15 @@ describe.skipIf(!hasPg)("three processes on one PostgreSQL", () => {
     expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
     expect(revoked.body.token.revokedAt).toEqual(expect.any(String));
 
-    for (const proc of [C, B, A]) {
-      const who = await cluster.call(proc, "WhoAmI", {}, token);
+    // A, which revoked it, at once; B and C, which kept it in memory, once they hear of it
+    // (LISTEN/NOTIFY: milliseconds; issue 14 allows 1 s).
+    const revokedAt = Date.now();
+    for (const proc of [A, C, B]) {
+      let who = await cluster.call(proc, "WhoAmI", {}, token);
+      while (proc !== A && who.status === 200 && Date.now() - revokedAt < 1000) {
+        await new Promise((r) => setTimeout(r, 20));
+        who = await cluster.call(proc, "WhoAmI", {}, token);
+      }
       expect(who.status).toBe(401);
       expect(who.body).toMatchObject({ code: "unauthorized", message: "This API token was revoked." });
     }

@@ -105,14 +105,17 @@ describe("RunJournal", () => {
     expect(await statusOf("r2")).toBe("running");
   });
 
-  it("a failed commit rejects every caller of its batch, and the journal keeps committing afterwards", async () => {
+  it("a failed batch commits its records one by one: only a record that fails alone fails, and the journal keeps committing", async () => {
     failNext = new Error("SQLITE_BUSY: database is locked");
     const outcomes = await Promise.allSettled([journal.start(startRow("r1")), journal.whole({ ...startRow("r2"), ...end })]);
-    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
-    expect(await statusOf("r1")).toBeUndefined();
-    await journal.whole({ ...startRow("r3"), ...end });
-    expect(await statusOf("r3")).toBe("succeeded");
-    expect(batches).toEqual([2, 1]);
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "fulfilled"]);
+    expect(batches).toEqual([2, 1, 1]);
+    // A run of a worker deleted meanwhile fails alone; the other record of its batch is kept.
+    const orphan = { ...startRow("r3"), worker_id: "deleted-worker", ...end };
+    const mixed = await Promise.allSettled([journal.whole(orphan), journal.whole({ ...startRow("r4"), ...end })]);
+    expect(mixed.map((o) => o.status)).toEqual(["rejected", "fulfilled"]);
+    expect(await statusOf("r3")).toBeUndefined();
+    expect(await statusOf("r4")).toBe("succeeded");
   });
 
   it("settled() resolves once everything queued before it is committed, across batches and failures", async () => {
@@ -135,10 +138,10 @@ describe("RunJournal", () => {
     const direct = new RunJournal(db, undefined, 0);
     await Promise.all([direct.whole({ ...startRow("m1"), ...end }), direct.start(startRow("m2")), direct.whole({ ...startRow("m3"), ...end })]);
     expect([await statusOf("m1"), await statusOf("m2"), await statusOf("m3")]).toEqual(["succeeded", "running", "succeeded"]);
-    // A batch holding an id already recorded fails whole: the statement is atomic.
+    // A batch holding an id already recorded fails as a statement; its records then go one by one.
     const outcomes = await Promise.allSettled([direct.whole({ ...startRow("m4"), ...end }), direct.whole({ ...startRow("m1"), ...end })]);
-    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected"]);
-    expect(await statusOf("m4")).toBeUndefined();
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "rejected"]);
+    expect(await statusOf("m4")).toBe("succeeded");
   });
 
   it("commits what is queued within its interval together, and settled() commits at once", async () => {

@@ -89,6 +89,17 @@ export class RunJournal {
     }, this.intervalMs);
   }
 
+  private async commitAlone(entry: Entry): Promise<void> {
+    try {
+      const query = this.compile(entry);
+      if (this.writer) await this.writer.transaction([query]);
+      else await this.db.executeQuery(query);
+      entry.done();
+    } catch (error) {
+      entry.done(error);
+    }
+  }
+
   private async flush(): Promise<void> {
     this.flushing = true;
     this.urgent = false;
@@ -110,7 +121,10 @@ export class RunJournal {
       }
       for (const entry of batch) entry.done();
     } catch (error) {
-      for (const entry of batch) entry.done(error);
+      // One bad record (a run of a worker deleted meanwhile) must not take the batch's others
+      // with it: each is committed alone, and only what fails alone fails.
+      if (batch.length === 1) batch[0]!.done(error);
+      else for (const entry of batch) await this.commitAlone(entry);
     } finally {
       this.flushing = false;
       // What came in meanwhile waits its interval, unless a reader asked for it (settled).

@@ -39,10 +39,24 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect): P
     provider: new InCodeProvider(dialect),
     ...(migrationTableSchema ? { migrationTableSchema } : {}),
   });
-  const { error, results } = await migrator.migrateToLatest();
+  let { error, results } = await migrator.migrateToLatest();
+  // Kysely's introspection reads every schema of the database; one dropped meanwhile by someone
+  // else (another deployment, a test) fails it with 3F000 naming that schema: read again.
+  for (let attempt = 1; error && pgCode(error) === "3F000" && attempt < 5; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    ({ error, results } = await migrator.migrateToLatest());
+  }
   if (error) {
     const failed = results?.find((r) => r.status === "Error");
     const reason = error instanceof Error ? error.message : String(error);
     throw new Error(`Database migration ${failed?.migrationName ?? ""} failed: ${reason}`, { cause: error });
   }
+}
+
+/** PostgreSQL's error code of an error or of its causes. */
+function pgCode(error: unknown): string | undefined {
+  for (let e = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === "string") return e.code;
+  }
+  return undefined;
 }
