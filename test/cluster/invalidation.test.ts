@@ -84,6 +84,12 @@ describe.skipIf(!DIALECTS.includes("postgres"))("changes through one process tak
 
   const run = (proc: ServerProcess, workerId: string, capabilityKey: string, token?: string) =>
     cluster.call(proc, "RunCapability", { workerId, capabilityKey, args: {} }, token);
+  /** From now, within PROPAGATION_MS, the tool answers `expected` on every process. */
+  const answersEverywhere = (workerId: string, capabilityKey: string, expected: string) =>
+    everywhereWithin(procs, Date.now(), async (proc) => {
+      const answer = await run(proc, workerId, capabilityKey);
+      return answer.body.result === expected || `${answer.status} ${JSON.stringify(answer.body)}`;
+    });
 
   it("a revoked API token is refused by every process, each having just accepted it", async () => {
     const minted = await cluster.call(procs[0]!, "CreateToken", { name: "revoked soon" });
@@ -146,11 +152,7 @@ describe.skipIf(!DIALECTS.includes("postgres"))("changes through one process tak
 
     fs.writeFileSync(path.join(dir, "src", "index.ts"), source("v2"));
     await projects.deploy(procs[2]!.url, dir);
-    const since = Date.now();
-    await everywhereWithin(procs, since, async (proc) => {
-      const answer = await run(proc, workerId, "version");
-      return answer.body.result === "v2" || `${answer.status} ${JSON.stringify(answer.body)}`;
-    });
+    await answersEverywhere(workerId, "version", "v2");
   });
 
   it("new secrets are the ones a run gets on every process", async () => {
@@ -160,11 +162,7 @@ describe.skipIf(!DIALECTS.includes("postgres"))("changes through one process tak
     for (const proc of procs) for (let i = 0; i < 3; i++) expect((await run(proc, workerId, "secret")).body.result).toBe("first");
 
     expect((await set("second")).status).toBe(200);
-    const since = Date.now();
-    await everywhereWithin(procs, since, async (proc) => {
-      const answer = await run(proc, workerId, "secret");
-      return answer.body.result === "second" || `${answer.status} ${JSON.stringify(answer.body)}`;
-    });
+    await answersEverywhere(workerId, "secret", "second");
   });
 
   it("a deleted worker is gone on every process, and its warm processes stop without waiting for a request", async () => {

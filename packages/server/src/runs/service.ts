@@ -240,12 +240,10 @@ export function createRunService(options: {
       logs,
     };
     // The answer does not wait for the commit (journal.ts): this process's own reads of runs wait
-    // for it instead (settled), and a failure to record is the operator's to see in the log.
-    const started = recordedStart;
-    const recorded = started ? started.then(() => journal.finish(runId, end)) : journal.whole({ ...startRow, ...end });
-    recorded.catch((error: unknown) => {
-      if (!started) log.error({ err: error, runId }, "recording a run failed");
-    });
+    // for it instead (settled), and a failure to record is the operator's to see in the log. A
+    // finish is queued at once, behind its start: the journal commits in the order it was given.
+    const recorded = recordedStart ? journal.finish(runId, end) : journal.whole({ ...startRow, ...end });
+    recorded.catch((error: unknown) => log.error({ err: error, runId }, "recording a run failed"));
     return message === undefined ? { runId, outcome } : { runId, outcome, message };
   }
 

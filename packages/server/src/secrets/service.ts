@@ -144,8 +144,9 @@ export function createSecretService(options: {
       }
       return out;
     };
+    const kept = (await sealedSecrets.get(key, load))!.rows;
     try {
-      return open((await sealedSecrets.get(key, load))!.rows);
+      return open(kept);
     } catch {
       // Kept from before a key rotation whose old key is gone by now (`ntn server rotate-key` run
       // beside a SQLite server): the store holds them re-sealed.
