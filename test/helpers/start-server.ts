@@ -34,7 +34,9 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const { dialect = "sqlite", installedFixture = true, ...rest } = options;
   const tmp = tempDir("wy-server-");
-  seedServerNpmCache(tmp.dir);
+  // Given a data dir (another test server's, say), the server starts on it as it is.
+  const dataDir = rest.dataDir ?? tmp.dir;
+  if (!rest.dataDir) seedServerNpmCache(dataDir);
   const schema = dialect === "postgres" ? await freshSchema() : undefined;
   const logStream = new PassThrough();
   let logText = "";
@@ -46,7 +48,7 @@ export async function startTestServer(
     server = await startServer({
       host: "127.0.0.1",
       port: 0,
-      dataDir: tmp.dir,
+      dataDir,
       logStream,
       logLevel: "info",
       // Tests of on-demand refresh count provider requests: background refresh is opt-in here.
@@ -65,8 +67,8 @@ export async function startTestServer(
     throw error;
   }
   // After the start: the registry, part of the tree's hash, is the server's configuration.
-  if (installedFixture) seedInstalledFixture(tmp.dir, server.config.npmRegistry);
-  const adminToken = fs.readFileSync(path.join(tmp.dir, "admin-token"), "utf8").trim();
+  if (installedFixture && !rest.dataDir) seedInstalledFixture(dataDir, server.config.npmRegistry);
+  const adminToken = fs.readFileSync(path.join(dataDir, "admin-token"), "utf8").trim();
   const call: TestServer["call"] = async (action, body = {}, token = adminToken) => {
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (token) headers.authorization = `Bearer ${token}`;
@@ -82,7 +84,7 @@ export async function startTestServer(
   };
   return {
     url: server.url,
-    dataDir: tmp.dir,
+    dataDir,
     adminToken,
     workspaceId: server.bootstrap.workspace.id,
     server,

@@ -47,6 +47,8 @@ describe("the acceptance story with our ntn", () => {
 
     // 6. oauth start opens the page (Chromium approves), waits, and reports success.
     const start = record(ok(await run("workers", "oauth", "start", "githubAuth")));
+    // The access token was issued before this: its refresh margin (half its lifetime) starts at the latest now + TTL/2.
+    const connectedAt = Date.now();
     expect(start.stderr).toContain("✔ Connected githubAuth");
     expect(fs.readFileSync(story.browserLog, "utf8")).toContain("is connected");
 
@@ -63,7 +65,10 @@ describe("the acceptance story with our ntn", () => {
     expect(JSON.parse(local.stdout)).toEqual([expect.objectContaining({ name: "repo-one" }), expect.objectContaining({ name: "repo-two" })]);
     const remote = record(ok(await run("workers", "exec", "getGitHubRepos")));
     expect(JSON.parse(remote.stdout)).toEqual(JSON.parse(local.stdout));
-    expect(provider.grants.success.refresh_token ?? 0).toBe(0);
+    // No refresh of a token outside its refresh margin (on a loaded machine the steps since the
+    // connection can take longer than that; a refresh is then what should happen).
+    const refreshedBefore = provider.grants.success.refresh_token ?? 0;
+    if (Date.now() - connectedAt < (TOKEN_TTL_S * 1000) / 2) expect(refreshedBefore).toBe(0);
 
     // 9. After the access token expires, pull and both runs still succeed: the server refreshed it.
     await sleep(TOKEN_TTL_S * 1000 + 1000);
@@ -73,7 +78,7 @@ describe("the acceptance story with our ntn", () => {
     const token2 = new RegExp(`^${SEED_TOKEN_VAR}=(.+)$`, "m").exec(fs.readFileSync(path.join(dir, ".env"), "utf8"))?.[1];
     expect(token2).toBeTruthy();
     expect(token2).not.toBe(token1);
-    expect(provider.grants.success.refresh_token).toBe(1);
+    expect(provider.grants.success.refresh_token).toBe(refreshedBefore + 1);
     const local2 = record(ok(await run("workers", "exec", "getGitHubRepos", "--local")));
     expect(JSON.parse(local2.stdout)[0].name).toBe("repo-one");
     const remote2 = record(ok(await run("workers", "exec", "getGitHubRepos")));

@@ -55,7 +55,7 @@ export async function rotateKeys(
   }
   const report = await resealAll(db, keyring);
   // What processes keep in memory (deployments' manifests, workers' secrets) was sealed before.
-  await changes.publish({ table: "deployments" }, { table: "workers" });
+  await changes.transaction(db, async (_trx, publish) => publish({ table: "deployments" }, { table: "workers" }));
   let removedKeyIds: string[] = [];
   if (keyring.source === "file" && !options.keepOldKeys) {
     const inUse = new Set(await keyIdsInUse(db));

@@ -103,8 +103,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     egress: (socketPath, identity) => gateway.listen(socketPath, { identity: { ...identity, purpose: "run" } }),
     log,
   });
-  // A deleted worker's processes (holding its decrypted secrets) stop at once on this process;
-  // other processes of a cluster stop theirs at their next request for it, or their next sweep.
+  // A deleted worker's processes (holding its decrypted secrets) stop at once, on this process and
+  // on every other process of a cluster, as each hears the deletion (store/changes.ts).
+  store.changes.onListenerError((error) => log.error({ err: error }, "a change listener failed"));
   const workers = createWorkerService({ db, changes: store.changes, uploads, onDeleted: (workerId) => executor.retireWorker(workerId), now });
   // Secrets and OAuth feed each other (PullEnv returns tokens; a secrets change re-reads the
   // manifest the OAuth settings come from): the late-bound references close the loop.

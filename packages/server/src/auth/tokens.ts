@@ -116,8 +116,11 @@ export function createTokenService(db: Kysely<Database>, changes: ChangeFeed, no
     },
 
     async revoke(caller, tokenId) {
-      const row = await tokensStore.revokeToken(db, caller.workspaceId, tokenId, now());
-      if (row) await changes.publish({ table: "api_tokens", id: row.id });
+      const row = await changes.transaction(db, async (trx, publish) => {
+        const revoked = await tokensStore.revokeToken(trx, caller.workspaceId, tokenId, now());
+        if (revoked) publish({ table: "api_tokens", id: revoked.id });
+        return revoked;
+      });
       if (!row) {
         throw new AppError("token_not_found", `Token ${JSON.stringify(tokenId)} not found.`, {
           hint: "Run `ntn tokens list` to see this workspace's tokens.",

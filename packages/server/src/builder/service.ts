@@ -22,6 +22,7 @@ import * as uploadsStore from "../store/uploads.js";
 import * as workersStore from "../store/workers.js";
 import * as workspacesStore from "../store/workspaces.js";
 import type { Keyring } from "../vault/keyring.js";
+import { VaultError } from "../vault/seal.js";
 import type { WorkerService } from "../workers/service.js";
 import { openArchive, readUploadArchive } from "../workers/uploads.js";
 import { extractArchive } from "./archive.js";
@@ -278,13 +279,15 @@ export function createBuildService(options: {
     const { manifest: raw } = await executor.loadManifest(target);
     const manifest = asManifest(raw);
     const sealed = sealManifest(keyring, deployment, manifest);
-    await deploymentsStore.updateManifest(db, deployment.id, {
-      keyId: sealed.keyId,
-      sealed: sealed.sealed,
-      secretsVersion: target.secretsVersion,
-      capabilities: JSON.stringify(summarise(manifest)),
+    await changes.transaction(db, async (trx, publish) => {
+      await deploymentsStore.updateManifest(trx, deployment.id, {
+        keyId: sealed.keyId,
+        sealed: sealed.sealed,
+        secretsVersion: target.secretsVersion,
+        capabilities: JSON.stringify(summarise(manifest)),
+      });
+      publish({ table: "deployments", id: deployment.id });
     });
-    await changes.publish({ table: "deployments", id: deployment.id });
     return manifest;
   }
 
@@ -442,7 +445,9 @@ export function createBuildService(options: {
       phase("client secret names");
       const sealed = sealManifest(keyring, built, manifest);
       const sealedBundle = sealBundle(keyring, built, bundle);
-      await db.transaction().execute(async (trx) => {
+      // The deployment goes live on every process with this commit, or stays unfinished (and is
+      // marked failed below) if the commit, its announcement included, fails.
+      await changes.transaction(db, async (trx, publish) => {
         await deploymentsStore.finishDeployment(trx, deployment.id, {
           status: "ready",
           finished_at: now(),
@@ -458,8 +463,8 @@ export function createBuildService(options: {
           error: null,
         });
         await workersStore.setLiveDeployment(trx, worker.id, deployment.id, now());
+        publish({ table: "workers", id: worker.id }, { table: "deployments", id: deployment.id });
       });
-      await changes.publish({ table: "workers", id: worker.id }, { table: "deployments", id: deployment.id });
       phase("commit");
       say("stdout", `Deployment ${deployment.id} is live.`);
       queue.push({ kind: "live", deploymentId: deployment.id });
@@ -536,12 +541,22 @@ export function createBuildService(options: {
 
     async liveManifest(worker, options = {}) {
       const fresh = options.workerIsFresh ? worker : ((await workersStore.findWorker(db, worker.workspace_id, worker.id)) ?? worker);
-      const deployment = await liveDeployment(fresh);
+      let deployment = await liveDeployment(fresh);
       if (!deployment) return undefined;
       if (deployment.manifest_secrets_version !== fresh.secrets_version) {
         return { deployment, manifest: await rereadManifest(fresh, deployment) };
       }
-      const manifest = cachedManifest(deployment);
+      let manifest: WorkerManifest | undefined;
+      try {
+        manifest = cachedManifest(deployment);
+      } catch (error) {
+        // Kept from before a key rotation whose old key is gone by now (`ntn server rotate-key`
+        // run beside a SQLite server): the store holds it re-sealed.
+        if (!(error instanceof VaultError)) throw error;
+        deploymentsById.forget(deployment.id);
+        deployment = (await liveDeployment(fresh)) ?? deployment;
+        manifest = cachedManifest(deployment);
+      }
       return manifest ? { deployment, manifest } : { deployment, manifest: await rereadManifest(fresh, deployment) };
     },
 

@@ -18,11 +18,14 @@ let db: Kysely<Database>;
 let batches: number[];
 /** When set, the next batch fails as a busy disk would. */
 let failNext: Error | undefined;
+/** When set, every batch fails with it (a database out of reach for a while). */
+let failing: Error | undefined;
 let journal: RunJournal;
 
 const countingWriter = {
   async transaction(queries: CompiledQuery[]): Promise<void> {
     batches.push(queries.length);
+    if (failing) throw failing;
     if (failNext) {
       const error = failNext;
       failNext = undefined;
@@ -60,6 +63,7 @@ beforeEach(async () => {
   await db.insertInto("workers").values({ id: "w1", workspace_id: "ws", name: "w1", created_at: 1, updated_at: 1, live_deployment_id: null, secrets_version: 0 }).execute();
   batches = [];
   failNext = undefined;
+  failing = undefined;
   // Interval 0: a commit per turn of the event loop, so the tests can tell batches apart.
   journal = new RunJournal(db, countingWriter, 0);
 });
@@ -116,6 +120,38 @@ describe("RunJournal", () => {
     expect(mixed.map((o) => o.status)).toEqual(["rejected", "fulfilled"]);
     expect(await statusOf("r3")).toBeUndefined();
     expect(await statusOf("r4")).toBe("succeeded");
+  });
+
+  it("a database busy or out of reach loses nothing: the batch is tried again, whole and in order, once it answers", async () => {
+    const retrying = new RunJournal(db, countingWriter, 0, { retryMs: 20 });
+    failing = Object.assign(new Error("database is locked"), { code: "SQLITE_BUSY" });
+    const outcomes = Promise.allSettled([retrying.start(startRow("t1")), retrying.finish("t1", end), retrying.whole({ ...startRow("t2"), ...end })]);
+    await until(() => batches.length >= 3);
+    expect(await statusOf("t1")).toBeUndefined();
+    failing = undefined;
+    expect((await outcomes).map((o) => o.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+    expect(await statusOf("t1")).toBe("succeeded");
+    expect(await statusOf("t2")).toBe("succeeded");
+    // Every try held the whole batch (no record went alone, none was dropped).
+    expect(new Set(batches)).toEqual(new Set([3]));
+  });
+
+  it("holds at most maxBacklog records (full: the run service refuses new runs), and gives a record up after retryForMs", async () => {
+    let clock = 0;
+    const bounded = new RunJournal(db, countingWriter, 0, { retryMs: 5, retryForMs: 1000, maxBacklog: 3 }, () => clock);
+    failing = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    const first = bounded.whole({ ...startRow("b1"), ...end });
+    const rest = [bounded.whole({ ...startRow("b2"), ...end }), bounded.whole({ ...startRow("b3"), ...end })];
+    await until(() => batches.length >= 2);
+    expect(bounded.full).toBe(true);
+    clock = 1001;
+    // Tried for longer than retryForMs: given up, with the database's error.
+    await expect(first).rejects.toThrow("ECONNREFUSED");
+    await Promise.allSettled(rest);
+    expect(bounded.full).toBe(false);
+    failing = undefined;
+    await bounded.whole({ ...startRow("b4"), ...end });
+    expect(await statusOf("b4")).toBe("succeeded");
   });
 
   it("settled() resolves once everything queued before it is committed, across batches and failures", async () => {

@@ -1,15 +1,32 @@
 import type { CompiledQuery, Kysely } from "kysely";
 import { runFinish, runInsert, runsInsert, type RunEnd } from "../store/runs.js";
+import { isTransientStoreError } from "../store/db.js";
 import type { SqliteWriter } from "../store/sqlite-writer.js";
 import type { Database, RunRow } from "../store/schema.js";
 
-type Entry =
-  | { kind: "start"; row: RunRow; done: (error?: unknown) => void }
-  | { kind: "whole"; row: RunRow; done: (error?: unknown) => void }
-  | { kind: "finish"; end: RunEnd; done: (error?: unknown) => void };
+/** A record and its caller's promise; `queuedAt` bounds how long it is tried. */
+type Entry = (
+  | { kind: "start"; row: RunRow }
+  | { kind: "whole"; row: RunRow }
+  | { kind: "finish"; end: RunEnd }
+) & { done: (error?: unknown) => void; queuedAt: number };
 
 /** How long records wait to be committed together: a killed server loses at most this much of them. */
 export const COMMIT_INTERVAL_MS = 100;
+
+export interface JournalLimits {
+  /**
+   * Records held at most (a database out of reach for a while): past this, new runs are refused
+   * (503) rather than run with no room to record them.
+   */
+  maxBacklog: number;
+  /** How long a record is tried again while the database is busy or out of reach, before it is given up (and logged). */
+  retryForMs: number;
+  /** The first wait before trying again; it doubles up to 5 s. */
+  retryMs: number;
+}
+
+const DEFAULT_LIMITS: JournalLimits = { maxBacklog: 20_000, retryForMs: 60_000, retryMs: 250 };
 
 /**
  * Run records with group commit: what is queued within one commit interval is written in one
@@ -28,29 +45,41 @@ export class RunJournal {
   private urgent = false;
   /** The last record queued, settled either way: batches commit in order, so every earlier one is too. */
   private last: Promise<void> = Promise.resolve();
+  /** The wait before the next try while the database is busy or out of reach; 0 while it answers. */
+  private backoffMs = 0;
+  private readonly limits: JournalLimits;
 
   /** With SQLite, commits go through `writer`, off the main thread; otherwise through `db`. */
   constructor(
     private readonly db: Kysely<Database>,
     private readonly writer?: SqliteWriter,
     private readonly intervalMs = COMMIT_INTERVAL_MS,
-  ) {}
+    limits: Partial<JournalLimits> = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** Whether records wait beyond the bound: a run now would have no room to be recorded. */
+  get full(): boolean {
+    return this.queue.length >= this.limits.maxBacklog;
+  }
 
   private compile(entry: Entry): CompiledQuery {
     return entry.kind === "finish" ? runFinish.compile(this.db, entry.end) : runInsert.compile(this.db, entry.row);
   }
 
   start(row: RunRow): Promise<void> {
-    return this.enqueue((done) => ({ kind: "start", row, done }));
+    return this.enqueue((done) => ({ kind: "start", row, done, queuedAt: this.now() }));
   }
 
   /** A run that ended before its start was recorded: one row, one commit. */
   whole(row: RunRow): Promise<void> {
-    return this.enqueue((done) => ({ kind: "whole", row, done }));
+    return this.enqueue((done) => ({ kind: "whole", row, done, queuedAt: this.now() }));
   }
 
   finish(id: string, fields: Omit<RunEnd, "id">): Promise<void> {
-    return this.enqueue((done) => ({ kind: "finish", end: { ...fields, id }, done }));
+    return this.enqueue((done) => ({ kind: "finish", end: { ...fields, id }, done, queuedAt: this.now() }));
   }
 
   /** Commits what is queued now, and resolves once every record queued before the call is committed (or failed). */
@@ -76,27 +105,49 @@ export class RunJournal {
     return committed;
   }
 
-  /** A commit of what is queued, one interval from now, unless one is planned or under way. */
+  /**
+   * A commit of what is queued, one interval from now (or the backoff's, while the database is
+   * busy or out of reach), unless one is planned or under way.
+   */
   private schedule(): void {
     if (this.timer || this.flushing || this.queue.length === 0) return;
-    if (this.urgent) {
+    if (this.urgent && this.backoffMs === 0) {
       void this.flush();
       return;
     }
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.flush();
-    }, this.intervalMs);
+    }, this.backoffMs || this.intervalMs);
   }
 
-  private async commitAlone(entry: Entry): Promise<void> {
+  /**
+   * Records the database could not take for now go back to the head of the queue, in order, to be
+   * tried again after a growing wait; those tried for too long are given up (their callers log them).
+   */
+  private retryLater(entries: Entry[], error: unknown): void {
+    const deadline = this.now() - this.limits.retryForMs;
+    const kept = entries.filter((entry) => {
+      if (entry.queuedAt > deadline) return true;
+      entry.done(error);
+      return false;
+    });
+    this.queue = kept.concat(this.queue);
+    this.backoffMs = Math.min(5000, this.backoffMs === 0 ? this.limits.retryMs : this.backoffMs * 2);
+  }
+
+  /** Commits one record; answers the records to try again later (itself, if the database was out of reach). */
+  private async commitAlone(entry: Entry): Promise<Entry[]> {
     try {
       const query = this.compile(entry);
       if (this.writer) await this.writer.transaction([query]);
       else await this.db.executeQuery(query);
       entry.done();
+      return [];
     } catch (error) {
+      if (isTransientStoreError(error)) return [entry];
       entry.done(error);
+      return [];
     }
   }
 
@@ -119,12 +170,21 @@ export class RunJournal {
           for (const query of queries) await trx.executeQuery(query);
         });
       }
+      this.backoffMs = 0;
       for (const entry of batch) entry.done();
     } catch (error) {
-      // One bad record (a run of a worker deleted meanwhile) must not take the batch's others
-      // with it: each is committed alone, and only what fails alone fails.
-      if (batch.length === 1) batch[0]!.done(error);
-      else for (const entry of batch) await this.commitAlone(entry);
+      if (isTransientStoreError(error)) {
+        // Busy or out of reach: nothing of the batch is lost yet; it is tried again.
+        this.retryLater(batch, error);
+      } else if (batch.length === 1) {
+        batch[0]!.done(error);
+      } else {
+        // One bad record (a run of a worker deleted meanwhile) must not take the batch's others
+        // with it: each is committed alone, and only what fails alone fails.
+        const again: Entry[] = [];
+        for (const entry of batch) again.push(...(await this.commitAlone(entry)));
+        if (again.length > 0) this.retryLater(again, error);
+      }
     } finally {
       this.flushing = false;
       // What came in meanwhile waits its interval, unless a reader asked for it (settled).

@@ -10,6 +10,7 @@ import { LoadError, type RunOutcome } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
 import { LineQueue, type OutputLine } from "../line-queue.js";
 import type { Logger } from "../log.js";
+import { StoreBusyError } from "../store/db.js";
 import * as runsStore from "../store/runs.js";
 import type { RunSummary } from "../store/runs.js";
 import { RunJournal } from "./journal.js";
@@ -103,6 +104,8 @@ export function createRunService(options: {
 
   /** Everything checked, and a process reserved: past this point the run happens. */
   async function admit(caller: Caller, request: RunRequest) {
+    // Records waiting past the bound (the database out of reach): a run now could not be recorded.
+    if (journal.full) throw new StoreBusyError(new Error("run records are waiting for the database"));
     const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.

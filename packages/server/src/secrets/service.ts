@@ -197,7 +197,7 @@ export function createSecretService(options: {
       let warnings: string[] = [];
       if (accepted.size > 0) {
         const at = now();
-        const version = await db.transaction().execute(async (trx) => {
+        const version = await changes.transaction(db, async (trx, publish) => {
           for (const [key, value] of accepted) {
             const sealed = seal(keyring, value, aad.secret(worker.workspace_id, worker.id, key));
             await secretsStore.upsertSecret(trx, {
@@ -214,9 +214,9 @@ export function createSecretService(options: {
           if (names.length > SECRET_LIMITS.maxPerWorker) {
             throw new AppError("validation_error", `A worker holds at most ${SECRET_LIMITS.maxPerWorker} secrets.`);
           }
+          publish({ table: "workers", id: worker.id });
           return workersStore.bumpSecretsVersion(trx, worker.id, at);
         });
-        await changes.publish({ table: "workers", id: worker.id });
         warnings = (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [];
       }
       return { updated: [...accepted.keys()].sort(), ignored, warnings };
@@ -229,15 +229,15 @@ export function createSecretService(options: {
 
     async delete(caller, workerId, key) {
       const worker = await workers.get(caller, workerId);
-      const version = await db.transaction().execute(async (trx) => {
+      const version = await changes.transaction(db, async (trx, publish) => {
         if (!(await secretsStore.deleteSecret(trx, worker.id, key))) {
           throw new AppError("secret_not_found", `Worker has no secret named ${JSON.stringify(key)}.`, {
             hint: "Run `ntn workers env list` to see its secrets.",
           });
         }
+        publish({ table: "workers", id: worker.id });
         return workersStore.bumpSecretsVersion(trx, worker.id, now());
       });
-      await changes.publish({ table: "workers", id: worker.id });
       return { warnings: (await options.onChanged?.({ ...worker, secrets_version: version })) ?? [] };
     },
 

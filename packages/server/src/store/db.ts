@@ -30,6 +30,21 @@ function busyOr(error: unknown, codes: Set<string>): unknown {
   return typeof code === "string" && codes.has(code) ? new StoreBusyError(error) : error;
 }
 
+/** A connection lost or refused, on either side: node's socket errors and PostgreSQL's class 08, and its shutdowns. */
+const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "08000", "08001", "08003", "08004", "08006"]);
+
+/**
+ * Whether a failed write may succeed if tried again as it is: the database busy or out of reach
+ * for now, not a row it refuses (a foreign key, a constraint).
+ */
+export function isTransientStoreError(error: unknown): boolean {
+  if (error instanceof StoreBusyError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && (SQLITE_BUSY_CODES.has(code) || PG_BUSY_CODES.has(code) || CONNECTION_CODES.has(code))) return true;
+  // node-postgres says this of a connection that closed under a query; it gives no code.
+  return error instanceof Error && /^Connection terminated/.test(error.message);
+}
+
 export type Dialect = "sqlite" | "postgres";
 
 export interface Store {
@@ -166,7 +181,7 @@ async function openPostgres(url: string): Promise<Store> {
   pool.on("error", () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: busyAwarePool(pool) }) });
   const where = new URL(url);
-  const changes = await postgresChangeFeed(url, db);
+  const changes = await postgresChangeFeed(url);
   return {
     db,
     dialect: "postgres",

@@ -8,12 +8,14 @@ interface Row {
 }
 
 /** A feed whose liveness the test sets (PostgreSQL's listening connection up or down). */
-function feed(): ChangeFeed & { setLive(live: boolean): void } {
+function feed(): ChangeFeed & { publish(...changes: Change[]): void; setLive(live: boolean): void } {
   const inner = localChangeFeed();
   let live = true;
   return {
+    transaction: (db, write) => inner.transaction(db, write),
     publish: (...changes: Change[]) => inner.publish(...changes),
     onChange: (listener) => inner.onChange(listener),
+    onListenerError: (report) => inner.onListenerError(report),
     get live() {
       return live;
     },

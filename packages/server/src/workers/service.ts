@@ -88,10 +88,13 @@ export function createWorkerService(options: {
 
     async delete(caller, workerId) {
       const row = await get(caller, workerId);
-      const deleted = await db.transaction().execute((trx) => workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId));
-      if (!deleted) throw workerNotFound(workerId);
       // This process stops the worker's processes as it hears its own change, before answering.
-      await changes.publish({ table: "workers", id: workerId, gone: true });
+      const deleted = await changes.transaction(db, async (trx, publish) => {
+        const done = await workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId);
+        if (done) publish({ table: "workers", id: workerId, gone: true });
+        return done;
+      });
+      if (!deleted) throw workerNotFound(workerId);
       return row;
     },
   };

@@ -1,0 +1,65 @@
+/**
+ * `ntn server rotate-key` run beside a SQLite server (a second process: the server hears nothing
+ * of it) re-seals every row and drops the old key from the key file. What the server kept from
+ * before, sealed under the old key, must not turn into errors: a live deployment it had read
+ * (its manifest sealed) still runs.
+ */
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rotateMasterKey } from "../../packages/server/src/main.js";
+import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { ntn } from "../helpers/run-ntn.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { tempDir } from "../helpers/tmp.js";
+
+const SOURCE = `import { Worker } from "@notionhq/workers";
+import { j } from "@notionhq/workers/schema-builder";
+const worker = new Worker();
+export default worker;
+worker.tool("ping", { title: "ping", description: "pong", schema: j.object({}), execute: async () => "pong" });
+`;
+
+describe("a key rotated offline beside a running SQLite server", () => {
+  let server: TestServer;
+  let second: TestServer | undefined;
+  let tmp: { dir: string; cleanup(): void };
+  let dir: string;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    tmp = tempDir("wy-rotation-beside-");
+    dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
+    const deployed = await ntn(["workers", "deploy", "--name", "pinger"], { cwd: dir, env: cliEnv(server, path.join(tmp.dir, "home")), timeoutMs: 180_000 });
+    expect(deployed.code, deployed.stderr).toBe(0);
+  });
+  afterAll(async () => {
+    await second?.stop();
+    await server?.stop();
+    tmp?.cleanup();
+  });
+
+  it("still serves a live deployment the server had read (its manifest sealed under the old key)", async () => {
+    const workerId = workerIdOf(dir);
+    // A second server on the data dir (the first opened the manifest when it deployed): it keeps
+    // the live deployment's row, its manifest sealed and not opened yet, in memory.
+    second = await startTestServer({ dataDir: server.dataDir });
+    const listed = await second.call("ListCapabilities", { workerId });
+    expect(listed.status).toBe(200);
+
+    const report = await rotateMasterKey({ dataDir: server.dataDir, env: {} });
+    expect(report.removedKeyIds).toHaveLength(1);
+    // The server reads the key file again when it next seals (at most once a second): a secret of
+    // another worker, so this worker's manifest is not read anew for new secrets.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const other = await second.call("CreateWorker", { name: "other" });
+    expect(other.status).toBe(200);
+    expect((await second.call("UpsertSecrets", { workerId: other.body.worker.workerId, secrets: [{ key: "OTHER_SECRET", value: "other-value" }] })).body).toMatchObject({ updated: ["OTHER_SECRET"] });
+
+    // PullEnv reads the manifest (for its OAuth capabilities), a run the bundle.
+    const pulled = await second.call("PullEnv", { workerId });
+    expect(pulled.status, JSON.stringify(pulled.body)).toBe(200);
+    const run = await second.call("RunCapability", { workerId, capabilityKey: "ping", args: {} });
+    expect(run.body).toMatchObject({ result: "pong" });
+    expect(run.status).toBe(200);
+  });
+});
