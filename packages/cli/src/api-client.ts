@@ -39,6 +39,7 @@ const IDEMPOTENT = new Set<ActionName>([
   "GetOauthFlow",
   "ListRunsForWorker",
   "GetRunLogs",
+  "ListWebhooks",
   "ListTokens",
   "WhoAmI",
   "GetServerInfo",

@@ -29,6 +29,7 @@ import oauthToken from "./commands/workers/oauth/token.js";
 import oauthStatus from "./commands/workers/oauth/status.js";
 import oauthRevoke from "./commands/workers/oauth/revoke.js";
 import runsLogs from "./commands/workers/runs/logs.js";
+import webhooksList from "./commands/workers/webhooks/list.js";
 
 /** Groups: summaries and aliases of commands that only hold subcommands. */
 export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
@@ -38,6 +39,7 @@ export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
   "workers capabilities": { summary: "Manage worker capabilities" },
   "workers runs": { summary: "Manage worker runs" },
   "workers oauth": { summary: "Manage OAuth connections for a worker" },
+  "workers webhooks": { summary: "Manage a worker's webhooks" },
   "server workspace": { summary: "Manage workspaces (admin)" },
 };
 
@@ -71,6 +73,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "workers oauth revoke": oauthRevoke,
   "workers runs list": runsList,
   "workers runs logs": runsLogs,
+  "workers webhooks list": webhooksList,
   server: serverStart,
   "server rotate-key": serverRotateKey,
   "server workspace create": serverWorkspaceCreate,

@@ -34,6 +34,10 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Maximum uploaded source archive, bytes. */
   uploadLimit?: number;
+  /** Maximum body of a webhook delivery, bytes (WORKYARD_WEBHOOK_BODY_LIMIT). */
+  webhookBodyLimit?: number;
+  /** Waits before a failed webhook delivery's retries, one per retry: `10s,1m,5m` (WORKYARD_WEBHOOK_RETRY_DELAYS). */
+  webhookRetryDelays?: string;
   /** Egress rules, HOST[:PORT] or CIDR: allowed despite the default deny (WORKYARD_EGRESS_ALLOW, comma separated). */
   egressAllow?: string[] | string;
   /** Egress rules denied on top of the defaults (WORKYARD_EGRESS_DENY). */
@@ -90,6 +94,8 @@ export interface Config {
   refreshConcurrency: number;
   bodyLimit: number;
   uploadLimit: number;
+  webhookBodyLimit: number;
+  webhookRetryDelaysMs: number[];
   egressAllow: string[];
   egressDeny: string[];
   egressCaFile: string | undefined;
@@ -186,6 +192,11 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     ),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
+    webhookBodyLimit: positiveInteger(
+      options.webhookBodyLimit ?? (env.WORKYARD_WEBHOOK_BODY_LIMIT ? Number(env.WORKYARD_WEBHOOK_BODY_LIMIT) : 1024 * 1024),
+      "WORKYARD_WEBHOOK_BODY_LIMIT",
+    ),
+    webhookRetryDelaysMs: list(options.webhookRetryDelays ?? env.WORKYARD_WEBHOOK_RETRY_DELAYS ?? "10s,1m,5m").map((d) => parseDuration(d, "WORKYARD_WEBHOOK_RETRY_DELAYS")),
     egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
     egressDeny: list(options.egressDeny ?? env.WORKYARD_EGRESS_DENY),
     egressCaFile: options.egressCaFile ?? (env.WORKYARD_EGRESS_CA_FILE || undefined),

@@ -34,6 +34,8 @@ import { createWorkerService } from "./workers/service.js";
 import { bootstrap, createWorkspaceService, type BootstrapResult } from "./workspaces/service.js";
 import { createKeyService } from "./admin.js";
 import { createCapabilityService } from "./capabilities/service.js";
+import { registerWebhookIngress } from "./web/webhooks.js";
+import { createWebhookService, type WebhookService } from "./webhooks/service.js";
 
 export { ConfigError, KeyringError, CatalogError, IsolationRefused, EgressRuleError, resolveConfig, openPlatform };
 export type { ServerOptions, Config };
@@ -111,6 +113,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // manifest the OAuth settings come from): the late-bound references close the loop.
   let builder: BuildService | undefined;
   let oauth: OAuthService | undefined;
+  // Deploys set up webhooks, whose deliveries run through the run service built after the builder.
+  let webhooks: WebhookService | undefined;
   const secrets = createSecretService({
     now,
     db,
@@ -137,6 +141,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     egress: (socketPath, identity, registry) => gateway.listen(socketPath, { identity: { ...identity, purpose: "build" }, onlyTargets: [registry] }),
     socketDir,
     cpuCores: config.workerCpu,
+    onLive: (worker, capabilities) => webhooks!.deployed(worker, capabilities),
   });
   oauth = createOAuthService({
     now,
@@ -159,6 +164,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     : undefined;
   const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log, now });
+  webhooks = createWebhookService({
+    db,
+    keyring,
+    workers,
+    builder,
+    runs,
+    publicUrl: () => publicUrl,
+    log,
+    runTimeoutMs: config.runTimeoutMs,
+    limits: { maxBodyBytes: config.webhookBodyLimit, retryDelaysMs: config.webhookRetryDelaysMs },
+    now,
+  });
   const login = createLoginService(db, tokens);
   // What a crash left behind (runs and builds never finished, half-written folders) is cleared now
   // and every minute.
@@ -190,11 +207,13 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     capabilities: createCapabilityService({ builder, oauth }),
     runs,
     oauth,
+    webhooks,
     publicUrl: () => publicUrl,
     limits: { bodyLimit: config.bodyLimit, uploadLimit: config.uploadLimit, maxConcurrentRequests: config.maxConcurrentRequests },
   };
   const app = createApi(deps);
   registerWeb(app, { publicUrl: () => publicUrl, tokens, login, oauth });
+  registerWebhookIngress(app, { webhooks, maxBodyBytes: config.webhookBodyLimit });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
@@ -211,6 +230,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const url = urlForAddress(config.host, address.port);
   if (!publicUrl) publicUrl = url;
   scheduler?.start();
+  webhooks.start();
   // The banner says it first; the log line is for debugging.
   log.debug({ url, publicUrl, store: store.location, dialect: store.dialect, keySource: keyring.source }, "server listening");
 
@@ -233,6 +253,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       maintenance.stop();
       await scheduler?.stop();
       await app.close();
+      await webhooks!.stop();
       await executor.stop();
       // Runs answered (or stopped just now) are recorded before the store closes.
       await runs.settled();

@@ -16,6 +16,7 @@ import type { WorkspaceService } from "../workspaces/service.js";
 import type { BuildService } from "../builder/service.js";
 import type { RunService } from "../runs/service.js";
 import type { OAuthService } from "../oauth/service.js";
+import type { WebhookService } from "../webhooks/service.js";
 import { errorBody } from "./error-body.js";
 import { overloadLimiter } from "./middleware/overload.js";
 import { oauthActions } from "./actions/oauth.js";
@@ -27,6 +28,7 @@ import { loginActions } from "./actions/login.js";
 import { secretActions } from "./actions/secrets.js";
 import { serverActions } from "./actions/server.js";
 import { tokenActions } from "./actions/tokens.js";
+import { webhookActions } from "./actions/webhooks.js";
 import { workerActions } from "./actions/workers.js";
 
 /** The services the actions call (one function of one each), and the HTTP layer's own settings; built once in main.ts. */
@@ -44,6 +46,7 @@ export interface ApiDeps {
   capabilities: CapabilityService;
   runs: RunService;
   oauth: OAuthService;
+  webhooks: WebhookService;
   /** The public base URL (no trailing slash), known once the server listens. */
   publicUrl(): string;
   limits: { bodyLimit: number; uploadLimit: number; maxConcurrentRequests?: number };
@@ -66,6 +69,7 @@ export const CORE_ACTIONS: ActionDefinition[] = [
   ...tokenActions,
   ...loginActions,
   ...serverActions,
+  ...webhookActions,
 ];
 
 function bearerToken(request: FastifyRequest): string | undefined {

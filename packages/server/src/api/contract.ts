@@ -14,6 +14,15 @@ export type { EnvEntry, EnvNotice, UploadTicket };
 // ---------------------------------------------------------------------------------------------
 // Shapes
 
+/** A webhook capability as listed: its URL (a shared secret), whether it takes deliveries, its last one. */
+export interface WebhookView {
+  key: string;
+  url: string;
+  status: "active" | "blocked" | "verification off";
+  verificationFailures: number;
+  lastDelivery: { status: string; receivedAt: string } | null;
+}
+
 export interface WorkerView {
   workerId: string;
   name: string;
@@ -115,6 +124,7 @@ export interface Actions {
   };
   ListRunsForWorker: { request: { workerId: string }; response: { runs: RunView[] } };
   GetRunLogs: { request: { workerId: string; runId: string }; response: { logs: string; run: RunView } };
+  ListWebhooks: { request: { workerId: string }; response: { webhooks: WebhookView[] } };
   StartOauth: {
     request: { workerId: string; oauthCapabilityKey: string };
     response: { authorizationUrl: string; state: string; redirectUrl: string };

@@ -85,6 +85,11 @@ export function createBuildService(options: {
   /** Where the gateway's sockets go (a short path). */
   socketDir: string;
   cpuCores: number;
+  /**
+   * After a deployment went live: what follows from its capabilities (webhook URLs); the lines it
+   * answers go to the build log. Its failure is logged, and the deployment stays live.
+   */
+  onLive?: (worker: WorkerRow, capabilities: CapabilitySummary[]) => Promise<string[]>;
   now?: () => number;
 }): BuildService {
   const { db, changes, keyring, dataDir, executor, workers, secrets, log, isolation } = options;
@@ -467,6 +472,11 @@ export function createBuildService(options: {
       });
       phase("commit");
       say("stdout", `Deployment ${deployment.id} is live.`);
+      try {
+        for (const line of (await options.onLive?.(worker, summary)) ?? []) say("stdout", line);
+      } catch (error) {
+        log.error({ err: error, deploymentId: deployment.id }, "setting up a live deployment's capabilities failed");
+      }
       queue.push({ kind: "live", deploymentId: deployment.id });
     } catch (error) {
       const message = isAppError(error) ? error.message : `Build failed: ${(error as Error).message}`;

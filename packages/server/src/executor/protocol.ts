@@ -124,11 +124,11 @@ export function whyNotRunnable(
       hint: `Connect it with \`ntn workers oauth start ${key}\`; tools call its accessToken().`,
     };
   }
-  if (capability._tag !== "tool") {
+  if (capability._tag !== "tool" && capability._tag !== "webhook") {
     return {
       code: "capability_not_supported",
       message: `Running ${capability._tag} capabilities is not supported by this server yet.`,
-      hint: "Tools run with `ntn workers exec`; this capability deploys and lists, but does not run here.",
+      hint: "Tools and webhooks run with `ntn workers exec`; this capability deploys and lists, but does not run here.",
     };
   }
   return undefined;

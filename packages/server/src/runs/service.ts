@@ -59,6 +59,11 @@ export interface RunService {
    * worker that fails to load, a full queue) throws here, before the first event.
    */
   stream(caller: Caller, request: RunRequest): Promise<AsyncIterable<RunEvent>>;
+  /**
+   * One run whose failure is an outcome, not an error (a webhook delivery's attempt): the run's
+   * id, and the error's name and message when it failed. What fails before the run exists throws.
+   */
+  attempt(caller: Caller, request: RunRequest): Promise<{ runId: string; ok: true } | { runId: string; ok: false; errorName: string; message: string }>;
   /** The worker's newest runs, without their logs. */
   list(caller: Caller, workerId: string): Promise<RunSummary[]>;
   logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunRow }>;
@@ -95,6 +100,13 @@ export function createRunService(options: {
     const refusal = whyNotRunnable(capabilities, key);
     if (refusal) throw new AppError(refusal.code, refusal.message, { hint: refusal.hint });
     const input = args === undefined ? {} : args;
+    // The SDK hands a webhook's input to its execute as the events; an object there would be
+    // taken for a verify request, or reach the worker's loop over events as something else.
+    if (capabilities.find((c) => c.key === key)?._tag === "webhook" && !Array.isArray(input)) {
+      throw new AppError("validation_error", "A webhook capability takes an array of events, not an object.", {
+        hint: `Pass the events as an array, e.g. -d '[{"deliveryId":"test-1","body":{},"rawBody":"{}","headers":{},"method":"POST"}]'.`,
+      });
+    }
     if (JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
     }
@@ -276,6 +288,13 @@ export function createRunService(options: {
         hint: `See the run's logs: ntn workers runs logs ${runId}`,
         details: { runId, exitCode: outcome.exitCode },
       });
+    },
+
+    async attempt(caller, request) {
+      const admitted = await admit(caller, request);
+      const { runId, outcome, message } = await execute(admitted, request, () => {});
+      if (outcome.ok) return { runId, ok: true };
+      return { runId, ok: false, errorName: outcome.error.name, message: message ?? outcome.error.message };
     },
 
     async list(caller, workerId) {

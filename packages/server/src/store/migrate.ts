@@ -5,6 +5,7 @@ import * as m001 from "./migrations/001_core.js";
 import * as m002 from "./migrations/002_oauth.js";
 import * as m003 from "./migrations/003_isolation.js";
 import * as m004 from "./migrations/004_client_secret_names.js";
+import * as m005 from "./migrations/005_webhooks.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
@@ -14,6 +15,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   "002_oauth": m002,
   "003_isolation": m003,
   "004_client_secret_names": m004,
+  "005_webhooks": m005,
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -179,6 +179,49 @@ export interface OauthFlowsTable {
   completed_at: number | null;
 }
 
+export interface WebhooksTable {
+  worker_id: string;
+  /** The webhook capability's key. */
+  key: string;
+  workspace_id: string;
+  /** SHA-256 (hex) of the URL's secret id: what a request is checked against. */
+  secret_hash: string;
+  /** The secret id itself, sealed (aad.webhookSecret), for listing the URL. */
+  secret_key_id: string;
+  secret_sealed: Buffer;
+  verification_enabled: number;
+  /** Consecutive runs that ended in WebhookVerificationError; 5 block the webhook. */
+  verification_failures: number;
+  blocked_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export type DeliveryStatus = "queued" | "running" | "succeeded" | "failed" | "verification_failed";
+
+export interface WebhookDeliveriesTable {
+  /** The deliveryId the worker sees, the same on every attempt. */
+  id: string;
+  workspace_id: string;
+  worker_id: string;
+  webhook_key: string;
+  status: DeliveryStatus;
+  attempts: number;
+  /** JSON array of the ids of the runs that attempted it. */
+  run_ids: string;
+  /** The request as received (method, headers, body), sealed (aad.webhookDelivery). */
+  request_key_id: string;
+  request_sealed: Buffer;
+  received_at: number;
+  /** When it may run (again): now, or after a retry's backoff. */
+  next_attempt_at: number;
+  /** The server process running it, and until when: a process killed mid-run loses it only until then. */
+  lease_owner: string | null;
+  lease_until: number | null;
+  finished_at: number | null;
+  last_error: string | null;
+}
+
 export interface Database {
   oauth_connections: OauthConnectionsTable;
   oauth_flows: OauthFlowsTable;
@@ -190,6 +233,8 @@ export interface Database {
   secrets: SecretsTable;
   runs: RunsTable;
   cli_login_sessions: CliLoginSessionsTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type Workspace = Selectable<WorkspacesTable>;
@@ -201,4 +246,6 @@ export type SecretRow = Selectable<SecretsTable>;
 export type RunRow = Selectable<RunsTable>;
 export type OauthConnectionRow = Selectable<OauthConnectionsTable>;
 export type OauthFlowRow = Selectable<OauthFlowsTable>;
+export type WebhookRow = Selectable<WebhooksTable>;
+export type DeliveryRow = Selectable<WebhookDeliveriesTable>;
 export type { Generated };

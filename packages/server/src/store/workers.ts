@@ -47,6 +47,8 @@ export async function setLiveDeployment(db: Db, workerId: string, deploymentId: 
 export async function deleteWorkerCascade(db: Db, workspaceId: string, workerId: string): Promise<boolean> {
   // Explicit deletes rather than relying on ON DELETE CASCADE, which SQLite only honours with
   // foreign_keys on; both engines then behave the same.
+  await db.deleteFrom("webhook_deliveries").where("worker_id", "=", workerId).execute();
+  await db.deleteFrom("webhooks").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("secrets").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("oauth_connections").where("worker_id", "=", workerId).execute();
   await db.deleteFrom("oauth_flows").where("worker_id", "=", workerId).execute();

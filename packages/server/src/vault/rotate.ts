@@ -4,6 +4,7 @@ import type { Database } from "../store/schema.js";
 import * as oauthStore from "../store/oauth.js";
 import * as secretsStore from "../store/secrets.js";
 import * as uploadsStore from "../store/uploads.js";
+import * as webhooksStore from "../store/webhooks.js";
 import type { Keyring } from "./keyring.js";
 import { aad, open, seal, type Sealed } from "./seal.js";
 
@@ -97,6 +98,28 @@ export const SEALED_KINDS: SealedKind[] = [
       }));
     },
   },
+  {
+    name: "webhook URLs",
+    async stale(db, current, limit) {
+      const rows = await webhooksStore.webhookSecretsSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        value: { keyId: row.secret_key_id, sealed: row.secret_sealed },
+        aad: aad.webhookSecret(row.workspace_id, row.worker_id, row.key),
+        replace: (next: Sealed) => webhooksStore.resealWebhookSecret(db, row, next),
+      }));
+    },
+  },
+  {
+    name: "webhook deliveries",
+    async stale(db, current, limit) {
+      const rows = await webhooksStore.deliveriesSealedUnderOtherKeys(db, current, limit);
+      return rows.map((row) => ({
+        value: { keyId: row.request_key_id, sealed: row.request_sealed },
+        aad: aad.webhookDelivery(row.workspace_id, row.worker_id, row.id),
+        replace: (next: Sealed) => webhooksStore.resealDelivery(db, row.id, row.request_key_id, next),
+      }));
+    },
+  },
 ];
 
 /** The distinct key ids the store's ciphertexts were sealed under. */
@@ -108,6 +131,8 @@ export async function keyIdsInUse(db: Kysely<Database>): Promise<string[]> {
     union select key_id from oauth_connections
     union select key_id from oauth_flows
     union select archive_key_id as key_id from uploads where archive_key_id is not null
+    union select secret_key_id as key_id from webhooks
+    union select request_key_id as key_id from webhook_deliveries
   `.execute(db);
   return rows.rows.map((r) => r.key_id);
 }

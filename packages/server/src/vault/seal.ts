@@ -66,4 +66,8 @@ export const aad = {
   archive: (workspaceId: string, workerId: string, uploadId: string) => `archive\0${workspaceId}\0${workerId}\0${uploadId}`,
   /** A deployment's bundle and source map, as JSON `{code, sourceMap}`. */
   bundle: (workspaceId: string, workerId: string, deploymentId: string) => `bundle\0${workspaceId}\0${workerId}\0${deploymentId}`,
+  /** A webhook URL's secret id. */
+  webhookSecret: (workspaceId: string, workerId: string, key: string) => `webhook\0${workspaceId}\0${workerId}\0${key}`,
+  /** A webhook delivery's request, as JSON `{method, headers, body}` (body in base64). */
+  webhookDelivery: (workspaceId: string, workerId: string, deliveryId: string) => `webhook-delivery\0${workspaceId}\0${workerId}\0${deliveryId}`,
 };

@@ -1,0 +1,175 @@
+import type { Kysely } from "kysely";
+import type { Database, DeliveryRow, DeliveryStatus, WebhookRow } from "./schema.js";
+
+type Db = Kysely<Database>;
+
+export async function listWebhooks(db: Db, workerId: string): Promise<WebhookRow[]> {
+  return db.selectFrom("webhooks").selectAll().where("worker_id", "=", workerId).orderBy("key").execute();
+}
+
+export async function findWebhook(db: Db, workerId: string, key: string): Promise<WebhookRow | undefined> {
+  return db.selectFrom("webhooks").selectAll().where("worker_id", "=", workerId).where("key", "=", key).executeTakeFirst();
+}
+
+/** A new webhook's row; an existing one (a redeploy) keeps its URL. Answers whether it was new. */
+export async function insertWebhookIfAbsent(db: Db, row: WebhookRow): Promise<boolean> {
+  const result = await db.insertInto("webhooks").values(row).onConflict((oc) => oc.columns(["worker_id", "key"]).doNothing()).executeTakeFirst();
+  return Number(result.numInsertedOrUpdatedRows ?? 0) > 0;
+}
+
+/** A redeploy unblocks every webhook of the worker and clears their counts of failed verifications. */
+export async function resetVerification(db: Db, workerId: string, now: number): Promise<void> {
+  await db.updateTable("webhooks").set({ verification_failures: 0, blocked_at: null, updated_at: now }).where("worker_id", "=", workerId).execute();
+}
+
+/** After a run: a verification failure counts (and blocks at `blockAfter`), anything else resets the count. */
+export async function recordVerification(db: Db, workerId: string, key: string, failed: boolean, blockAfter: number, now: number): Promise<void> {
+  if (!failed) {
+    await db.updateTable("webhooks").set({ verification_failures: 0, updated_at: now }).where("worker_id", "=", workerId).where("key", "=", key).execute();
+    return;
+  }
+  await db
+    .updateTable("webhooks")
+    .set((eb) => ({ verification_failures: eb("verification_failures", "+", 1), updated_at: now }))
+    .where("worker_id", "=", workerId)
+    .where("key", "=", key)
+    .execute();
+  await db
+    .updateTable("webhooks")
+    .set({ blocked_at: now })
+    .where("worker_id", "=", workerId)
+    .where("key", "=", key)
+    .where("blocked_at", "is", null)
+    .where("verification_failures", ">=", blockAfter)
+    .execute();
+}
+
+export async function insertDelivery(db: Db, row: DeliveryRow): Promise<void> {
+  await db.insertInto("webhook_deliveries").values(row).execute();
+}
+
+/** How many deliveries wait to run, for the bound on what is accepted. */
+export async function countWaiting(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom("webhook_deliveries")
+    .select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("status", "in", ["queued", "running"])
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * Takes up to `limit` deliveries that are due (queued and past their backoff, or running under a
+ * lease that ran out: their process died) for `owner` until `leaseUntil`. Each is taken with a
+ * compare-and-set on what was read, so a delivery runs on one process at a time, whatever the
+ * number of processes.
+ */
+export async function claimDue(db: Db, owner: string, now: number, leaseUntil: number, limit: number): Promise<DeliveryRow[]> {
+  const candidates = await db
+    .selectFrom("webhook_deliveries")
+    .select(["id", "status", "lease_until"])
+    .where((eb) =>
+      eb.or([
+        eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]),
+        eb.and([eb("status", "=", "running"), eb("lease_until", "<", now)]),
+      ]),
+    )
+    .orderBy("next_attempt_at")
+    .limit(limit)
+    .execute();
+  const claimed: DeliveryRow[] = [];
+  for (const candidate of candidates) {
+    const row = await db
+      .updateTable("webhook_deliveries")
+      .set({ status: "running", lease_owner: owner, lease_until: leaseUntil })
+      .where("id", "=", candidate.id)
+      .where("status", "=", candidate.status)
+      .where((eb) => (candidate.lease_until === null ? eb("lease_until", "is", null) : eb("lease_until", "=", candidate.lease_until)))
+      .returningAll()
+      .executeTakeFirst();
+    if (row) claimed.push(row);
+  }
+  return claimed;
+}
+
+/** The end of one attempt, written only by the process that holds the lease. */
+export async function finishAttempt(
+  db: Db,
+  id: string,
+  owner: string,
+  fields: { status: DeliveryStatus; attempts: number; run_ids: string; next_attempt_at: number; finished_at: number | null; last_error: string | null },
+): Promise<boolean> {
+  const result = await db
+    .updateTable("webhook_deliveries")
+    .set({ ...fields, lease_owner: null, lease_until: null })
+    .where("id", "=", id)
+    .where("lease_owner", "=", owner)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** The newest deliveries of one webhook, without their requests. */
+export async function listDeliveries(db: Db, workerId: string, key: string, limit: number) {
+  return db
+    .selectFrom("webhook_deliveries")
+    .select(["id", "status", "attempts", "run_ids", "received_at", "finished_at", "last_error"])
+    .where("worker_id", "=", workerId)
+    .where("webhook_key", "=", key)
+    .orderBy("received_at", "desc")
+    .orderBy("id", "desc")
+    .limit(limit)
+    .execute();
+}
+
+/** The newest delivery of each webhook of a worker, for `webhooks list`. */
+export async function lastDeliveries(db: Db, workerId: string): Promise<Map<string, { status: DeliveryStatus; received_at: number }>> {
+  const rows = await db
+    .selectFrom("webhook_deliveries as d")
+    .select(["d.webhook_key", "d.status", "d.received_at"])
+    .where("d.worker_id", "=", workerId)
+    .where((eb) =>
+      eb(
+        "d.received_at",
+        "=",
+        eb.selectFrom("webhook_deliveries as e").select((e) => e.fn.max("e.received_at").as("m")).where("e.worker_id", "=", workerId).whereRef("e.webhook_key", "=", "d.webhook_key"),
+      ),
+    )
+    .execute();
+  return new Map(rows.map((r) => [r.webhook_key, { status: r.status, received_at: Number(r.received_at) }]));
+}
+
+/** Key rotation (vault/rotate.ts): webhook secret ids and delivery requests sealed under another key. */
+export async function webhookSecretsSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number): Promise<WebhookRow[]> {
+  return db.selectFrom("webhooks").selectAll().where("secret_key_id", "!=", currentKeyId).limit(limit).execute();
+}
+
+export async function resealWebhookSecret(db: Db, row: WebhookRow, next: { keyId: string; sealed: Buffer }): Promise<boolean> {
+  const result = await db
+    .updateTable("webhooks")
+    .set({ secret_key_id: next.keyId, secret_sealed: next.sealed })
+    .where("worker_id", "=", row.worker_id)
+    .where("key", "=", row.key)
+    .where("secret_key_id", "=", row.secret_key_id)
+    .where("secret_hash", "=", row.secret_hash)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function deliveriesSealedUnderOtherKeys(db: Db, currentKeyId: string, limit: number) {
+  return db
+    .selectFrom("webhook_deliveries")
+    .select(["id", "workspace_id", "worker_id", "request_key_id", "request_sealed"])
+    .where("request_key_id", "!=", currentKeyId)
+    .limit(limit)
+    .execute();
+}
+
+export async function resealDelivery(db: Db, id: string, previousKeyId: string, next: { keyId: string; sealed: Buffer }): Promise<boolean> {
+  const result = await db
+    .updateTable("webhook_deliveries")
+    .set({ request_key_id: next.keyId, request_sealed: next.sealed })
+    .where("id", "=", id)
+    .where("request_key_id", "=", previousKeyId)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}

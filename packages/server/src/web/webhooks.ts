@@ -1,0 +1,25 @@
+import type { FastifyInstance } from "fastify";
+import { WEBHOOK_PATH, type WebhookService } from "../webhooks/service.js";
+
+/**
+ * The webhook ingress: `<public url>/webhooks/worker/<workspaceId>/<workerId>/<secretId>/<key>`,
+ * any method (the service answers 405 to all but POST) and any body, read as bytes up to the
+ * limit (413 past it, nothing stored).
+ */
+export function registerWebhookIngress(app: FastifyInstance, deps: { webhooks: Pick<WebhookService, "receive">; maxBodyBytes: number }): void {
+  void app.register(async (ingress) => {
+    ingress.removeAllContentTypeParsers();
+    ingress.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: deps.maxBodyBytes }, (_request, body, done) => done(null, body));
+    ingress.route<{ Params: { workspaceId: string; workerId: string; secretId: string; key: string } }>({
+      method: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+      url: `${WEBHOOK_PATH}/:workspaceId/:workerId/:secretId/:key`,
+      bodyLimit: deps.maxBodyBytes,
+      async handler(request, reply) {
+        const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+        const answer = await deps.webhooks.receive(request.params, { method: request.method, headers: request.headers, body });
+        void reply.code(answer.status).headers(answer.headers ?? {});
+        return answer.body;
+      },
+    });
+  });
+}

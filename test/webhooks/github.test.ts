@@ -1,0 +1,218 @@
+/**
+ * Issue 15: a webhook capability receives events from a real kind of sender. The test signs
+ * payloads as GitHub does (X-Hub-Signature-256, HMAC-SHA256 with a secret set by `env set`); the
+ * worker, on the published SDK, checks the signature against `rawBody` and throws
+ * WebhookVerificationError on a bad one. What the worker received it reports to a receiver on
+ * 127.0.0.1, which is how the test sees each run.
+ */
+import crypto from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { ntn, ok } from "../helpers/run-ntn.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { tempDir } from "../helpers/tmp.js";
+
+const SOURCE = `import crypto from "node:crypto";
+import { Worker, WebhookVerificationError } from "@notionhq/workers";
+const worker = new Worker();
+export default worker;
+
+async function report(what) {
+  const answer = await fetch(process.env.RECEIVER_URL, { method: "POST", body: JSON.stringify(what) });
+  return answer.status;
+}
+
+worker.webhook("onPush", {
+  title: "GitHub push",
+  description: "Checks GitHub's signature, then reports the event",
+  execute: async (events) => {
+    for (const event of events) {
+      const expected = "sha256=" + crypto.createHmac("sha256", process.env.GITHUB_WEBHOOK_SECRET).update(event.rawBody).digest("hex");
+      const given = event.headers["x-hub-signature-256"] ?? "";
+      if (given.length !== expected.length || !crypto.timingSafeEqual(Buffer.from(given), Buffer.from(expected))) {
+        throw new WebhookVerificationError("Invalid GitHub signature");
+      }
+      await report({ key: "onPush", event });
+    }
+  },
+});
+
+worker.webhook("flaky", {
+  title: "Flaky",
+  description: "Fails while the receiver says so",
+  execute: async (events) => {
+    for (const event of events) {
+      if ((await report({ key: "flaky", event })) !== 200) throw new Error("the receiver is not ready");
+    }
+  },
+});
+`;
+
+const SIGNING_SECRET = `whsec-${crypto.randomBytes(8).toString("hex")}`;
+const sign = (body: string) => `sha256=${crypto.createHmac("sha256", SIGNING_SECRET).update(body).digest("hex")}`;
+
+interface Reported {
+  key: string;
+  event: { deliveryId: string; body: Record<string, unknown>; rawBody: string; headers: Record<string, string>; method: string };
+}
+
+async function until<T>(find: () => T | undefined, ms: number, what: string): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = find();
+    if (found !== undefined) return found;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe("webhooks from a GitHub-style sender", () => {
+  let server: TestServer;
+  let tmp: { dir: string; cleanup(): void };
+  let dir: string;
+  let env: Record<string, string | undefined>;
+  let receiver: http.Server;
+  const reported: Reported[] = [];
+  /** The flaky webhook's receiver answers 500 to this many of its calls first. */
+  let flakyFailures = 0;
+  let deployOutput = "";
+  let urls: Record<string, string> = {};
+
+  const post = (url: string, body: string | Buffer, headers: Record<string, string> = {}, method = "POST") =>
+    fetch(url, { method, body: method === "GET" || method === "HEAD" ? undefined : body, headers: { "content-type": "application/json", ...headers } });
+  const runsOf = async (key: string) => ((await server.call("ListRunsForWorker", { workerId: workerIdOf(dir) })).body.runs as { name: string; status: string }[]).filter((r) => r.name === key);
+
+  beforeAll(async () => {
+    receiver = http.createServer((request, response) => {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+      request.on("end", () => {
+        const what = JSON.parse(text) as Reported;
+        reported.push(what);
+        if (what.key === "flaky" && flakyFailures > 0) {
+          flakyFailures -= 1;
+          response.writeHead(500).end();
+        } else response.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    server = await startTestServer({ webhookRetryDelays: "100ms,100ms,100ms", webhookBodyLimit: 64 * 1024 });
+    tmp = tempDir("wy-webhooks-");
+    dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
+    env = cliEnv(server, path.join(tmp.dir, "home"));
+    const first = ok(await ntn(["workers", "deploy", "--name", "hooks"], { cwd: dir, env, timeoutMs: 180_000 }));
+    ok(await ntn(["workers", "env", "set", `GITHUB_WEBHOOK_SECRET=${SIGNING_SECRET}`, `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], { cwd: dir, env }));
+    deployOutput = first.stdout + first.stderr;
+    const listed = ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env }));
+    urls = Object.fromEntries((JSON.parse(listed.stdout) as { key: string; url: string }[]).map((w) => [w.key, w.url]));
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await new Promise((resolve) => receiver?.close(resolve));
+    tmp?.cleanup();
+  });
+
+  it("gives each webhook capability a URL with a secret id, printed by deploy and by webhooks list", async () => {
+    expect(Object.keys(urls).sort()).toEqual(["flaky", "onPush"]);
+    const pattern = new RegExp(`^${server.url}/webhooks/worker/${server.workspaceId}/${workerIdOf(dir)}/([A-Za-z0-9_-]{32,})/onPush$`);
+    expect(urls.onPush).toMatch(pattern);
+    expect(deployOutput).toContain(urls.onPush);
+    expect(deployOutput).toContain(urls.flaky);
+    const plain = ok(await ntn(["workers", "webhooks", "list"], { cwd: dir, env }));
+    expect(plain.stdout).toMatch(/onPush\s+\S+\s+active\s+none/);
+    // A copy of the database holds no URL: the secret id is sealed, and only its hash is in clear.
+    const rows = await server.server.store.db.selectFrom("webhooks").selectAll().execute();
+    const secretId = pattern.exec(urls.onPush!)![1]!;
+    expect(JSON.stringify(rows.map((r) => ({ ...r, secret_sealed: r.secret_sealed.toString("latin1") })))).not.toContain(secretId);
+  });
+
+  it("accepts a signed delivery with 202 and a delivery id, then runs the worker with the event as the SDK describes it", async () => {
+    const body = JSON.stringify({ ref: "refs/heads/main", repository: { full_name: "octo/hello" } });
+    const answer = await post(urls.onPush!, body, { "X-Hub-Signature-256": sign(body), "X-GitHub-Event": "push", "X-GitHub-Delivery": "gh-1" });
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    expect(deliveryId).toMatch(/^[0-9a-f-]{36}$/);
+    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    expect(got.event).toMatchObject({ deliveryId, method: "POST", rawBody: body, body: { ref: "refs/heads/main", repository: { full_name: "octo/hello" } } });
+    expect(got.event.headers).toMatchObject({ "x-github-event": "push", "x-github-delivery": "gh-1", "content-type": "application/json" });
+    const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; lastDelivery: { status: string } | null }[];
+    expect(listed.find((w) => w.key === "onPush")?.lastDelivery?.status).toBe("succeeded");
+  });
+
+  it("passes a body that is not JSON as rawBody, with body {}", async () => {
+    const body = "payload=not%20json";
+    const answer = await post(urls.onPush!, body, { "X-Hub-Signature-256": sign(body), "content-type": "application/x-www-form-urlencoded" });
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    expect(got.event.body).toEqual({});
+    expect(got.event.rawBody).toBe(body);
+  });
+
+  it("retries a failed run with the same delivery id, up to 3 times", async () => {
+    flakyFailures = 2;
+    const answer = await post(urls.flaky!, JSON.stringify({ n: 1 }));
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    await until(() => (reported.filter((r) => r.event.deliveryId === deliveryId).length === 3 ? true : undefined), 20_000, "three attempts");
+    expect(new Set(reported.filter((r) => r.event.deliveryId === deliveryId).map((r) => r.key))).toEqual(new Set(["flaky"]));
+    // Three runs: two failed, the last one succeeded.
+    const runs = await runsOf("flaky");
+    expect(runs.map((r) => r.status).sort()).toEqual(["failed", "failed", "succeeded"]);
+  });
+
+  it("refuses what is not a delivery: a wrong secret or key (404, one answer), GET (405), a body over the limit (413)", async () => {
+    const wrongSecret = urls.onPush!.replace(/\/([A-Za-z0-9_-]{32,})\/onPush$/, `/${"A".repeat(32)}/onPush`);
+    const wrongKey = urls.onPush!.replace(/\/onPush$/, "/nothing");
+    const otherWorker = urls.onPush!.replace(workerIdOf(dir), crypto.randomUUID());
+    const answers = await Promise.all([post(wrongSecret, "{}"), post(wrongKey, "{}"), post(otherWorker, "{}")]);
+    expect(answers.map((a) => a.status)).toEqual([404, 404, 404]);
+    const bodies = await Promise.all(answers.map((a) => a.text()));
+    expect(new Set(bodies).size).toBe(1);
+    expect((await post(urls.onPush!, "", {}, "GET")).status).toBe(405);
+    const before = await server.server.store.db.selectFrom("webhook_deliveries").select("id").execute();
+    expect((await post(urls.onPush!, "x".repeat(65 * 1024))).status).toBe(413);
+    const after = await server.server.store.db.selectFrom("webhook_deliveries").select("id").execute();
+    expect(after.length).toBe(before.length);
+  });
+
+  it("never retries a bad signature, and blocks the webhook after 5 in a row (403) until a redeploy", async () => {
+    const runsBefore = (await runsOf("onPush")).length;
+    for (let i = 0; i < 5; i++) {
+      const answer = await post(urls.onPush!, JSON.stringify({ i }), { "X-Hub-Signature-256": sign("something else") });
+      expect(answer.status).toBe(202);
+    }
+    await untilAsync(async () => (await runsOf("onPush")).length === runsBefore + 5, 30_000, "five runs");
+    await untilAsync(async () => (await post(urls.onPush!, "{}", { "X-Hub-Signature-256": sign("{}") })).status === 403, 10_000, "the block");
+    // Each bad delivery ran once: no retries.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await runsOf("onPush")).length).toBe(runsBefore + 5);
+    const listed = ok(await ntn(["workers", "webhooks", "list"], { cwd: dir, env }));
+    expect(listed.stdout).toMatch(/onPush\s+\S+\s+blocked \(5 failed verifications in a row\)/);
+    // A redeploy unblocks it, under the same URL.
+    ok(await ntn(["workers", "deploy"], { cwd: dir, env, timeoutMs: 180_000 }));
+    const body = JSON.stringify({ after: "redeploy" });
+    expect((await post(urls.onPush!, body, { "X-Hub-Signature-256": sign(body) })).status).toBe(202);
+  });
+
+  it("runs a webhook capability with exec and an array of events; an object is refused plainly", async () => {
+    const event = { deliveryId: "exec-1", body: { via: "exec" }, rawBody: "{}", headers: {}, method: "POST" };
+    const good = ok(await ntn(["workers", "exec", "flaky", "-d", JSON.stringify([event])], { cwd: dir, env }));
+    expect(good.code).toBe(0);
+    expect(reported.some((r) => r.event.deliveryId === "exec-1")).toBe(true);
+    const bad = await ntn(["workers", "exec", "flaky", "-d", JSON.stringify(event)], { cwd: dir, env });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("A webhook capability takes an array of events, not an object.");
+  });
+});
+
+async function untilAsync(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
