@@ -23,7 +23,7 @@ const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
 /** A sweep of the test server's store and data dir, as the server's own maintenance runs it. */
-function sweep(server: TestServer, options: { deploymentsKept?: number; runRetentionMs?: number } = {}): Promise<SweepReport> {
+function sweep(server: TestServer, options: { deploymentsKept?: number; runRetentionMs?: number; webhookRetentionMs?: number } = {}): Promise<SweepReport> {
   const { config, store, log } = server.server;
   const maintenance = new Maintenance({
     db: store.db,
@@ -32,6 +32,7 @@ function sweep(server: TestServer, options: { deploymentsKept?: number; runReten
     soleServer: false,
     runRetentionMs: options.runRetentionMs ?? config.runRetentionMs,
     deploymentsKept: options.deploymentsKept ?? config.deploymentsKept,
+    webhookRetentionMs: options.webhookRetentionMs ?? config.webhookRetentionMs,
     workerProcesses: { workerIds: () => [], retireWorker: () => {} },
     log,
   });

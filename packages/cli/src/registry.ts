@@ -30,6 +30,11 @@ import oauthStatus from "./commands/workers/oauth/status.js";
 import oauthRevoke from "./commands/workers/oauth/revoke.js";
 import runsLogs from "./commands/workers/runs/logs.js";
 import webhooksList from "./commands/workers/webhooks/list.js";
+import webhooksDeliveries from "./commands/workers/webhooks/deliveries.js";
+import webhooksRedeliver from "./commands/workers/webhooks/redeliver.js";
+import webhooksRotate from "./commands/workers/webhooks/rotate.js";
+import webhooksUnblock from "./commands/workers/webhooks/unblock.js";
+import { disable as webhooksVerificationDisable, enable as webhooksVerificationEnable } from "./commands/workers/webhooks/verification.js";
 
 /** Groups: summaries and aliases of commands that only hold subcommands. */
 export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
@@ -40,6 +45,7 @@ export const GROUPS: Record<string, { summary: string; aliases?: string[] }> = {
   "workers runs": { summary: "Manage worker runs" },
   "workers oauth": { summary: "Manage OAuth connections for a worker" },
   "workers webhooks": { summary: "Manage a worker's webhooks" },
+  "workers webhooks verification": { summary: "Turn a webhook's verification on or off" },
   "server workspace": { summary: "Manage workspaces (admin)" },
 };
 
@@ -74,6 +80,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
   "workers runs list": runsList,
   "workers runs logs": runsLogs,
   "workers webhooks list": webhooksList,
+  "workers webhooks deliveries": webhooksDeliveries,
+  "workers webhooks redeliver": webhooksRedeliver,
+  "workers webhooks rotate": webhooksRotate,
+  "workers webhooks unblock": webhooksUnblock,
+  "workers webhooks verification enable": webhooksVerificationEnable,
+  "workers webhooks verification disable": webhooksVerificationDisable,
   server: serverStart,
   "server rotate-key": serverRotateKey,
   "server workspace create": serverWorkspaceCreate,

@@ -38,6 +38,10 @@ export interface ServerOptions {
   webhookBodyLimit?: number;
   /** Waits before a failed webhook delivery's retries, one per retry: `10s,1m,5m` (WORKYARD_WEBHOOK_RETRY_DELAYS). */
   webhookRetryDelays?: string;
+  /** Finished webhook deliveries are deleted after this long (WORKYARD_WEBHOOK_RETENTION). */
+  webhookRetention?: string | number;
+  /** Webhook ingress per minute, per worker and per workspace: `600,1200` (WORKYARD_WEBHOOK_RATE). */
+  webhookRate?: string;
   /** Egress rules, HOST[:PORT] or CIDR: allowed despite the default deny (WORKYARD_EGRESS_ALLOW, comma separated). */
   egressAllow?: string[] | string;
   /** Egress rules denied on top of the defaults (WORKYARD_EGRESS_DENY). */
@@ -96,6 +100,8 @@ export interface Config {
   uploadLimit: number;
   webhookBodyLimit: number;
   webhookRetryDelaysMs: number[];
+  webhookRetentionMs: number;
+  webhookRate: { perWorker: number; perWorkspace: number };
   egressAllow: string[];
   egressDeny: string[];
   egressCaFile: string | undefined;
@@ -196,6 +202,8 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
       options.webhookBodyLimit ?? (env.WORKYARD_WEBHOOK_BODY_LIMIT ? Number(env.WORKYARD_WEBHOOK_BODY_LIMIT) : 1024 * 1024),
       "WORKYARD_WEBHOOK_BODY_LIMIT",
     ),
+    webhookRetentionMs: parseDuration(options.webhookRetention ?? env.WORKYARD_WEBHOOK_RETENTION ?? "7d", "WORKYARD_WEBHOOK_RETENTION"),
+    webhookRate: webhookRate(options.webhookRate ?? env.WORKYARD_WEBHOOK_RATE ?? "600,1200"),
     webhookRetryDelaysMs: list(options.webhookRetryDelays ?? env.WORKYARD_WEBHOOK_RETRY_DELAYS ?? "10s,1m,5m").map((d) => parseDuration(d, "WORKYARD_WEBHOOK_RETRY_DELAYS")),
     egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
     egressDeny: list(options.egressDeny ?? env.WORKYARD_EGRESS_DENY),
@@ -215,6 +223,15 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     queuedRunsPerDeployment: positiveInteger(options.queuedRunsPerDeployment ?? LIMITS.queuedRunsPerDeployment, "queuedRunsPerDeployment"),
     workerCpu: positiveNumber(options.workerCpu ?? (env.WORKYARD_WORKER_CPU ? Number(env.WORKYARD_WORKER_CPU) : 1), "--worker-cpu"),
   };
+}
+
+/** `PER_WORKER,PER_WORKSPACE` requests per minute. */
+function webhookRate(value: string): { perWorker: number; perWorkspace: number } {
+  const [perWorker, perWorkspace] = value.split(",").map((v) => Number(v.trim()));
+  if (!Number.isInteger(perWorker) || !Number.isInteger(perWorkspace) || perWorker! < 1 || perWorkspace! < 1) {
+    throw new ConfigError(`WORKYARD_WEBHOOK_RATE must be two positive integers, per worker and per workspace: 600,1200; got ${JSON.stringify(value)}.`);
+  }
+  return { perWorker: perWorker!, perWorkspace: perWorkspace! };
 }
 
 /** A repeatable flag or a comma-separated variable, as a list of trimmed, non-empty entries. */

@@ -62,6 +62,10 @@ export const ERROR_STATUS = {
   oauth_flow_not_found: 404,
   oauth_state_invalid: 400,
   oauth_refresh_busy: 503,
+  // webhooks
+  webhook_not_found: 404,
+  delivery_not_found: 404,
+  delivery_in_progress: 409,
   // server
   store_busy: 503,
   overloaded: 503,

@@ -173,7 +173,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     publicUrl: () => publicUrl,
     log,
     runTimeoutMs: config.runTimeoutMs,
-    limits: { maxBodyBytes: config.webhookBodyLimit, retryDelaysMs: config.webhookRetryDelaysMs },
+    limits: { maxBodyBytes: config.webhookBodyLimit, retryDelaysMs: config.webhookRetryDelaysMs, ratePerMinute: config.webhookRate },
     now,
   });
   const login = createLoginService(db, tokens);
@@ -187,6 +187,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     soleServer: store.dialect === "sqlite",
     runRetentionMs: config.runRetentionMs,
     deploymentsKept: config.deploymentsKept,
+    webhookRetentionMs: config.webhookRetentionMs,
     log,
   });
   await maintenance.start();

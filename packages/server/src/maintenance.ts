@@ -7,6 +7,7 @@ import * as deploymentsStore from "./store/deployments.js";
 import * as runsStore from "./store/runs.js";
 import type { Database } from "./store/schema.js";
 import * as uploadsStore from "./store/uploads.js";
+import * as webhooksStore from "./store/webhooks.js";
 import * as workersStore from "./store/workers.js";
 
 /** No build lasts longer (an npm install is stopped after 10 minutes). */
@@ -32,6 +33,8 @@ export interface MaintenanceOptions {
   runRetentionMs: number;
   /** Deployments kept per worker besides the live one (and any still building) (config.deploymentsKept). */
   deploymentsKept: number;
+  /** Finished webhook deliveries (their sealed requests) received longer ago than this are deleted (config.webhookRetentionMs). */
+  webhookRetentionMs: number;
   /** The workers with processes on this machine, and how to stop those of a worker deleted elsewhere. */
   workerProcesses: { workerIds(): string[]; retireWorker(workerId: string): void };
   log: Logger;
@@ -40,6 +43,7 @@ export interface MaintenanceOptions {
 /** What one sweep deleted, by kind. */
 export interface SweepReport {
   runs: number;
+  deliveries: number;
   deployments: number;
   uploads: number;
   trees: number;
@@ -51,7 +55,8 @@ export interface SweepReport {
  * their deadline, expired unused uploads, and on disk the work folders and half-written temporary
  * folders of builds and installs that a killed process never finished.
  *
- * And retention: runs that ended longer ago than `runRetentionMs`; per worker the deployments
+ * And retention: runs that ended longer ago than `runRetentionMs`; finished webhook deliveries
+ * received longer ago than `webhookRetentionMs`; per worker the deployments
  * beyond the newest `deploymentsKept` (never the live one, never one building) with their folders
  * on this machine; uploads no remaining deployment needs; installed dependency trees
  * (`deps/<hash>`) that no deployment uses, once untouched for an hour.
@@ -90,7 +95,7 @@ export class Maintenance {
     const { db, log } = this.options;
     const now = Date.now();
     const everything = atStart && this.options.soleServer;
-    const report: SweepReport = { runs: 0, deployments: 0, uploads: 0, trees: 0 };
+    const report: SweepReport = { runs: 0, deliveries: 0, deployments: 0, uploads: 0, trees: 0 };
     // Each step on its own: one that fails (a busy store) does not keep the others from running.
     const step = async (what: string, work: () => Promise<void>) => {
       try {
@@ -114,6 +119,9 @@ export class Maintenance {
     await step("runs", async () => {
       report.runs = await runsStore.deleteRunsEndedBefore(db, now - this.options.runRetentionMs);
     });
+    await step("webhook deliveries", async () => {
+      report.deliveries = await webhooksStore.deleteFinishedDeliveries(db, now - this.options.webhookRetentionMs);
+    });
     await step("deployments", async () => {
       report.deployments = await this.pruneDeployments(now);
     });
@@ -124,7 +132,7 @@ export class Maintenance {
     await step("installed trees", async () => {
       report.trees = await this.collectTrees(now);
     });
-    if (report.runs + report.deployments + report.uploads + report.trees > 0) log.info({ ...report }, "retention: deleted what is no longer kept");
+    if (report.runs + report.deliveries + report.deployments + report.uploads + report.trees > 0) log.info({ ...report }, "retention: deleted what is no longer kept");
     this.cleanDisk(now);
     return report;
   }

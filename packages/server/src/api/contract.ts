@@ -23,6 +23,17 @@ export interface WebhookView {
   lastDelivery: { status: string; receivedAt: string } | null;
 }
 
+/** One delivery of a webhook: the same deliveryId on every attempt, and the runs that made them. */
+export interface DeliveryView {
+  deliveryId: string;
+  status: "queued" | "running" | "succeeded" | "failed" | "verification_failed";
+  attempts: number;
+  runIds: string[];
+  receivedAt: string;
+  finishedAt: string | null;
+  error: string | null;
+}
+
 export interface WorkerView {
   workerId: string;
   name: string;
@@ -125,6 +136,11 @@ export interface Actions {
   ListRunsForWorker: { request: { workerId: string }; response: { runs: RunView[] } };
   GetRunLogs: { request: { workerId: string; runId: string }; response: { logs: string; run: RunView } };
   ListWebhooks: { request: { workerId: string }; response: { webhooks: WebhookView[] } };
+  ListWebhookDeliveries: { request: { workerId: string; key: string }; response: { deliveries: DeliveryView[] } };
+  RedeliverWebhook: { request: { workerId: string; deliveryId: string }; response: Record<string, never> };
+  RotateWebhook: { request: { workerId: string; key: string }; response: { url: string } };
+  UnblockWebhook: { request: { workerId: string; key: string }; response: Record<string, never> };
+  SetWebhookVerification: { request: { workerId: string; key: string; enabled: boolean }; response: Record<string, never> };
   StartOauth: {
     request: { workerId: string; oauthCapabilityKey: string };
     response: { authorizationUrl: string; state: string; redirectUrl: string };

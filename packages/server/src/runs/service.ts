@@ -39,6 +39,10 @@ export interface RunRequest {
   workerId: string;
   capabilityKey: string;
   args?: unknown;
+  /** A shorter time limit than the server's (a webhook's verify runs within its budget). */
+  timeoutMs?: number;
+  /** The input is a webhook verify invocation (`{ request }`), not events: the server's own, never an API caller's. */
+  webhookVerify?: true;
 }
 
 /**
@@ -63,7 +67,7 @@ export interface RunService {
    * One run whose failure is an outcome, not an error (a webhook delivery's attempt): the run's
    * id, and the error's name and message when it failed. What fails before the run exists throws.
    */
-  attempt(caller: Caller, request: RunRequest): Promise<{ runId: string; ok: true } | { runId: string; ok: false; errorName: string; message: string }>;
+  attempt(caller: Caller, request: RunRequest): Promise<{ runId: string; ok: true; value: unknown } | { runId: string; ok: false; errorName: string; message: string }>;
   /** The worker's newest runs, without their logs. */
   list(caller: Caller, workerId: string): Promise<RunSummary[]>;
   logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunRow }>;
@@ -90,7 +94,7 @@ export function createRunService(options: {
   const now = options.now ?? Date.now;
   const journal = new RunJournal(db, options.writer);
 
-  async function prepare(caller: Caller, workerId: string, key: string, args: unknown) {
+  async function prepare(caller: Caller, workerId: string, key: string, args: unknown, webhookVerify = false) {
     const worker = await workers.get(caller, workerId);
     const deployment = await builder.liveDeployment(worker);
     if (!deployment) {
@@ -102,7 +106,7 @@ export function createRunService(options: {
     const input = args === undefined ? {} : args;
     // The SDK hands a webhook's input to its execute as the events; an object there would be
     // taken for a verify request, or reach the worker's loop over events as something else.
-    if (capabilities.find((c) => c.key === key)?._tag === "webhook" && !Array.isArray(input)) {
+    if (capabilities.find((c) => c.key === key)?._tag === "webhook" && !Array.isArray(input) && !webhookVerify) {
       throw new AppError("validation_error", "A webhook capability takes an array of events, not an object.", {
         hint: `Pass the events as an array, e.g. -d '[{"deliveryId":"test-1","body":{},"rawBody":"{}","headers":{},"method":"POST"}]'.`,
       });
@@ -118,7 +122,7 @@ export function createRunService(options: {
   async function admit(caller: Caller, request: RunRequest) {
     // Records waiting past the bound (the database out of reach): a run now could not be recorded.
     if (journal.full) throw new StoreBusyError(new Error("run records are waiting for the database"));
-    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args);
+    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args, request.webhookVerify === true);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.
     let reservation;
@@ -223,7 +227,7 @@ export function createRunService(options: {
         key: request.capabilityKey,
         input,
         env: runtime.env,
-        timeoutMs: options.runTimeoutMs,
+        timeoutMs: Math.min(request.timeoutMs ?? options.runTimeoutMs, options.runTimeoutMs),
         onLog,
       });
     } catch (error) {
@@ -293,7 +297,7 @@ export function createRunService(options: {
     async attempt(caller, request) {
       const admitted = await admit(caller, request);
       const { runId, outcome, message } = await execute(admitted, request, () => {});
-      if (outcome.ok) return { runId, ok: true };
+      if (outcome.ok) return { runId, ok: true, value: outcome.value };
       return { runId, ok: false, errorName: outcome.error.name, message: message ?? outcome.error.message };
     },
 

@@ -173,3 +173,52 @@ export async function resealDelivery(db: Db, id: string, previousKeyId: string, 
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
 }
+
+/** A webhook's switches: verification on or off, blocked or not, its count of failures in a row. */
+export async function setWebhookState(
+  db: Db,
+  workerId: string,
+  key: string,
+  fields: Partial<Pick<WebhookRow, "verification_enabled" | "verification_failures" | "blocked_at">>,
+  now: number,
+): Promise<boolean> {
+  const result = await db.updateTable("webhooks").set({ ...fields, updated_at: now }).where("worker_id", "=", workerId).where("key", "=", key).executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** A new secret id for a webhook's URL: the old URL stops working at once. */
+export async function replaceWebhookSecret(db: Db, workerId: string, key: string, secret: { hash: string; keyId: string; sealed: Buffer }, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable("webhooks")
+    .set({ secret_hash: secret.hash, secret_key_id: secret.keyId, secret_sealed: secret.sealed, updated_at: now })
+    .where("worker_id", "=", workerId)
+    .where("key", "=", key)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export async function findDelivery(db: Db, workerId: string, id: string): Promise<DeliveryRow | undefined> {
+  return db.selectFrom("webhook_deliveries").selectAll().where("worker_id", "=", workerId).where("id", "=", id).executeTakeFirst();
+}
+
+/** Queues a finished delivery again, with a fresh budget of retries; not one under way. */
+export async function requeueDelivery(db: Db, workerId: string, id: string, now: number): Promise<boolean> {
+  const result = await db
+    .updateTable("webhook_deliveries")
+    .set({ status: "queued", attempts: 0, next_attempt_at: now, finished_at: null, last_error: null, lease_owner: null, lease_until: null })
+    .where("worker_id", "=", workerId)
+    .where("id", "=", id)
+    .where("status", "in", ["succeeded", "failed", "verification_failed"])
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** Retention: finished deliveries (their sealed requests with them) received before `before`. */
+export async function deleteFinishedDeliveries(db: Db, before: number): Promise<number> {
+  const result = await db
+    .deleteFrom("webhook_deliveries")
+    .where("received_at", "<", before)
+    .where("status", "in", ["succeeded", "failed", "verification_failed"])
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}

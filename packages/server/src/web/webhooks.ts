@@ -16,9 +16,10 @@ export function registerWebhookIngress(app: FastifyInstance, deps: { webhooks: P
       bodyLimit: deps.maxBodyBytes,
       async handler(request, reply) {
         const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-        const answer = await deps.webhooks.receive(request.params, { method: request.method, headers: request.headers, body });
+        const query = Object.fromEntries(Object.entries(request.query as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+        const answer = await deps.webhooks.receive(request.params, { method: request.method, url: request.url, query, headers: request.headers, body });
         void reply.code(answer.status).headers(answer.headers ?? {});
-        return answer.body;
+        return reply.send(answer.body);
       },
     });
   });

@@ -13,6 +13,7 @@ import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, open, seal } from "../vault/seal.js";
 import type { WorkerService } from "../workers/service.js";
+import { RateLimiter } from "./rate-limit.js";
 
 /** What a webhook capability's URL ends with, after the public URL. */
 export const WEBHOOK_PATH = "/webhooks/worker";
@@ -31,6 +32,10 @@ export interface WebhookLimits {
   concurrency: number;
   /** How often this process looks for due deliveries (others' and retries) besides being woken. */
   pollMs: number;
+  /** Ingress requests per minute, per worker and per workspace (Notion's figures), in each process. */
+  ratePerMinute: { perWorker: number; perWorkspace: number };
+  /** The wall-clock budget of a `verify` handler, its process start included. */
+  verifyBudgetMs: number;
 }
 
 export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
@@ -39,20 +44,38 @@ export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
   retryDelaysMs: [10_000, 60_000, 300_000],
   concurrency: 4,
   pollMs: 1000,
+  ratePerMinute: { perWorker: 600, perWorkspace: 1200 },
+  verifyBudgetMs: 5000,
 };
+
+/** The largest body a `verify` handler may answer with. */
+export const VERIFY_BODY_MAX = 8 * 1024;
 
 /** A request as the ingress received it. */
 export interface InboundRequest {
   method: string;
+  /** The URL as received (path and query). */
+  url: string;
+  query: Record<string, string>;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
 }
 
-/** What the ingress answers: a status, a JSON body, and headers. */
+/** What the ingress answers: a status, a JSON body (or a verify handler's text), and headers. */
 export interface IngressAnswer {
   status: number;
-  body: Record<string, unknown>;
+  body: Record<string, unknown> | string;
   headers?: Record<string, string>;
+}
+
+export interface DeliveryView {
+  deliveryId: string;
+  status: DeliveryStatus;
+  attempts: number;
+  runIds: string[];
+  receivedAt: string;
+  finishedAt: string | null;
+  error: string | null;
 }
 
 export interface WebhookView {
@@ -67,6 +90,14 @@ export interface WebhookService {
   /** After a deployment went live: URLs for its new webhook capabilities (lines for the build log); a redeploy unblocks. */
   deployed(worker: WorkerRow, capabilities: CapabilitySummary[]): Promise<string[]>;
   list(caller: Caller, workerId: string): Promise<WebhookView[]>;
+  deliveries(caller: Caller, workerId: string, key: string): Promise<DeliveryView[]>;
+  /** Runs a finished delivery again, with the same deliveryId. */
+  redeliver(caller: Caller, workerId: string, deliveryId: string): Promise<void>;
+  /** A new URL for the webhook; the old one answers 404 from now on. */
+  rotate(caller: Caller, workerId: string, key: string): Promise<string>;
+  unblock(caller: Caller, workerId: string, key: string): Promise<void>;
+  /** Verification on or off (the verify handler runs, verification failures count); either resets the count and unblocks. */
+  setVerification(caller: Caller, workerId: string, key: string, enabled: boolean): Promise<void>;
   /** The ingress: checks, stores durably, answers 202 (or why not). */
   receive(path: { workspaceId: string; workerId: string; secretId: string; key: string }, request: InboundRequest): Promise<IngressAnswer>;
   /** Starts running due deliveries in this process. */
@@ -88,7 +119,7 @@ export function createWebhookService(options: {
   db: Kysely<Database>;
   keyring: Keyring;
   workers: WorkerService;
-  builder: Pick<BuildService, "liveDeployment">;
+  builder: Pick<BuildService, "liveDeployment" | "liveManifest">;
   runs: Pick<RunService, "attempt">;
   publicUrl(): string;
   log: Logger;
@@ -104,10 +135,87 @@ export function createWebhookService(options: {
   // A lease outlives the longest attempt (its run's time limit), with room to record it.
   const leaseMs = options.runTimeoutMs + 30_000;
 
+  const perWorker = new RateLimiter(limits.ratePerMinute.perWorker, now);
+  const perWorkspace = new RateLimiter(limits.ratePerMinute.perWorkspace, now);
+
   const urlOf = (row: WebhookRow) => {
     const secretId = open(keyring, { keyId: row.secret_key_id, sealed: row.secret_sealed }, aad.webhookSecret(row.workspace_id, row.worker_id, row.key)).toString("utf8");
     return `${options.publicUrl()}${WEBHOOK_PATH}/${row.workspace_id}/${row.worker_id}/${secretId}/${encodeURIComponent(row.key)}`;
   };
+
+  const newSecret = (worker: Pick<WorkerRow, "id" | "workspace_id">, key: string) => {
+    const secretId = randomToken(24);
+    const sealed = seal(keyring, secretId, aad.webhookSecret(worker.workspace_id, worker.id, key));
+    return { hash: sha256Hex(secretId), keyId: sealed.keyId, sealed: sealed.sealed };
+  };
+
+  /** A webhook capability of the worker's live deployment, with its row, for the management commands. */
+  async function webhookOf(caller: Caller, workerId: string, key: string): Promise<{ worker: WorkerRow; row: WebhookRow }> {
+    const worker = await options.workers.get(caller, workerId);
+    const row = await webhooksStore.findWebhook(db, worker.id, key);
+    const live = await options.builder.liveDeployment(worker);
+    const keys = (JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook").map((c) => c.key);
+    if (!row || !keys.includes(key)) {
+      throw new AppError("webhook_not_found", `The worker has no webhook ${JSON.stringify(key)}.`, { hint: "Run `ntn workers webhooks list` to see its webhooks." });
+    }
+    return { worker, row };
+  }
+
+  /**
+   * The capability's `verify` handler, inline, within the budget (its process start included): its
+   * answer goes back to the sender. Undefined when the answer is 2xx and the delivery goes on.
+   */
+  async function verified(worker: WorkerRow, key: string, request: InboundRequest, startedAt: number): Promise<IngressAnswer | { accepted: IngressAnswer }> {
+    const caller: Caller = { tokenId: "", tokenName: "webhook verify", workspaceId: worker.workspace_id, workspaceName: "", role: "member" };
+    const verifyRequest = {
+      method: request.method,
+      url: `${options.publicUrl()}${request.url}`,
+      query: request.query,
+      headers: lowerCased(request.headers),
+      rawBody: request.method === "POST" ? request.body.toString("utf8") : "",
+    };
+    const left = limits.verifyBudgetMs - (now() - startedAt);
+    let timer: NodeJS.Timeout | undefined;
+    const overBudget = new Promise<"over">((resolve) => (timer = setTimeout(() => resolve("over"), Math.max(0, left))));
+    const outcome = await Promise.race([
+      options.runs.attempt(caller, { workerId: worker.id, capabilityKey: key, args: { request: verifyRequest }, timeoutMs: Math.max(1, left), webhookVerify: true }).catch(
+        (error: unknown) => ({ ok: false as const, runId: "", errorName: "Error", message: (error as Error).message, busy: error instanceof AppError && error.status === 503 }),
+      ),
+      overBudget,
+    ]);
+    clearTimeout(timer);
+    if (outcome === "over" || (!outcome.ok && ("busy" in outcome ? outcome.busy : /time limit/i.test(outcome.message)))) {
+      return { status: 503, body: { error: "The webhook's verification did not answer in time; try again." }, headers: { "retry-after": "5" } };
+    }
+    if (!outcome.ok) return { status: 400, body: { error: "The webhook's verification refused the request." } };
+    const answer = outcome.value as { status?: unknown; body?: unknown; contentType?: unknown } | null;
+    const status = typeof answer?.status === "number" && Number.isInteger(answer.status) ? answer.status : 0;
+    const body = answer?.body === undefined ? "" : answer.body;
+    const contentType = answer?.contentType === undefined ? "text/plain" : answer.contentType;
+    const valid =
+      ((status >= 200 && status < 300) || (status >= 400 && status < 500)) &&
+      typeof body === "string" &&
+      Buffer.byteLength(body) <= VERIFY_BODY_MAX &&
+      (contentType === "text/plain" || contentType === "application/json");
+    if (!valid) return { status: 400, body: { error: "The webhook's verification gave an invalid answer." } };
+    const given: IngressAnswer = { status, body: body as string, headers: { "content-type": `${contentType as string}; charset=utf-8` } };
+    return status < 300 ? { accepted: given } : given;
+  }
+
+  /** The live deployment's webhook capability `key`, with its config (whether it has a `verify`). */
+  async function liveCapability(worker: WorkerRow, key: string): Promise<{ config?: Record<string, unknown> } | undefined> {
+    try {
+      const live = await options.builder.liveManifest(worker, { workerIsFresh: true });
+      return live?.manifest.capabilities.find((c) => c._tag === "webhook" && c.key === key);
+    } catch (error) {
+      // The manifest could not be read anew (the worker fails to load with its current secrets):
+      // the delivery is still taken, and its runs will say why they fail.
+      log.warn({ workerId: worker.id, reason: (error as Error).message }, "reading a worker's manifest for a webhook failed");
+      const live = await options.builder.liveDeployment(worker);
+      const summary = (JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).find((c) => c._tag === "webhook" && c.key === key);
+      return summary ? {} : undefined;
+    }
+  }
 
   // The dispatcher: attempts under way, and whether a look for due deliveries is wanted.
   const running = new Set<Promise<void>>();
@@ -213,6 +321,26 @@ export function createWebhookService(options: {
     timer.unref();
   }
 
+  async function listOf(caller: Caller, workerId: string): Promise<WebhookView[]> {
+    const worker = await options.workers.get(caller, workerId);
+    const rows = await webhooksStore.listWebhooks(db, worker.id);
+    const live = await options.builder.liveDeployment(worker);
+    const keys = new Set(((JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook")).map((c) => c.key));
+    const last = await webhooksStore.lastDeliveries(db, worker.id);
+    return rows
+      .filter((row) => keys.has(row.key))
+      .map((row) => {
+        const delivery = last.get(row.key);
+        return {
+          key: row.key,
+          url: urlOf(row),
+          status: row.blocked_at !== null ? "blocked" : row.verification_enabled ? "active" : "verification off",
+          verificationFailures: row.verification_failures,
+          lastDelivery: delivery ? { status: delivery.status, receivedAt: new Date(delivery.received_at).toISOString() } : null,
+        } satisfies WebhookView;
+      });
+    }
+
   return {
     async deployed(worker, capabilities) {
       const at = now();
@@ -220,15 +348,14 @@ export function createWebhookService(options: {
       const lines: string[] = [];
       for (const capability of capabilities) {
         if (capability._tag !== "webhook") continue;
-        const secretId = randomToken(24);
-        const sealed = seal(keyring, secretId, aad.webhookSecret(worker.workspace_id, worker.id, capability.key));
+        const secret = newSecret(worker, capability.key);
         const row: WebhookRow = {
           worker_id: worker.id,
           key: capability.key,
           workspace_id: worker.workspace_id,
-          secret_hash: sha256Hex(secretId),
-          secret_key_id: sealed.keyId,
-          secret_sealed: sealed.sealed,
+          secret_hash: secret.hash,
+          secret_key_id: secret.keyId,
+          secret_sealed: secret.sealed,
           verification_enabled: 1,
           verification_failures: 0,
           blocked_at: null,
@@ -241,39 +368,85 @@ export function createWebhookService(options: {
     },
 
     async list(caller, workerId) {
-      const worker = await options.workers.get(caller, workerId);
-      const rows = await webhooksStore.listWebhooks(db, worker.id);
-      const live = await options.builder.liveDeployment(worker);
-      const keys = new Set(((JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook")).map((c) => c.key));
-      const last = await webhooksStore.lastDeliveries(db, worker.id);
-      return rows
-        .filter((row) => keys.has(row.key))
-        .map((row) => {
-          const delivery = last.get(row.key);
-          return {
-            key: row.key,
-            url: urlOf(row),
-            status: row.blocked_at !== null ? "blocked" : row.verification_enabled ? "active" : "verification off",
-            verificationFailures: row.verification_failures,
-            lastDelivery: delivery ? { status: delivery.status, receivedAt: new Date(delivery.received_at).toISOString() } : null,
-          } satisfies WebhookView;
-        });
+      return listOf(caller, workerId);
     },
 
-    async receive(path, request) {
+    async deliveries(caller, workerId, key) {
+      const { worker } = await webhookOf(caller, workerId, key);
+      const rows = await webhooksStore.listDeliveries(db, worker.id, key, 100);
+      return rows.map((row) => ({
+        deliveryId: row.id,
+        status: row.status,
+        attempts: row.attempts,
+        runIds: JSON.parse(row.run_ids) as string[],
+        receivedAt: new Date(row.received_at).toISOString(),
+        finishedAt: row.finished_at === null ? null : new Date(row.finished_at).toISOString(),
+        error: row.last_error,
+      }));
+    },
+
+    async redeliver(caller, workerId, deliveryId) {
+      const worker = await options.workers.get(caller, workerId);
+      const delivery = await webhooksStore.findDelivery(db, worker.id, deliveryId);
+      if (!delivery) {
+        throw new AppError("delivery_not_found", `No delivery ${JSON.stringify(deliveryId)} for this worker.`, {
+          hint: "Run `ntn workers webhooks deliveries KEY` to see a webhook's deliveries.",
+        });
+      }
+      if (!(await webhooksStore.requeueDelivery(db, worker.id, deliveryId, now()))) {
+        throw new AppError("delivery_in_progress", `Delivery ${deliveryId} is ${delivery.status} already.`, { hint: "Wait for it to finish, then redeliver." });
+      }
+      void look();
+    },
+
+    async rotate(caller, workerId, key) {
+      const { worker, row } = await webhookOf(caller, workerId, key);
+      const secret = newSecret(worker, key);
+      await webhooksStore.replaceWebhookSecret(db, worker.id, key, secret, now());
+      return urlOf({ ...row, secret_hash: secret.hash, secret_key_id: secret.keyId, secret_sealed: secret.sealed });
+    },
+
+    async unblock(caller, workerId, key) {
+      const { worker } = await webhookOf(caller, workerId, key);
+      await webhooksStore.setWebhookState(db, worker.id, key, { blocked_at: null, verification_failures: 0 }, now());
+    },
+
+    async setVerification(caller, workerId, key, enabled) {
+      const { worker } = await webhookOf(caller, workerId, key);
+      await webhooksStore.setWebhookState(db, worker.id, key, { verification_enabled: enabled ? 1 : 0, blocked_at: null, verification_failures: 0 }, now());
+    },
+
+    async receive(path, request): Promise<IngressAnswer> {
+      const startedAt = now();
       const row = await webhooksStore.findWebhook(db, path.workerId, path.key);
       // One answer whatever part of the URL is wrong: it tells a guesser nothing.
       if (!row || row.workspace_id !== path.workspaceId || !safeEqual(sha256Hex(path.secretId), row.secret_hash)) return NOT_FOUND;
       const worker = await workersStore.findWorker(db, row.workspace_id, row.worker_id);
-      const live = worker ? await options.builder.liveDeployment(worker) : undefined;
-      const capabilities = JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[];
-      if (!worker || !capabilities.some((c) => c._tag === "webhook" && c.key === row.key)) return NOT_FOUND;
-      if (request.method !== "POST") return { status: 405, body: { error: "Method not allowed" }, headers: { allow: "POST" } };
+      const capability = worker ? await liveCapability(worker, row.key) : undefined;
+      if (!worker || !capability) return NOT_FOUND;
+      const withVerify = capability.config?.hasVerify === true && row.verification_enabled === 1;
+      if (request.method !== "POST" && !(withVerify && (request.method === "GET" || request.method === "HEAD"))) {
+        return { status: 405, body: { error: "Method not allowed" }, headers: { allow: withVerify ? "GET, HEAD, POST" : "POST" } };
+      }
       if (row.blocked_at !== null) {
         return { status: 403, body: { error: `This webhook is blocked after ${BLOCK_AFTER} failed verifications in a row.` } };
       }
+      const waitWorker = perWorker.take(worker.id);
+      const waitWorkspace = waitWorker === 0 ? perWorkspace.take(worker.workspace_id) : 0;
+      if (waitWorker > 0 || waitWorkspace > 0) {
+        if (waitWorkspace > 0) perWorker.giveBack(worker.id);
+        return { status: 429, body: { error: "Rate limit exceeded" }, headers: { "retry-after": String(Math.max(waitWorker, waitWorkspace)) } };
+      }
       if ((await webhooksStore.countWaiting(db)) >= limits.maxQueued) {
         return { status: 503, body: { error: "Too many deliveries are waiting; try again later." }, headers: { "retry-after": "30" } };
+      }
+      let accepted: IngressAnswer | undefined;
+      if (withVerify) {
+        const answer = await verified(worker, row.key, request, startedAt);
+        if (!("accepted" in answer)) return answer;
+        // A probe (GET, HEAD) is answered, never delivered.
+        if (request.method !== "POST") return answer.accepted;
+        accepted = answer.accepted;
       }
       const deliveryId = newId();
       const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), body: request.body.toString("utf8") };
@@ -297,7 +470,7 @@ export function createWebhookService(options: {
         last_error: null,
       });
       void look();
-      return { status: 202, body: { deliveryId } };
+      return accepted ?? { status: 202, body: { deliveryId } };
     },
 
     start() {
