@@ -133,7 +133,7 @@ export function createWebhookService(options: {
   // Who holds a delivery's lease: this process, told apart from others on the same database.
   const owner = `${os.hostname()}:${process.pid}:${randomToken(6)}`;
   // A lease outlives the longest attempt (its run's time limit), with room to record it.
-  const leaseMs = options.runTimeoutMs + 30_000;
+  const leaseMs = options.runTimeoutMs + 10_000;
 
   const perWorker = new RateLimiter(limits.ratePerMinute.perWorker, now);
   const perWorkspace = new RateLimiter(limits.ratePerMinute.perWorkspace, now);

@@ -1,0 +1,114 @@
+/**
+ * Issue 15, "any process, no loss": webhook deliveries on several server processes over one
+ * PostgreSQL. Any process accepts a delivery and any process runs it, one process at a time; a
+ * process killed with SIGKILL after answering 202 loses nothing: what it had claimed runs on
+ * another once its lease runs out (the run time limit, 2 s here, plus 10 s).
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ok, scaffoldProjects, startCluster, type Cluster, type Projects } from "../helpers/cluster.js";
+import { DIALECTS } from "../helpers/dialects.js";
+
+const SOURCE = `import { Worker } from "@notionhq/workers";
+const worker = new Worker();
+export default worker;
+
+async function report(key, events) {
+  for (const event of events) {
+    await fetch(process.env.RECEIVER_URL, { method: "POST", body: JSON.stringify({ key, deliveryId: event.deliveryId }) });
+  }
+}
+
+worker.webhook("quick", { title: "Quick", description: "Reports at once", execute: async (events) => report("quick", events) });
+worker.webhook("slow", {
+  title: "Slow",
+  description: "Reports after a second",
+  execute: async (events) => {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await report("slow", events);
+  },
+});
+`;
+
+async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a cluster (PostgreSQL)", () => {
+  let cluster: Cluster;
+  let projects: Projects;
+  let receiver: http.Server;
+  const reported: { key: string; deliveryId: string }[] = [];
+  let urls: Record<string, string> = {};
+  /** Each delivery's URL path on a given process (the URL's origin is the first process's). */
+  const on = (index: number, key: string) => urls[key]!.replace(/^https?:\/\/[^/]+/, cluster.processes[index]!.url);
+
+  beforeAll(async () => {
+    receiver = http.createServer((request, response) => {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+      request.on("end", () => {
+        reported.push(JSON.parse(text));
+        response.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    cluster = await startCluster(3, { env: { WORKYARD_RUN_TIMEOUT: "2s" } });
+    projects = await scaffoldProjects(cluster);
+    const dir = projects.project("hooks", SOURCE);
+    const first = cluster.processes[0]!.url;
+    await projects.deploy(first, dir);
+    ok(await projects.cli(first, ["workers", "env", "set", `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], dir));
+    const listed = JSON.parse(ok(await projects.cli(cluster.processes[1]!.url, ["workers", "webhooks", "list", "--json"], dir)).stdout) as { key: string; url: string }[];
+    urls = Object.fromEntries(listed.map((w) => [w.key, w.url]));
+  }, 240_000);
+  afterAll(async () => {
+    await cluster?.stop();
+    projects?.cleanup();
+    await new Promise((resolve) => receiver?.close(resolve));
+  });
+
+  it("accepts on any process and runs each delivery once, on one process at a time", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const answer = await fetch(on(i % 3, "quick"), { method: "POST", body: JSON.stringify({ i }), headers: { "content-type": "application/json" } });
+      expect(answer.status).toBe(202);
+      ids.push(((await answer.json()) as { deliveryId: string }).deliveryId);
+    }
+    await until(() => ids.every((id) => reported.some((r) => r.deliveryId === id)), 30_000, "every delivery");
+    // The worker reports before its run ends and the delivery is recorded.
+    await until(async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 30, 10_000, "every delivery recorded");
+    const rows = await cluster.sql<{ id: string; status: string; attempts: number; run_ids: string }>(
+      "select id, status, attempts, run_ids from webhook_deliveries where id = any($1)",
+      [ids],
+    );
+    expect(rows).toHaveLength(30);
+    for (const row of rows) expect({ status: row.status, attempts: row.attempts, runs: (JSON.parse(row.run_ids) as string[]).length }).toEqual({ status: "succeeded", attempts: 1, runs: 1 });
+    for (const id of ids) expect(reported.filter((r) => r.deliveryId === id)).toHaveLength(1);
+  });
+
+  it("loses nothing when the process that accepted and claimed deliveries is killed (SIGKILL) after its 202s", async () => {
+    const victim = cluster.processes[0]!;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const answer = await fetch(on(0, "slow"), { method: "POST", body: JSON.stringify({ i }), headers: { "content-type": "application/json" } });
+      expect(answer.status).toBe(202);
+      ids.push(((await answer.json()) as { deliveryId: string }).deliveryId);
+    }
+    // Killed while its runs sleep: at least one delivery is running under its lease.
+    await until(
+      async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'running' and lease_owner like $2", [ids, `%:${victim.pid}:%`])).length > 0,
+      10_000,
+      "a delivery claimed by the victim",
+    );
+    await victim.kill("SIGKILL");
+    await until(() => ids.every((id) => reported.some((r) => r.deliveryId === id)), 40_000, "every delivery, run by the others");
+    // At least once: a victim's run that had reported just before the kill runs again elsewhere.
+    await until(async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 3, 10_000, "every delivery recorded");
+  });
+});
