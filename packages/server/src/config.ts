@@ -42,6 +42,8 @@ export interface ServerOptions {
   webhookRetention?: string | number;
   /** Webhook ingress per minute, per worker and per workspace: `600,1200` (WORKYARD_WEBHOOK_RATE). */
   webhookRate?: string;
+  /** Webhook deliveries waiting to run (all webhooks) past which new ones get 503 (WORKYARD_WEBHOOK_MAX_QUEUED). */
+  webhookMaxQueued?: number;
   /** Egress rules, HOST[:PORT] or CIDR: allowed despite the default deny (WORKYARD_EGRESS_ALLOW, comma separated). */
   egressAllow?: string[] | string;
   /** Egress rules denied on top of the defaults (WORKYARD_EGRESS_DENY). */
@@ -102,6 +104,7 @@ export interface Config {
   webhookRetryDelaysMs: number[];
   webhookRetentionMs: number;
   webhookRate: { perWorker: number; perWorkspace: number };
+  webhookMaxQueued: number;
   egressAllow: string[];
   egressDeny: string[];
   egressCaFile: string | undefined;
@@ -204,6 +207,10 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     ),
     webhookRetentionMs: parseDuration(options.webhookRetention ?? env.WORKYARD_WEBHOOK_RETENTION ?? "7d", "WORKYARD_WEBHOOK_RETENTION"),
     webhookRate: webhookRate(options.webhookRate ?? env.WORKYARD_WEBHOOK_RATE ?? "600,1200"),
+    webhookMaxQueued: positiveInteger(
+      options.webhookMaxQueued ?? (env.WORKYARD_WEBHOOK_MAX_QUEUED ? Number(env.WORKYARD_WEBHOOK_MAX_QUEUED) : 10_000),
+      "WORKYARD_WEBHOOK_MAX_QUEUED",
+    ),
     webhookRetryDelaysMs: list(options.webhookRetryDelays ?? env.WORKYARD_WEBHOOK_RETRY_DELAYS ?? "10s,1m,5m").map((d) => parseDuration(d, "WORKYARD_WEBHOOK_RETRY_DELAYS")),
     egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
     egressDeny: list(options.egressDeny ?? env.WORKYARD_EGRESS_DENY),

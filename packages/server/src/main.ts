@@ -173,7 +173,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     publicUrl: () => publicUrl,
     log,
     runTimeoutMs: config.runTimeoutMs,
-    limits: { maxBodyBytes: config.webhookBodyLimit, retryDelaysMs: config.webhookRetryDelaysMs, ratePerMinute: config.webhookRate },
+    limits: { maxBodyBytes: config.webhookBodyLimit, retryDelaysMs: config.webhookRetryDelaysMs, ratePerMinute: config.webhookRate, maxQueued: config.webhookMaxQueued },
     now,
   });
   const login = createLoginService(db, tokens);

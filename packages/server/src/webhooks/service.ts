@@ -110,7 +110,8 @@ export interface WebhookService {
 interface StoredRequest {
   method: string;
   headers: Record<string, string>;
-  body: string;
+  /** The bytes as received (base64): a body that is not UTF-8 is kept as it came. */
+  bodyBase64: string;
 }
 
 const NOT_FOUND: IngressAnswer = { status: 404, body: { error: "Not found" } };
@@ -266,7 +267,8 @@ export function createWebhookService(options: {
       const stored = JSON.parse(
         open(keyring, { keyId: delivery.request_key_id, sealed: delivery.request_sealed }, aad.webhookDelivery(delivery.workspace_id, delivery.worker_id, delivery.id)).toString("utf8"),
       ) as StoredRequest;
-      const event = { deliveryId: delivery.id, body: parsedBody(stored.body), rawBody: stored.body, headers: stored.headers, method: stored.method };
+      const rawBody = Buffer.from(stored.bodyBase64, "base64").toString("utf8");
+      const event = { deliveryId: delivery.id, body: parsedBody(rawBody), rawBody, headers: stored.headers, method: stored.method };
       const caller: Caller = { tokenId: "", tokenName: "webhook delivery", workspaceId: delivery.workspace_id, workspaceName: "", role: "member" };
       const outcome = await options.runs.attempt(caller, { workerId: delivery.worker_id, capabilityKey: delivery.webhook_key, args: [event] });
       runIds.push(outcome.runId);
@@ -449,7 +451,7 @@ export function createWebhookService(options: {
         accepted = answer.accepted;
       }
       const deliveryId = newId();
-      const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), body: request.body.toString("utf8") };
+      const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), bodyBase64: request.body.toString("base64") };
       const sealed = seal(keyring, JSON.stringify(stored), aad.webhookDelivery(row.workspace_id, row.worker_id, deliveryId));
       const at = now();
       await webhooksStore.insertDelivery(db, {

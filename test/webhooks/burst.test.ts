@@ -1,0 +1,130 @@
+/**
+ * Issue 15, bad input and limits: a worker whose execute never ends (its runs hit the time limit
+ * and the delivery is retried, then failed), and a burst from one sender far past the ingress rate
+ * and the queue's bound: 429 and 503 with Retry-After, and every delivery that got a 202 runs.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
+import { ntn, ok } from "../helpers/run-ntn.js";
+import { startTestServer, type TestServer } from "../helpers/start-server.js";
+import { tempDir } from "../helpers/tmp.js";
+
+const SOURCE = `import { Worker } from "@notionhq/workers";
+const worker = new Worker();
+export default worker;
+
+worker.webhook("count", {
+  title: "Count",
+  description: "Takes a tenth of a second, then reports",
+  execute: async (events) => {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const event of events) await fetch(process.env.RECEIVER_URL, { method: "POST", body: event.deliveryId });
+  },
+});
+
+worker.webhook("loops", {
+  title: "Loops",
+  description: "Never ends",
+  execute: async () => {
+    for (;;) {}
+  },
+});
+`;
+
+async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe("a looping worker, and a burst past the limits", () => {
+  let server: TestServer;
+  let tmp: { dir: string; cleanup(): void };
+  let dir: string;
+  let env: Record<string, string | undefined>;
+  let receiver: http.Server;
+  const reported: string[] = [];
+  let urls: Record<string, string> = {};
+  const deliveriesOf = async (key: string) =>
+    JSON.parse(ok(await ntn(["workers", "webhooks", "deliveries", key, "--json"], { cwd: dir, env })).stdout) as {
+      deliveryId: string;
+      status: string;
+      attempts: number;
+      runIds: string[];
+      error: string | null;
+    }[];
+
+  beforeAll(async () => {
+    receiver = http.createServer((request, response) => {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+      request.on("end", () => {
+        reported.push(text);
+        response.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    server = await startTestServer({ runTimeout: "2s", webhookRetryDelays: "100ms,100ms,100ms", webhookRate: "120,240", webhookMaxQueued: 15 });
+    tmp = tempDir("wy-webhooks-burst-");
+    dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
+    env = cliEnv(server, path.join(tmp.dir, "home"));
+    ok(await ntn(["workers", "deploy", "--name", "burst"], { cwd: dir, env, timeoutMs: 180_000 }));
+    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], { cwd: dir, env }));
+    const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; url: string }[];
+    urls = Object.fromEntries(listed.map((w) => [w.key, w.url]));
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await new Promise((resolve) => receiver?.close(resolve));
+    tmp?.cleanup();
+  });
+
+  it("stops a run that never ends at the time limit, retries it 3 times with the same delivery id, then fails it", async () => {
+    const answer = await fetch(urls.loops!, { method: "POST", body: "{}" });
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    await until(async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === deliveryId)?.status === "failed", 60_000, "the delivery to fail");
+    const delivery = (await deliveriesOf("loops")).find((d) => d.deliveryId === deliveryId)!;
+    expect(delivery.attempts).toBe(4);
+    expect(new Set(delivery.runIds).size).toBe(4);
+    expect(delivery.error).toMatch(/time limit/i);
+    const runs = (await server.call("ListRunsForWorker", { workerId: JSON.parse(ok(await ntn(["workers", "get", "--json"], { cwd: dir, env })).stdout).workerId })).body.runs as {
+      runId: string;
+      exitCode: number;
+    }[];
+    for (const runId of delivery.runIds) expect(runs.find((r) => r.runId === runId)?.exitCode).toBe(124);
+  }, 90_000);
+
+  it("answers a burst past the rate with 429 and past the queue's bound with 503, both with Retry-After; every 202 runs", async () => {
+    const statuses = new Map<number, number>();
+    const accepted: string[] = [];
+    const retryAfters = new Set<string | null>();
+    let next = 0;
+    // 1,000 requests, 50 at a time.
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        while (next < 1000) {
+          next += 1;
+          const answer = await fetch(urls.count!, { method: "POST", body: JSON.stringify({ n: next }), headers: { "content-type": "application/json" } });
+          statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
+          if (answer.status === 202) accepted.push(((await answer.json()) as { deliveryId: string }).deliveryId);
+          else {
+            retryAfters.add(answer.headers.get("retry-after"));
+            await answer.arrayBuffer();
+          }
+        }
+      }),
+    );
+    expect([...statuses.keys()].sort()).toEqual([202, 429, 503]);
+    expect(statuses.get(429)).toBeGreaterThan(700);
+    expect([...retryAfters].every((value) => Number(value) >= 1)).toBe(true);
+    // The bucket holds 120, refilled at 2 a second while the burst lasts.
+    expect(accepted.length).toBeLessThanOrEqual(140);
+    await until(() => accepted.every((id) => reported.includes(id)), 60_000, "every accepted delivery");
+  }, 120_000);
+});
