@@ -140,6 +140,9 @@ describe("webhooks from a GitHub-style sender", () => {
     expect(got.event.headers).toMatchObject({ "x-github-event": "push", "x-github-delivery": "gh-1", "content-type": "application/json" });
     const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; lastDelivery: { status: string } | null }[];
     expect(listed.find((w) => w.key === "onPush")?.lastDelivery?.status).toBe("succeeded");
+    // The run is recorded with the delivery it attempted.
+    const runs = (await server.call("ListRunsForWorker", { workerId: workerIdOf(dir) })).body.runs as { name: string; deliveryId?: string; status: string }[];
+    expect(runs.find((r) => r.deliveryId === deliveryId)).toMatchObject({ name: "onPush", status: "succeeded" });
   });
 
   it("passes a body that is not JSON as rawBody, with body {}", async () => {
@@ -150,6 +153,20 @@ describe("webhooks from a GitHub-style sender", () => {
     const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
     expect(got.event.body).toEqual({});
     expect(got.event.rawBody).toBe(body);
+  });
+
+  it("takes a binary body and many headers; a header block over Node's limit is refused (431)", async () => {
+    const bytes = Buffer.from([0xff, 0xfe, 0x00, 0x01, 0x80, 0x7f]);
+    const headers: Record<string, string> = { "content-type": "application/octet-stream", "X-Hub-Signature-256": sign(bytes.toString("utf8")) };
+    for (let i = 0; i < 100; i++) headers[`x-extra-${i}`] = "v".repeat(50);
+    const answer = await post(urls.onPush!, bytes, headers);
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    expect(got.event.body).toEqual({});
+    expect(got.event.rawBody).toBe(bytes.toString("utf8"));
+    expect(got.event.headers["x-extra-99"]).toBe("v".repeat(50));
+    expect((await post(urls.onPush!, "{}", { "x-huge": "h".repeat(20 * 1024) })).status).toBe(431);
   });
 
   it("retries a failed run with the same delivery id, up to 3 times", async () => {
@@ -196,6 +213,15 @@ describe("webhooks from a GitHub-style sender", () => {
     ok(await ntn(["workers", "deploy"], { cwd: dir, env, timeoutMs: 180_000 }));
     const body = JSON.stringify({ after: "redeploy" });
     expect((await post(urls.onPush!, body, { "X-Hub-Signature-256": sign(body) })).status).toBe(202);
+  });
+
+  it("answers 404 on the URL of a deleted worker", async () => {
+    const other = writeProject(path.join(tmp.dir, "doomed"), fixtureDeps(), SOURCE);
+    ok(await ntn(["workers", "deploy", "--name", "doomed"], { cwd: other, env, timeoutMs: 180_000 }));
+    const url = (JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: other, env })).stdout) as { key: string; url: string }[]).find((w) => w.key === "flaky")!.url;
+    expect((await post(url, "{}")).status).toBe(202);
+    ok(await ntn(["workers", "delete", "--yes"], { cwd: other, env }));
+    expect((await post(url, "{}")).status).toBe(404);
   });
 
   it("runs a webhook capability with exec and an array of events; an object is refused plainly", async () => {

@@ -75,6 +75,8 @@ export interface RunView {
   status: "running" | "succeeded" | "failed";
   durationMs: number | null;
   error: string | null;
+  /** Set for a webhook's run: the delivery it attempted. */
+  deliveryId?: string;
 }
 
 /** One line of a streamed answer (BuildWorker, RunCapability with stream:true). */

@@ -50,6 +50,7 @@ const startRow = (id: string): RunRow => ({
   duration_ms: null,
   error: null,
   logs: null,
+  delivery_id: null,
 });
 const end = { status: "succeeded" as const, exit_code: 0, ended_at: 1005, duration_ms: 5, error: null, logs: "ok" };
 const statusOf = async (id: string) => (await db.selectFrom("runs").select("status").where("id", "=", id).executeTakeFirst())?.status;

@@ -43,6 +43,8 @@ export interface RunRequest {
   timeoutMs?: number;
   /** The input is a webhook verify invocation (`{ request }`), not events: the server's own, never an API caller's. */
   webhookVerify?: true;
+  /** The webhook delivery this run attempts, recorded with it. */
+  deliveryId?: string;
 }
 
 /**
@@ -129,7 +131,7 @@ export function createRunService(options: {
     try {
       reservation = await executor.reserve(target);
     } catch (error) {
-      if (error instanceof LoadError) throw await recordLoadFailure(prepared, request.capabilityKey, error);
+      if (error instanceof LoadError) throw await recordLoadFailure(prepared, request.capabilityKey, error, request.deliveryId);
       throw error;
     }
     return { ...prepared, reservation };
@@ -140,6 +142,7 @@ export function createRunService(options: {
     prepared: Awaited<ReturnType<typeof prepare>>,
     capabilityKey: string,
     error: LoadError,
+    deliveryId: string | undefined,
   ): Promise<LoadError> {
     const runId = newId();
     const at = now();
@@ -157,6 +160,7 @@ export function createRunService(options: {
       duration_ms: 0,
       error: error.message,
       logs: `${error.logs}${error.logs && !error.logs.endsWith("\n") ? "\n" : ""}[workyard] the worker failed to load: ${trace}\n`,
+      delivery_id: deliveryId ?? null,
     });
     // The answer names the run: its record commits now, not at the end of the interval.
     await Promise.all([recorded, journal.settled()]);
@@ -184,6 +188,7 @@ export function createRunService(options: {
       duration_ms: null,
       error: null,
       logs: null,
+      delivery_id: request.deliveryId ?? null,
     };
     // Most runs end in a few milliseconds: they are recorded once, whole, in one commit. A run
     // still going after RECORD_RUNNING_AFTER_MS is recorded as running, then updated when it ends.

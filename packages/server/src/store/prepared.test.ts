@@ -42,6 +42,7 @@ const run = (id: string, workerId: string): RunRow => ({
   duration_ms: null,
   error: null,
   logs: null,
+  delivery_id: null,
 });
 
 describe("prepared statements take named parameters", () => {

@@ -22,6 +22,7 @@ export const runInsert = prepared((db: Db, run: RunRow) =>
     duration_ms: run.duration_ms,
     error: run.error,
     logs: run.logs,
+    delivery_id: run.delivery_id,
   }),
 );
 
@@ -44,7 +45,7 @@ export type RunSummary = Omit<RunRow, "logs" | "deployment_id">;
 export async function listRuns(db: Db, workerId: string, limit: number): Promise<RunSummary[]> {
   return db
     .selectFrom("runs")
-    .select(["id", "workspace_id", "worker_id", "capability_key", "status", "exit_code", "started_at", "ended_at", "duration_ms", "error"])
+    .select(["id", "workspace_id", "worker_id", "capability_key", "status", "exit_code", "started_at", "ended_at", "duration_ms", "error", "delivery_id"])
     .where("worker_id", "=", workerId)
     .orderBy("started_at", "desc")
     .orderBy("id", "desc")

@@ -110,6 +110,8 @@ export interface RunsTable {
   duration_ms: number | null;
   error: string | null;
   logs: string | null;
+  /** The webhook delivery the run attempted (null for other runs). */
+  delivery_id: string | null;
 }
 
 export interface CliLoginSessionsTable {

@@ -41,6 +41,7 @@ const run = (id: string, workerId: string): RunRow => ({
   duration_ms: 2,
   error: null,
   logs: "",
+  delivery_id: null,
 });
 
 describe("the SQLite connection setup", () => {

@@ -270,7 +270,7 @@ export function createWebhookService(options: {
       const rawBody = Buffer.from(stored.bodyBase64, "base64").toString("utf8");
       const event = { deliveryId: delivery.id, body: parsedBody(rawBody), rawBody, headers: stored.headers, method: stored.method };
       const caller: Caller = { tokenId: "", tokenName: "webhook delivery", workspaceId: delivery.workspace_id, workspaceName: "", role: "member" };
-      const outcome = await options.runs.attempt(caller, { workerId: delivery.worker_id, capabilityKey: delivery.webhook_key, args: [event] });
+      const outcome = await options.runs.attempt(caller, { workerId: delivery.worker_id, capabilityKey: delivery.webhook_key, args: [event], deliveryId: delivery.id });
       runIds.push(outcome.runId);
       if (outcome.ok) {
         status = "succeeded";

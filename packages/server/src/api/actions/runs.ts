@@ -16,6 +16,7 @@ function runView(row: RunSummary): RunView {
     status: row.status,
     durationMs: row.duration_ms,
     error: row.error,
+    ...(row.delivery_id ? { deliveryId: row.delivery_id } : {}),
   };
 }
 

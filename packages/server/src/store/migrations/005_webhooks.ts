@@ -4,7 +4,8 @@ import type { Dialect } from "../db.js";
 /**
  * Webhooks: one row per webhook capability of a worker (its URL's secret id sealed like a secret,
  * and its SHA-256 for lookups, so a copy of the database cannot post events), and every delivery
- * accepted, its request sealed, until it ran (and its retention ran out).
+ * accepted, its request sealed, until it ran (and its retention ran out); a run names the delivery
+ * it attempted.
  */
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   const binary = dialect === "postgres" ? sql`bytea` : sql`blob`;
@@ -46,4 +47,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await db.schema.createIndex("webhook_deliveries_due").on("webhook_deliveries").columns(["status", "next_attempt_at"]).execute();
   await db.schema.createIndex("webhook_deliveries_by_webhook").on("webhook_deliveries").columns(["worker_id", "webhook_key", "received_at"]).execute();
   await db.schema.createIndex("webhook_deliveries_request_key").on("webhook_deliveries").column("request_key_id").execute();
+
+  // A webhook's run names the delivery it attempted.
+  await db.schema.alterTable("runs").addColumn("delivery_id", "text").execute();
 }
