@@ -84,6 +84,14 @@ describe("a looping worker, and a burst past the limits", () => {
     tmp?.cleanup();
   });
 
+  it("runs a delivery whose body is near the 1 MiB limit (the event carries it twice: body and rawBody)", async () => {
+    const body = JSON.stringify({ blob: "x".repeat(900 * 1024) });
+    const answer = await fetch(urls.count!, { method: "POST", body, headers: { "content-type": "application/json" } });
+    expect(answer.status).toBe(202);
+    const { deliveryId } = (await answer.json()) as { deliveryId: string };
+    await until(() => reported.includes(deliveryId), 30_000, "the large delivery");
+  });
+
   it("stops a run that never ends at the time limit, retries it 3 times with the same delivery id, then fails it", async () => {
     const answer = await fetch(urls.loops!, { method: "POST", body: "{}" });
     expect(answer.status).toBe(202);

@@ -227,7 +227,9 @@ export function createApi(deps: ApiDeps): FastifyInstance {
       if (known.status === 503 || known.status === 429) reply.header("retry-after", String(known.details?.retryAfterSeconds ?? 1));
       return reply.status(known.status).send(errorBody(known, request.id));
     }
-    deps.log.error({ err: error, requestId: request.id, url: request.url.split("?")[0] }, "request failed");
+    // A webhook URL holds its secret id: the log gets the path without it.
+    const path = (request.url.split("?")[0] ?? "").replace(/^(\/webhooks\/worker\/[^/]+\/[^/]+\/)[^/]+/, "$1<secret>");
+    deps.log.error({ err: error, requestId: request.id, url: path }, "request failed");
     const bug = new AppError("internal", `Internal server error (request ${request.id}).`, {
       hint: "This is a bug in Workyard; the server log has the details under this request id.",
     });

@@ -96,7 +96,7 @@ export function createRunService(options: {
   const now = options.now ?? Date.now;
   const journal = new RunJournal(db, options.writer);
 
-  async function prepare(caller: Caller, workerId: string, key: string, args: unknown, webhookVerify = false) {
+  async function prepare(caller: Caller, workerId: string, key: string, args: unknown, webhookVerify = false, deliveryId?: string) {
     const worker = await workers.get(caller, workerId);
     const deployment = await builder.liveDeployment(worker);
     if (!deployment) {
@@ -113,7 +113,9 @@ export function createRunService(options: {
         hint: `Pass the events as an array, e.g. -d '[{"deliveryId":"test-1","body":{},"rawBody":"{}","headers":{},"method":"POST"}]'.`,
       });
     }
-    if (JSON.stringify(input).length > LIMITS.inputBytes) {
+    // A delivery's events are the server's own making, bounded by the ingress body limit (body and
+    // rawBody both carry it): only a caller's input has this bound.
+    if (!deliveryId && JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
     }
     const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>(), renewals: [] };
@@ -124,7 +126,7 @@ export function createRunService(options: {
   async function admit(caller: Caller, request: RunRequest) {
     // Records waiting past the bound (the database out of reach): a run now could not be recorded.
     if (journal.full) throw new StoreBusyError(new Error("run records are waiting for the database"));
-    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args, request.webhookVerify === true);
+    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args, request.webhookVerify === true, request.deliveryId);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.
     let reservation;

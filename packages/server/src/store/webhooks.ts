@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { randomToken } from "../ids.js";
 import type { Database, DeliveryRow, DeliveryStatus, WebhookRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -64,10 +65,11 @@ export async function countWaiting(db: Db): Promise<number> {
  * compare-and-set on what was read, so a delivery runs on one process at a time, whatever the
  * number of processes.
  */
-export async function claimDue(db: Db, owner: string, now: number, leaseUntil: number, limit: number): Promise<DeliveryRow[]> {
-  const candidates = await db
-    .selectFrom("webhook_deliveries")
-    .select(["id", "status", "lease_until"])
+export async function claimDue(db: Db, owner: string, now: number, leaseUntil: number, limit: number, exclude: string[] = []): Promise<DeliveryRow[]> {
+  let query = db.selectFrom("webhook_deliveries").select(["id", "status", "lease_until"]);
+  // What this process runs now is never taken again by it, even with its lease run out.
+  if (exclude.length > 0) query = query.where("id", "not in", exclude);
+  const candidates = await query
     .where((eb) =>
       eb.or([
         eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]),
@@ -81,7 +83,8 @@ export async function claimDue(db: Db, owner: string, now: number, leaseUntil: n
   for (const candidate of candidates) {
     const row = await db
       .updateTable("webhook_deliveries")
-      .set({ status: "running", lease_owner: owner, lease_until: leaseUntil })
+      // A token of its own per claim: only this attempt may renew or finish it.
+      .set({ status: "running", lease_owner: `${owner}:${randomToken(6)}`, lease_until: leaseUntil })
       .where("id", "=", candidate.id)
       .where("status", "=", candidate.status)
       .where((eb) => (candidate.lease_until === null ? eb("lease_until", "is", null) : eb("lease_until", "=", candidate.lease_until)))
@@ -92,18 +95,24 @@ export async function claimDue(db: Db, owner: string, now: number, leaseUntil: n
   return claimed;
 }
 
-/** The end of one attempt, written only by the process that holds the lease. */
+/** Extends a claim's lease while its attempt goes on (loading, waiting for a process, running). */
+export async function renewLease(db: Db, id: string, claim: string, leaseUntil: number): Promise<boolean> {
+  const result = await db.updateTable("webhook_deliveries").set({ lease_until: leaseUntil }).where("id", "=", id).where("lease_owner", "=", claim).executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+/** The end of one attempt, written only by the claim that holds the lease. */
 export async function finishAttempt(
   db: Db,
   id: string,
-  owner: string,
+  claim: string,
   fields: { status: DeliveryStatus; attempts: number; run_ids: string; next_attempt_at: number; finished_at: number | null; last_error: string | null },
 ): Promise<boolean> {
   const result = await db
     .updateTable("webhook_deliveries")
     .set({ ...fields, lease_owner: null, lease_until: null })
     .where("id", "=", id)
-    .where("lease_owner", "=", owner)
+    .where("lease_owner", "=", claim)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
 }

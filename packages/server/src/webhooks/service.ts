@@ -18,6 +18,9 @@ import { RateLimiter } from "./rate-limit.js";
 /** What a webhook capability's URL ends with, after the public URL. */
 export const WEBHOOK_PATH = "/webhooks/worker";
 
+/** The wait before trying a delivery again after the server was too busy to attempt it. */
+const BUSY_RETRY_MS = 2000;
+
 /** Consecutive verification failures that block a webhook (Notion's figure). */
 export const BLOCK_AFTER = 5;
 
@@ -220,6 +223,7 @@ export function createWebhookService(options: {
 
   // The dispatcher: attempts under way, and whether a look for due deliveries is wanted.
   const running = new Set<Promise<void>>();
+  const runningIds = new Set<string>();
   let timer: NodeJS.Timeout | undefined;
   let stopped = true;
   let looking = false;
@@ -238,7 +242,7 @@ export function createWebhookService(options: {
         const free = limits.concurrency - running.size;
         if (free <= 0) break;
         const at = now();
-        const claimed = await webhooksStore.claimDue(db, owner, at, at + leaseMs, free);
+        const claimed = await webhooksStore.claimDue(db, owner, at, at + leaseMs, free, [...runningIds]);
         for (const delivery of claimed) {
           const attempt = runAttempt(delivery).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
           running.add(attempt);
@@ -258,7 +262,25 @@ export function createWebhookService(options: {
 
   /** One attempt at a claimed delivery: a run of the capability, and what it means for the delivery. */
   async function runAttempt(delivery: DeliveryRow): Promise<void> {
-    const attempts = delivery.attempts + 1;
+    const claim = delivery.lease_owner!;
+    runningIds.add(delivery.id);
+    // The lease is renewed while the attempt goes on (a load, a wait for a process, the run), so it
+    // only runs out when this process is gone.
+    const renewal = setInterval(() => {
+      webhooksStore.renewLease(db, delivery.id, claim, now() + leaseMs).catch((error: unknown) => log.warn({ err: error, deliveryId: delivery.id }, "renewing a delivery's lease failed"));
+    }, Math.max(1000, Math.floor(leaseMs / 3)));
+    renewal.unref();
+    try {
+      await attemptUnderLease(delivery, claim);
+    } finally {
+      clearInterval(renewal);
+      runningIds.delete(delivery.id);
+    }
+  }
+
+  async function attemptUnderLease(delivery: DeliveryRow, claim: string): Promise<void> {
+    let attempts = delivery.attempts + 1;
+    let busyRetry = false;
     const runIds = JSON.parse(delivery.run_ids) as string[];
     let status: DeliveryStatus;
     let error: string | null = null;
@@ -288,13 +310,20 @@ export function createWebhookService(options: {
       // Before a run could start: the worker gone, no live deployment, no such capability any more,
       // a worker that fails to load. Retried like a failed run (a deploy may fix it).
       error = failure instanceof AppError ? failure.message : (failure as Error).message;
-      status = attempts <= limits.retryDelaysMs.length ? "queued" : "failed";
+      if (failure instanceof AppError && failure.status === 503) {
+        // The server was busy (its process cap, its database): no attempt was made, none is counted.
+        attempts = delivery.attempts;
+        busyRetry = true;
+        status = "queued";
+      } else {
+        status = attempts <= limits.retryDelaysMs.length ? "queued" : "failed";
+      }
       if (!(failure instanceof AppError)) log.error({ err: failure, deliveryId: delivery.id }, "a webhook delivery could not run");
     }
     const at = now();
-    const retryAt = status === "queued" ? at + limits.retryDelaysMs[attempts - 1]! : at;
+    const retryAt = status !== "queued" ? at : busyRetry ? at + BUSY_RETRY_MS : at + limits.retryDelaysMs[attempts - 1]!;
     const finished = status === "queued" ? null : at;
-    const kept = await webhooksStore.finishAttempt(db, delivery.id, owner, {
+    const kept = await webhooksStore.finishAttempt(db, delivery.id, claim, {
       status,
       attempts,
       run_ids: JSON.stringify(runIds),
