@@ -169,6 +169,16 @@ describe("webhooks from a GitHub-style sender", () => {
     expect((await post(urls.onPush!, "{}", { "x-huge": "h".repeat(20 * 1024) })).status).toBe(431);
   });
 
+  it("takes a malformed Content-Type as it came, and gives it to the worker", async () => {
+    const body = JSON.stringify({ odd: "content-type" });
+    const raw = await rawRequest("POST", urls.onPush!, body, { "content-type": "json;;;", "x-hub-signature-256": sign(body) });
+    expect(raw.status).toBe(202);
+    const { deliveryId } = JSON.parse(raw.body) as { deliveryId: string };
+    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    expect(got.event.headers["content-type"]).toBe("json;;;");
+    expect(got.event.body).toEqual({ odd: "content-type" });
+  });
+
   it("retries a failed run with the same delivery id, up to 3 times", async () => {
     flakyFailures = 2;
     const answer = await post(urls.flaky!, JSON.stringify({ n: 1 }));
@@ -190,6 +200,12 @@ describe("webhooks from a GitHub-style sender", () => {
     const bodies = await Promise.all(answers.map((a) => a.text()));
     expect(new Set(bodies).size).toBe(1);
     expect((await post(urls.onPush!, "", {}, "GET")).status).toBe(405);
+    // Methods fetch will not send, and a path too short to be a webhook's: no secret echoed back.
+    for (const [method, url] of [["TRACE", urls.onPush!], ["PROPFIND", urls.onPush!], ["POST", urls.onPush!.replace(/\/onPush$/, "")]] as const) {
+      const raw = await rawRequest(method, url, "", {});
+      expect(raw.status).toBe(method === "POST" ? 404 : 405);
+      expect(raw.body).not.toContain(urls.onPush!.split("/").at(-2)!);
+    }
     const before = await server.server.store.db.selectFrom("webhook_deliveries").select("id").execute();
     expect((await post(urls.onPush!, "x".repeat(65 * 1024))).status).toBe(413);
     const after = await server.server.store.db.selectFrom("webhook_deliveries").select("id").execute();
@@ -241,4 +257,17 @@ async function untilAsync(check: () => Promise<boolean>, ms: number, what: strin
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** A request fetch would refuse to make (TRACE, a malformed Content-Type). */
+function rawRequest(method: string, url: string, body: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, { method, headers }, (response) => {
+      let text = "";
+      response.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text }));
+    });
+    request.on("error", reject);
+    request.end(body);
+  });
 }

@@ -16,7 +16,7 @@ import type { WorkspaceService } from "../workspaces/service.js";
 import type { BuildService } from "../builder/service.js";
 import type { RunService } from "../runs/service.js";
 import type { OAuthService } from "../oauth/service.js";
-import type { WebhookService } from "../webhooks/service.js";
+import { WEBHOOK_PATH, type WebhookService } from "../webhooks/service.js";
 import { errorBody } from "./error-body.js";
 import { overloadLimiter } from "./middleware/overload.js";
 import { oauthActions } from "./actions/oauth.js";
@@ -238,6 +238,12 @@ export function createApi(deps: ApiDeps): FastifyInstance {
 
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split("?")[0] ?? "";
+    // Under the webhook ingress: its own answers, and never the path (it holds a secret id) echoed
+    // back. A method the router does not take (TRACE, PROPFIND...) is not allowed on any URL there.
+    if (path.startsWith(`${WEBHOOK_PATH}/`)) {
+      const routed = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].includes(request.method);
+      return routed ? reply.status(404).send({ error: "Not found" }) : reply.status(405).header("allow", "POST").send({ error: "Method not allowed" });
+    }
     const error = path.startsWith(ACTION_PREFIX)
       ? new AppError("unknown_action", `Unknown action ${JSON.stringify(path.slice(ACTION_PREFIX.length))} (${request.method} ${path}).`, {
           hint: "Actions are POST /api/v3/workers<Action>; this server may be older than your CLI.",
