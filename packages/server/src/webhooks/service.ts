@@ -153,13 +153,20 @@ export function createWebhookService(options: {
     return { hash: sha256Hex(secretId), keyId: sealed.keyId, sealed: sealed.sealed };
   };
 
+  /** The keys of the webhook capabilities the worker's live deployment has (a row may outlive its capability). */
+  async function liveWebhookKeys(worker: WorkerRow): Promise<Set<string>> {
+    const live = await options.builder.liveDeployment(worker);
+    return new Set((JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook").map((c) => c.key));
+  }
+
+  /** Who a webhook's runs act as: the worker's own workspace, with no API token behind them. */
+  const callerFor = (workspaceId: string, what: string): Caller => ({ tokenId: "", tokenName: what, workspaceId, workspaceName: "", role: "member" });
+
   /** A webhook capability of the worker's live deployment, with its row, for the management commands. */
   async function webhookOf(caller: Caller, workerId: string, key: string): Promise<{ worker: WorkerRow; row: WebhookRow }> {
     const worker = await options.workers.get(caller, workerId);
     const row = await webhooksStore.findWebhook(db, worker.id, key);
-    const live = await options.builder.liveDeployment(worker);
-    const keys = (JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook").map((c) => c.key);
-    if (!row || !keys.includes(key)) {
+    if (!row || !(await liveWebhookKeys(worker)).has(key)) {
       throw new AppError("webhook_not_found", `The worker has no webhook ${JSON.stringify(key)}.`, { hint: "Run `ntn workers webhooks list` to see its webhooks." });
     }
     return { worker, row };
@@ -167,10 +174,10 @@ export function createWebhookService(options: {
 
   /**
    * The capability's `verify` handler, inline, within the budget (its process start included): its
-   * answer goes back to the sender. Undefined when the answer is 2xx and the delivery goes on.
+   * answer goes back to the sender, wrapped in `accepted` when it is 2xx and the delivery goes on.
    */
   async function verified(worker: WorkerRow, key: string, request: InboundRequest, startedAt: number): Promise<IngressAnswer | { accepted: IngressAnswer }> {
-    const caller: Caller = { tokenId: "", tokenName: "webhook verify", workspaceId: worker.workspace_id, workspaceName: "", role: "member" };
+    const caller = callerFor(worker.workspace_id, "webhook verify");
     const verifyRequest = {
       method: request.method,
       url: `${options.publicUrl()}${request.url}`,
@@ -215,15 +222,13 @@ export function createWebhookService(options: {
       // The manifest could not be read anew (the worker fails to load with its current secrets):
       // the delivery is still taken, and its runs will say why they fail.
       log.warn({ workerId: worker.id, reason: (error as Error).message }, "reading a worker's manifest for a webhook failed");
-      const live = await options.builder.liveDeployment(worker);
-      const summary = (JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).find((c) => c._tag === "webhook" && c.key === key);
-      return summary ? {} : undefined;
+      return (await liveWebhookKeys(worker)).has(key) ? {} : undefined;
     }
   }
 
   // The dispatcher: attempts under way, and whether a look for due deliveries is wanted.
-  const running = new Set<Promise<void>>();
-  const runningIds = new Set<string>();
+  /** Attempts under way in this process, by delivery id. */
+  const running = new Map<string, Promise<void>>();
   let timer: NodeJS.Timeout | undefined;
   let stopped = true;
   let looking = false;
@@ -242,12 +247,12 @@ export function createWebhookService(options: {
         const free = limits.concurrency - running.size;
         if (free <= 0) break;
         const at = now();
-        const claimed = await webhooksStore.claimDue(db, owner, at, at + leaseMs, free, [...runningIds]);
+        const claimed = await webhooksStore.claimDue(db, owner, at, at + leaseMs, free, [...running.keys()]);
         for (const delivery of claimed) {
           const attempt = runAttempt(delivery).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
-          running.add(attempt);
+          running.set(delivery.id, attempt);
           void attempt.finally(() => {
-            running.delete(attempt);
+            running.delete(delivery.id);
             void look();
           });
         }
@@ -263,7 +268,6 @@ export function createWebhookService(options: {
   /** One attempt at a claimed delivery: a run of the capability, and what it means for the delivery. */
   async function runAttempt(delivery: DeliveryRow): Promise<void> {
     const claim = delivery.lease_owner!;
-    runningIds.add(delivery.id);
     // The lease is renewed while the attempt goes on (a load, a wait for a process, the run), so it
     // only runs out when this process is gone.
     const renewal = setInterval(() => {
@@ -274,7 +278,6 @@ export function createWebhookService(options: {
       await attemptUnderLease(delivery, claim);
     } finally {
       clearInterval(renewal);
-      runningIds.delete(delivery.id);
     }
   }
 
@@ -291,8 +294,7 @@ export function createWebhookService(options: {
       ) as StoredRequest;
       const rawBody = Buffer.from(stored.bodyBase64, "base64").toString("utf8");
       const event = { deliveryId: delivery.id, body: parsedBody(rawBody), rawBody, headers: stored.headers, method: stored.method };
-      const caller: Caller = { tokenId: "", tokenName: "webhook delivery", workspaceId: delivery.workspace_id, workspaceName: "", role: "member" };
-      const outcome = await options.runs.attempt(caller, { workerId: delivery.worker_id, capabilityKey: delivery.webhook_key, args: [event], deliveryId: delivery.id });
+      const outcome = await options.runs.attempt(callerFor(delivery.workspace_id, "webhook delivery"), { workerId: delivery.worker_id, capabilityKey: delivery.webhook_key, args: [event], deliveryId: delivery.id });
       runIds.push(outcome.runId);
       if (outcome.ok) {
         status = "succeeded";
@@ -355,8 +357,7 @@ export function createWebhookService(options: {
   async function listOf(caller: Caller, workerId: string): Promise<WebhookView[]> {
     const worker = await options.workers.get(caller, workerId);
     const rows = await webhooksStore.listWebhooks(db, worker.id);
-    const live = await options.builder.liveDeployment(worker);
-    const keys = new Set(((JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook")).map((c) => c.key));
+    const keys = await liveWebhookKeys(worker);
     const last = await webhooksStore.lastDeliveries(db, worker.id);
     return rows
       .filter((row) => keys.has(row.key))
@@ -398,9 +399,7 @@ export function createWebhookService(options: {
       return lines;
     },
 
-    async list(caller, workerId) {
-      return listOf(caller, workerId);
-    },
+    list: listOf,
 
     async deliveries(caller, workerId, key) {
       const { worker } = await webhookOf(caller, workerId, key);
@@ -512,7 +511,7 @@ export function createWebhookService(options: {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      await Promise.allSettled([...running]);
+      await Promise.allSettled([...running.values()]);
     },
   };
 }
