@@ -10,17 +10,11 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { localChangeFeed, postgresChangeFeed, type Change, type ChangeFeed } from "../../packages/server/src/store/changes.js";
 import { openStore, type Store } from "../../packages/server/src/store/db.js";
+import { until } from "../helpers/cluster.js";
 import { DIALECTS } from "../helpers/dialects.js";
 import { freshSchema } from "../helpers/pg.js";
 
 /** Waits until `check` holds, up to `ms`. */
-async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** A TCP proxy to PostgreSQL that can stop forwarding without closing anything. */
 async function freezableProxy(target: URL) {
@@ -81,7 +75,7 @@ describe.skipIf(!DIALECTS.includes("postgres"))("the change feed on PostgreSQL",
       publish({ table: "workers", id: "committed" });
     });
     // Notifications arrive in commit order: had the rolled-back one gone out, it would be first.
-    await until(() => heard.some((c) => c.id === "committed"), 2000, "the committed change");
+    await until("the committed change", () => heard.some((c) => c.id === "committed"), 2000);
     expect(heard.map((c) => c.id)).not.toContain("rolled-back");
     const rows = await sql<{ id: string }>`select id from items order by id`.execute(writer.db);
     expect(rows.rows.map((r) => r.id)).toEqual(["committed"]);
@@ -101,7 +95,7 @@ describe.skipIf(!DIALECTS.includes("postgres"))("the change feed on PostgreSQL",
   it("sends many changes as several notifications, each one whole (ids and deletions kept)", async () => {
     const changes: Change[] = Array.from({ length: 400 }, (_, i) => ({ table: "workers", id: `many-${String(i).padStart(40, "0")}`, gone: true }));
     await writer.changes.transaction(writer.db, async (_trx, publish) => publish(...changes));
-    await until(() => heard.filter((c) => c.id?.startsWith("many-")).length === 400, 2000, "400 changes");
+    await until("400 changes", () => heard.filter((c) => c.id?.startsWith("many-")).length === 400, 2000);
     expect(heard.filter((c) => c.id?.startsWith("many-"))).toEqual(changes);
   });
 
@@ -115,14 +109,14 @@ describe.skipIf(!DIALECTS.includes("postgres"))("the change feed on PostgreSQL",
     try {
       expect(feed.live).toBe(true);
       proxy.freeze();
-      await until(() => !feed.live, 2000, "the feed to notice");
+      await until("the feed to notice", () => !feed.live, 2000);
       // Everything kept may have changed unheard: each table is dropped.
       expect(tables).toEqual(expect.arrayContaining(["api_tokens", "workers", "deployments"]));
       // Attempts to listen again meet the same silence for a while, and give up in time.
       await new Promise((resolve) => setTimeout(resolve, 600));
       expect(feed.live).toBe(false);
       proxy.thaw();
-      await until(() => feed.live, 3000, "the feed to listen again");
+      await until("the feed to listen again", () => feed.live, 3000);
     } finally {
       await feed.close();
       await proxy.close();

@@ -4,10 +4,9 @@
  * process killed with SIGKILL after answering 202 loses nothing: what it had claimed runs on
  * another once its lease runs out (the run time limit, 5 s here, plus 10 s).
  */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ok, scaffoldProjects, startCluster, type Cluster, type Projects } from "../helpers/cluster.js";
+import { ok, scaffoldProjects, startCluster, until, type Cluster, type Projects } from "../helpers/cluster.js";
+import { startReceiver } from "../helpers/receiver.js";
 import { DIALECTS } from "../helpers/dialects.js";
 
 const SOURCE = `import { Worker } from "@notionhq/workers";
@@ -31,46 +30,32 @@ worker.webhook("slow", {
 });
 `;
 
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a cluster (PostgreSQL)", () => {
   let cluster: Cluster;
   let projects: Projects;
-  let receiver: http.Server;
-  const reported: { key: string; deliveryId: string }[] = [];
+  let receiver: Awaited<ReturnType<typeof startReceiver<{ key: string; deliveryId: string }>>>;
+  let reported: { key: string; deliveryId: string }[] = [];
   let urls: Record<string, string> = {};
   /** Each delivery's URL path on a given process (the URL's origin is the first process's). */
   const on = (index: number, key: string) => urls[key]!.replace(/^https?:\/\/[^/]+/, cluster.processes[index]!.url);
 
   beforeAll(async () => {
-    receiver = http.createServer((request, response) => {
-      let text = "";
-      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-      request.on("end", () => {
-        reported.push(JSON.parse(text));
-        response.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    receiver = await startReceiver((text) => JSON.parse(text) as { key: string; deliveryId: string });
+    reported = receiver.received;
     cluster = await startCluster(3, { env: { WORKYARD_RUN_TIMEOUT: "5s" } });
     projects = await scaffoldProjects(cluster);
     const dir = projects.project("hooks", SOURCE);
     const first = cluster.processes[0]!.url;
     await projects.deploy(first, dir);
-    ok(await projects.cli(first, ["workers", "env", "set", `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], dir));
+    ok(await projects.cli(first, ["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], dir));
     const listed = JSON.parse(ok(await projects.cli(cluster.processes[1]!.url, ["workers", "webhooks", "list", "--json"], dir)).stdout) as { key: string; url: string }[];
     urls = Object.fromEntries(listed.map((w) => [w.key, w.url]));
   }, 240_000);
   afterAll(async () => {
     await cluster?.stop();
     projects?.cleanup();
-    await new Promise((resolve) => receiver?.close(resolve));
+    await receiver?.close();
   });
 
   it("accepts on any process and runs each delivery once, on one process at a time", async () => {
@@ -80,9 +65,9 @@ describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a clu
       expect(answer.status).toBe(202);
       ids.push(((await answer.json()) as { deliveryId: string }).deliveryId);
     }
-    await until(() => ids.every((id) => reported.some((r) => r.deliveryId === id)), 30_000, "every delivery");
+    await until("every delivery", () => ids.every((id) => reported.some((r) => r.deliveryId === id)), 30_000);
     // The worker reports before its run ends and the delivery is recorded.
-    await until(async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 30, 10_000, "every delivery recorded");
+    await until("every delivery recorded", async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 30, 10_000);
     const rows = await cluster.sql<{ id: string; status: string; attempts: number; run_ids: string }>(
       "select id, status, attempts, run_ids from webhook_deliveries where id = any($1)",
       [ids],
@@ -106,14 +91,10 @@ describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a clu
       ids.push(((await answer.json()) as { deliveryId: string }).deliveryId);
     }
     // Killed while its runs sleep: at least one delivery is running under its lease.
-    await until(
-      async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'running' and lease_owner like $2", [ids, `%:${victim.pid}:%`])).length > 0,
-      10_000,
-      "a delivery claimed by the victim",
-    );
+    await until("a delivery claimed by the victim", async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'running' and lease_owner like $2", [ids, `%:${victim.pid}:%`])).length > 0, 10_000);
     await victim.kill("SIGKILL");
-    await until(() => ids.every((id) => reported.some((r) => r.deliveryId === id)), 40_000, "every delivery, run by the others");
+    await until("every delivery, run by the others", () => ids.every((id) => reported.some((r) => r.deliveryId === id)), 40_000);
     // At least once: a victim's run that had reported just before the kill runs again elsewhere.
-    await until(async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 3, 10_000, "every delivery recorded");
+    await until("every delivery recorded", async () => (await cluster.sql("select id from webhook_deliveries where id = any($1) and status = 'succeeded'", [ids])).length === 3, 10_000);
   });
 });

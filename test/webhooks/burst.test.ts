@@ -3,11 +3,11 @@
  * and the delivery is retried, then failed), and a burst from one sender far past the ingress rate
  * and the queue's bound: 429 and 503 with Retry-After, and every delivery that got a 202 runs.
  */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
+import { until } from "../helpers/cluster.js";
+import { startReceiver } from "../helpers/receiver.js";
 import { ntn, ok } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -34,21 +34,14 @@ worker.webhook("loops", {
 });
 `;
 
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe("a looping worker, and a burst past the limits", () => {
   let server: TestServer;
   let tmp: { dir: string; cleanup(): void };
   let dir: string;
   let env: Record<string, string | undefined>;
-  let receiver: http.Server;
-  const reported: string[] = [];
+  let receiver: Awaited<ReturnType<typeof startReceiver<string>>>;
+  let reported: string[] = [];
   let urls: Record<string, string> = {};
   const deliveriesOf = async (key: string) =>
     JSON.parse(ok(await ntn(["workers", "webhooks", "deliveries", key, "--json"], { cwd: dir, env })).stdout) as {
@@ -60,27 +53,20 @@ describe("a looping worker, and a burst past the limits", () => {
     }[];
 
   beforeAll(async () => {
-    receiver = http.createServer((request, response) => {
-      let text = "";
-      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-      request.on("end", () => {
-        reported.push(text);
-        response.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    receiver = await startReceiver((text) => text);
+    reported = receiver.received;
     server = await startTestServer({ runTimeout: "2s", webhookRetryDelays: "100ms,100ms,100ms", webhookRate: "120,240", webhookMaxQueued: 15 });
     tmp = tempDir("wy-webhooks-burst-");
     dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     ok(await ntn(["workers", "deploy", "--name", "burst"], { cwd: dir, env, timeoutMs: 180_000 }));
-    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], { cwd: dir, env }));
+    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], { cwd: dir, env }));
     const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; url: string }[];
     urls = Object.fromEntries(listed.map((w) => [w.key, w.url]));
   });
   afterAll(async () => {
     await server?.stop();
-    await new Promise((resolve) => receiver?.close(resolve));
+    await receiver?.close();
     tmp?.cleanup();
   });
 
@@ -89,14 +75,14 @@ describe("a looping worker, and a burst past the limits", () => {
     const answer = await fetch(urls.count!, { method: "POST", body, headers: { "content-type": "application/json" } });
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    await until(() => reported.includes(deliveryId), 30_000, "the large delivery");
+    await until("the large delivery", () => reported.includes(deliveryId), 30_000);
   });
 
   it("stops a run that never ends at the time limit, retries it 3 times with the same delivery id, then fails it", async () => {
     const answer = await fetch(urls.loops!, { method: "POST", body: "{}" });
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    await until(async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === deliveryId)?.status === "failed", 60_000, "the delivery to fail");
+    await until("the delivery to fail", async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === deliveryId)?.status === "failed", 60_000);
     const delivery = (await deliveriesOf("loops")).find((d) => d.deliveryId === deliveryId)!;
     expect(delivery.attempts).toBe(4);
     expect(new Set(delivery.runIds).size).toBe(4);
@@ -133,6 +119,6 @@ describe("a looping worker, and a burst past the limits", () => {
     expect([...retryAfters].every((value) => Number(value) >= 1)).toBe(true);
     // The bucket holds 120, refilled at 2 a second while the burst lasts.
     expect(accepted.length).toBeLessThanOrEqual(140);
-    await until(() => accepted.every((id) => reported.includes(id)), 60_000, "every accepted delivery");
+    await until("every accepted delivery", () => accepted.every((id) => reported.includes(id)), 60_000);
   }, 120_000);
 });

@@ -7,10 +7,11 @@
  */
 import crypto from "node:crypto";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
+import { until } from "../helpers/cluster.js";
+import { startReceiver } from "../helpers/receiver.js";
 import { ntn, ok } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -59,23 +60,13 @@ interface Reported {
   event: { deliveryId: string; body: Record<string, unknown>; rawBody: string; headers: Record<string, string>; method: string };
 }
 
-async function until<T>(find: () => T | undefined, ms: number, what: string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = find();
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe("webhooks from a GitHub-style sender", () => {
   let server: TestServer;
   let tmp: { dir: string; cleanup(): void };
   let dir: string;
   let env: Record<string, string | undefined>;
-  let receiver: http.Server;
-  const reported: Reported[] = [];
+  let receiver: Awaited<ReturnType<typeof startReceiver<Reported>>>;
+  let reported: Reported[] = [];
   /** The flaky webhook's receiver answers 500 to this many of its calls first. */
   let flakyFailures = 0;
   let deployOutput = "";
@@ -83,35 +74,36 @@ describe("webhooks from a GitHub-style sender", () => {
 
   const post = (url: string, body: string | Buffer, headers: Record<string, string> = {}, method = "POST") =>
     fetch(url, { method, body: method === "GET" || method === "HEAD" ? undefined : body, headers: { "content-type": "application/json", ...headers } });
+  /** The worker's report of a delivery, once it came. */
+  const reportOf = async (deliveryId: string) => {
+    await until("the worker's report", () => reported.some((r) => r.event.deliveryId === deliveryId), 20_000);
+    return reported.find((r) => r.event.deliveryId === deliveryId)!;
+  };
   const runsOf = async (key: string) => ((await server.call("ListRunsForWorker", { workerId: workerIdOf(dir) })).body.runs as { name: string; status: string }[]).filter((r) => r.name === key);
 
   beforeAll(async () => {
-    receiver = http.createServer((request, response) => {
-      let text = "";
-      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-      request.on("end", () => {
-        const what = JSON.parse(text) as Reported;
-        reported.push(what);
-        if (what.key === "flaky" && flakyFailures > 0) {
-          flakyFailures -= 1;
-          response.writeHead(500).end();
-        } else response.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    receiver = await startReceiver(
+      (text) => JSON.parse(text) as Reported,
+      (what) => {
+        if (what.key !== "flaky" || flakyFailures === 0) return 200;
+        flakyFailures -= 1;
+        return 500;
+      },
+    );
+    reported = receiver.received;
     server = await startTestServer({ webhookRetryDelays: "100ms,100ms,100ms", webhookBodyLimit: 64 * 1024 });
     tmp = tempDir("wy-webhooks-");
     dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     const first = ok(await ntn(["workers", "deploy", "--name", "hooks"], { cwd: dir, env, timeoutMs: 180_000 }));
-    ok(await ntn(["workers", "env", "set", `GITHUB_WEBHOOK_SECRET=${SIGNING_SECRET}`, `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`], { cwd: dir, env }));
+    ok(await ntn(["workers", "env", "set", `GITHUB_WEBHOOK_SECRET=${SIGNING_SECRET}`, `RECEIVER_URL=${receiver.url}`], { cwd: dir, env }));
     deployOutput = first.stdout + first.stderr;
     const listed = ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env }));
     urls = Object.fromEntries((JSON.parse(listed.stdout) as { key: string; url: string }[]).map((w) => [w.key, w.url]));
   });
   afterAll(async () => {
     await server?.stop();
-    await new Promise((resolve) => receiver?.close(resolve));
+    await receiver?.close();
     tmp?.cleanup();
   });
 
@@ -135,7 +127,7 @@ describe("webhooks from a GitHub-style sender", () => {
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
     expect(deliveryId).toMatch(/^[0-9a-f-]{36}$/);
-    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    const got = await reportOf(deliveryId);
     expect(got.event).toMatchObject({ deliveryId, method: "POST", rawBody: body, body: { ref: "refs/heads/main", repository: { full_name: "octo/hello" } } });
     expect(got.event.headers).toMatchObject({ "x-github-event": "push", "x-github-delivery": "gh-1", "content-type": "application/json" });
     const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; lastDelivery: { status: string } | null }[];
@@ -150,7 +142,7 @@ describe("webhooks from a GitHub-style sender", () => {
     const answer = await post(urls.onPush!, body, { "X-Hub-Signature-256": sign(body), "content-type": "application/x-www-form-urlencoded" });
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    const got = await reportOf(deliveryId);
     expect(got.event.body).toEqual({});
     expect(got.event.rawBody).toBe(body);
   });
@@ -162,7 +154,7 @@ describe("webhooks from a GitHub-style sender", () => {
     const answer = await post(urls.onPush!, bytes, headers);
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    const got = await reportOf(deliveryId);
     expect(got.event.body).toEqual({});
     expect(got.event.rawBody).toBe(bytes.toString("utf8"));
     expect(got.event.headers["x-extra-99"]).toBe("v".repeat(50));
@@ -174,7 +166,7 @@ describe("webhooks from a GitHub-style sender", () => {
     const raw = await rawRequest("POST", urls.onPush!, body, { "content-type": "json;;;", "x-hub-signature-256": sign(body) });
     expect(raw.status).toBe(202);
     const { deliveryId } = JSON.parse(raw.body) as { deliveryId: string };
-    const got = await until(() => reported.find((r) => r.event.deliveryId === deliveryId), 20_000, "the worker's report");
+    const got = await reportOf(deliveryId);
     expect(got.event.headers["content-type"]).toBe("json;;;");
     expect(got.event.body).toEqual({ odd: "content-type" });
   });
@@ -184,7 +176,7 @@ describe("webhooks from a GitHub-style sender", () => {
     const answer = await post(urls.flaky!, JSON.stringify({ n: 1 }));
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    await until(() => (reported.filter((r) => r.event.deliveryId === deliveryId).length === 3 ? true : undefined), 20_000, "three attempts");
+    await until("three attempts", () => reported.filter((r) => r.event.deliveryId === deliveryId).length === 3, 20_000);
     expect(new Set(reported.filter((r) => r.event.deliveryId === deliveryId).map((r) => r.key))).toEqual(new Set(["flaky"]));
     // Three runs: two failed, the last one succeeded.
     const runs = await runsOf("flaky");
@@ -218,8 +210,8 @@ describe("webhooks from a GitHub-style sender", () => {
       const answer = await post(urls.onPush!, JSON.stringify({ i }), { "X-Hub-Signature-256": sign("something else") });
       expect(answer.status).toBe(202);
     }
-    await untilAsync(async () => (await runsOf("onPush")).length === runsBefore + 5, 30_000, "five runs");
-    await untilAsync(async () => (await post(urls.onPush!, "{}", { "X-Hub-Signature-256": sign("{}") })).status === 403, 10_000, "the block");
+    await until("five runs", async () => (await runsOf("onPush")).length === runsBefore + 5, 30_000);
+    await until("the block", async () => (await post(urls.onPush!, "{}", { "X-Hub-Signature-256": sign("{}") })).status === 403, 10_000);
     // Each bad delivery ran once: no retries.
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect((await runsOf("onPush")).length).toBe(runsBefore + 5);
@@ -251,13 +243,6 @@ describe("webhooks from a GitHub-style sender", () => {
   });
 });
 
-async function untilAsync(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** A request fetch would refuse to make (TRACE, a malformed Content-Type). */
 function rawRequest(method: string, url: string, body: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {

@@ -3,12 +3,12 @@
  * management commands (deliveries, redeliver, rotate, unblock, verification on and off), the
  * ingress rate limits and the retention of deliveries, through our CLI and plain HTTP.
  */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Maintenance } from "../../packages/server/src/maintenance.js";
 import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
+import { until } from "../helpers/cluster.js";
+import { startReceiver } from "../helpers/receiver.js";
 import { ntn, ok } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -50,21 +50,14 @@ worker.webhook("strict", {
 });
 `;
 
-async function untilTrue(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe("webhook verification, management and limits", () => {
   let server: TestServer;
   let tmp: { dir: string; cleanup(): void };
   let dir: string;
   let env: Record<string, string | undefined>;
-  let receiver: http.Server;
-  const reported: { key: string; deliveryId: string; body: Record<string, unknown> }[] = [];
+  let receiver: Awaited<ReturnType<typeof startReceiver<{ key: string; deliveryId: string; body: Record<string, unknown> }>>>;
+  let reported: { key: string; deliveryId: string; body: Record<string, unknown> }[] = [];
   let urls: Record<string, string> = {};
 
   const cli = (...argv: string[]) => ntn(argv, { cwd: dir, env });
@@ -75,27 +68,20 @@ describe("webhook verification, management and limits", () => {
   const listed = async () => JSON.parse(ok(await cli("workers", "webhooks", "list", "--json")).stdout) as { key: string; url: string; status: string; verificationFailures: number }[];
 
   beforeAll(async () => {
-    receiver = http.createServer((request, response) => {
-      let text = "";
-      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-      request.on("end", () => {
-        reported.push(JSON.parse(text));
-        response.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    receiver = await startReceiver((text) => JSON.parse(text) as { key: string; deliveryId: string; body: Record<string, unknown> });
+    reported = receiver.received;
     // A low rate for the limit's test: 30 a minute per worker, 40 per workspace.
     server = await startTestServer({ webhookRetryDelays: "100ms,100ms,100ms", webhookRate: "30,40" });
     tmp = tempDir("wy-webhooks-manage-");
     dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     ok(await ntn(["workers", "deploy", "--name", "manage"], { cwd: dir, env, timeoutMs: 180_000 }));
-    ok(await cli("workers", "env", "set", `RECEIVER_URL=http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`));
+    ok(await cli("workers", "env", "set", `RECEIVER_URL=${receiver.url}`));
     urls = Object.fromEntries((await listed()).map((w) => [w.key, w.url]));
   });
   afterAll(async () => {
     await server?.stop();
-    await new Promise((resolve) => receiver?.close(resolve));
+    await receiver?.close();
     tmp?.cleanup();
   });
 
@@ -104,7 +90,7 @@ describe("webhook verification, management and limits", () => {
     expect(answer.status).toBe(200);
     expect(answer.headers.get("content-type")).toMatch(/^application\/json/);
     expect(await answer.json()).toEqual({ ok: true, bytes: 17 });
-    await untilTrue(() => reported.some((r) => r.key === "checked" && r.body.hello === "world"), 20_000, "the delivery");
+    await until("the delivery", () => reported.some((r) => r.key === "checked" && r.body.hello === "world"), 20_000);
   });
 
   it("answers a 4xx from verify to the sender and stores nothing; a throw is 400, an invalid answer 400, over budget 503", async () => {
@@ -139,7 +125,7 @@ describe("webhook verification, management and limits", () => {
 
   it("lists deliveries, unblocks a blocked webhook, and redelivers with the same delivery id", async () => {
     for (let i = 0; i < 5; i++) expect((await send(urls.strict!, JSON.stringify({ i }))).status).toBe(202);
-    await untilTrue(async () => (await listed()).find((w) => w.key === "strict")?.status === "blocked", 20_000, "the block");
+    await until("the block", async () => (await listed()).find((w) => w.key === "strict")?.status === "blocked", 20_000);
     expect((await send(urls.strict!, "{}", { "x-valid": "yes" })).status).toBe(403);
     const failed = await deliveriesOf("strict");
     expect(failed).toHaveLength(5);
@@ -152,12 +138,12 @@ describe("webhook verification, management and limits", () => {
     const good = await send(urls.strict!, JSON.stringify({ good: true }), { "x-valid": "yes" });
     expect(good.status).toBe(202);
     const { deliveryId } = (await good.json()) as { deliveryId: string };
-    await untilTrue(() => reported.some((r) => r.deliveryId === deliveryId), 20_000, "the good delivery");
+    await until("the good delivery", () => reported.some((r) => r.deliveryId === deliveryId), 20_000);
 
     // Redelivered: the same delivery id reaches the worker a second time, a second run is recorded.
     ok(await cli("workers", "webhooks", "redeliver", deliveryId));
-    await untilTrue(() => reported.filter((r) => r.deliveryId === deliveryId).length === 2, 20_000, "the redelivery");
-    await untilTrue(async () => (await deliveriesOf("strict")).find((d) => d.deliveryId === deliveryId)?.runIds.length === 2, 10_000, "its second run");
+    await until("the redelivery", () => reported.filter((r) => r.deliveryId === deliveryId).length === 2, 20_000);
+    await until("its second run", async () => (await deliveriesOf("strict")).find((d) => d.deliveryId === deliveryId)?.runIds.length === 2, 10_000);
     const missing = await cli("workers", "webhooks", "redeliver", "00000000-0000-0000-0000-000000000000");
     expect(missing.code).toBe(5);
     expect(missing.stderr).toContain("No delivery");
@@ -191,7 +177,7 @@ describe("webhook verification, management and limits", () => {
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
     expect(accepted).toBeLessThanOrEqual(30);
     expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
-    await untilTrue(async () => (await deliveriesOf("strict")).length >= before + accepted, 10_000, "the accepted deliveries");
+    await until("the accepted deliveries", async () => (await deliveriesOf("strict")).length >= before + accepted, 10_000);
     expect((await deliveriesOf("strict")).length).toBe(before + accepted);
   });
 
@@ -210,7 +196,7 @@ describe("webhook verification, management and limits", () => {
         log,
       }).sweep(false);
     expect((await sweep(7 * 24 * 3600 * 1000)).deliveries).toBe(0);
-    await untilTrue(async () => (await deliveriesOf("strict")).every((d) => d.status !== "queued" && d.status !== "running"), 20_000, "every delivery to finish");
+    await until("every delivery to finish", async () => (await deliveriesOf("strict")).every((d) => d.status !== "queued" && d.status !== "running"), 20_000);
     const waiting = await store.db.selectFrom("webhook_deliveries").select("id").where("status", "in", ["queued", "running"]).execute();
     const report = await sweep(1);
     expect(report.deliveries).toBeGreaterThan(0);

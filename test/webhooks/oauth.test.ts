@@ -4,10 +4,10 @@
  * `accessToken()`: a delivery that arrives after the access token expired still gets a valid one
  * (refreshed by the server before the run).
  */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { until } from "../helpers/cluster.js";
 import { startBench, ok, type OAuthBench, type DeployedWorker } from "../helpers/oauth-bench.js";
+import { startReceiver } from "../helpers/receiver.js";
 import { seedWorkerSource } from "../helpers/seed-worker.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
@@ -17,34 +17,21 @@ describe("a webhook that calls an OAuth-protected API", () => {
   let bench: OAuthBench;
   let provider: TestProvider;
   let worker: DeployedWorker;
-  let receiver: http.Server;
-  const reported: { deliveryId: string; status: number; repos: string[] }[] = [];
+  let receiver: Awaited<ReturnType<typeof startReceiver<{ deliveryId: string; status: number; repos: string[] }>>>;
+  let reported: { deliveryId: string; status: number; repos: string[] }[] = [];
   let url: string;
 
   const deliver = async (body: unknown) => {
     const answer = await fetch(url, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
     expect(answer.status).toBe(202);
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const got = reported.find((r) => r.deliveryId === deliveryId);
-      if (got) return got;
-      if (Date.now() > deadline) throw new Error("the delivery never reported");
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+    await until("the delivery's report", () => reported.some((r) => r.deliveryId === deliveryId), 20_000);
+    return reported.find((r) => r.deliveryId === deliveryId)!;
   };
 
   beforeAll(async () => {
-    receiver = http.createServer((request, response) => {
-      let text = "";
-      request.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-      request.on("end", () => {
-        reported.push(JSON.parse(text));
-        response.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
-    const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`;
+    receiver = await startReceiver((text) => JSON.parse(text) as { deliveryId: string; status: number; repos: string[] });
+    reported = receiver.received;
     bench = await startBench();
     provider = await startProvider({ redirectUris: [`${bench.server.url}/workers/oauth/callback`], accessTokenTtl: TTL_S });
     const source = seedWorkerSource(provider, {
@@ -57,7 +44,7 @@ worker.webhook("onEvent", {
       const token = await githubAuth.accessToken();
       const response = await fetch(${JSON.stringify(provider.resourceUrl)}, { headers: { Authorization: \`Bearer \${token}\` } });
       const repos = response.ok ? (await response.json()).map((r) => r.name) : [];
-      await fetch(${JSON.stringify(receiverUrl)}, { method: "POST", body: JSON.stringify({ deliveryId: event.deliveryId, status: response.status, repos }) });
+      await fetch(${JSON.stringify(receiver.url)}, { method: "POST", body: JSON.stringify({ deliveryId: event.deliveryId, status: response.status, repos }) });
     }
   },
 });
@@ -72,7 +59,7 @@ worker.webhook("onEvent", {
   afterAll(async () => {
     await bench?.stop();
     await provider?.stop();
-    await new Promise((resolve) => receiver?.close(resolve));
+    await receiver?.close();
   });
 
   it("runs with a valid access token, and with a refreshed one after the first expired", async () => {
