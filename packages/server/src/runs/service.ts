@@ -96,8 +96,9 @@ export function createRunService(options: {
   const now = options.now ?? Date.now;
   const journal = new RunJournal(db, options.writer);
 
-  async function prepare(caller: Caller, workerId: string, key: string, args: unknown, webhookVerify = false, deliveryId?: string) {
-    const worker = await workers.get(caller, workerId);
+  async function prepare(caller: Caller, request: RunRequest) {
+    const { capabilityKey: key, args } = request;
+    const worker = await workers.get(caller, request.workerId);
     const deployment = await builder.liveDeployment(worker);
     if (!deployment) {
       throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
@@ -108,14 +109,14 @@ export function createRunService(options: {
     const input = args === undefined ? {} : args;
     // The SDK hands a webhook's input to its execute as the events; an object there would be
     // taken for a verify request, or reach the worker's loop over events as something else.
-    if (capabilities.find((c) => c.key === key)?._tag === "webhook" && !Array.isArray(input) && !webhookVerify) {
+    if (capabilities.find((c) => c.key === key)?._tag === "webhook" && !Array.isArray(input) && !request.webhookVerify) {
       throw new AppError("validation_error", "A webhook capability takes an array of events, not an object.", {
         hint: `Pass the events as an array, e.g. -d '[{"deliveryId":"test-1","body":{},"rawBody":"{}","headers":{},"method":"POST"}]'.`,
       });
     }
     // A delivery's events are the server's own making, bounded by the ingress body limit (body and
     // rawBody both carry it): only a caller's input has this bound.
-    if (!deliveryId && JSON.stringify(input).length > LIMITS.inputBytes) {
+    if (!request.deliveryId && JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
     }
     const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>(), renewals: [] };
@@ -126,7 +127,7 @@ export function createRunService(options: {
   async function admit(caller: Caller, request: RunRequest) {
     // Records waiting past the bound (the database out of reach): a run now could not be recorded.
     if (journal.full) throw new StoreBusyError(new Error("run records are waiting for the database"));
-    const prepared = await prepare(caller, request.workerId, request.capabilityKey, request.args, request.webhookVerify === true, request.deliveryId);
+    const prepared = await prepare(caller, request);
     const target = await builder.execTarget(prepared.worker, prepared.deployment, { workerIsFresh: true });
     // A full queue answers 503 overloaded here, before any run exists or a stream starts.
     let reservation;
