@@ -3,6 +3,8 @@
  * and the delivery is retried, then failed), and a burst from one sender far past the ingress rate
  * and the queue's bound: 429 and 503 with Retry-After, and every delivery that got a 202 runs.
  */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
@@ -25,6 +27,15 @@ worker.webhook("count", {
   },
 });
 
+worker.webhook("held", {
+  title: "Held",
+  description: "Waits until the test lets it go, then reports",
+  execute: async (events) => {
+    await fetch(process.env.HOLD_URL);
+    for (const event of events) await fetch(process.env.RECEIVER_URL, { method: "POST", body: event.deliveryId });
+  },
+});
+
 worker.webhook("loops", {
   title: "Loops",
   description: "Never ends",
@@ -43,6 +54,7 @@ describe("a looping worker, and a burst past the limits", () => {
   let receiver: Awaited<ReturnType<typeof startReceiver<string>>>;
   let reported: string[] = [];
   let urls: Record<string, string> = {};
+  let hold: Awaited<ReturnType<typeof startHold>>;
   const deliveriesOf = async (key: string) =>
     JSON.parse(ok(await ntn(["workers", "webhooks", "deliveries", key, "--json"], { cwd: dir, env })).stdout) as {
       deliveryId: string;
@@ -55,18 +67,20 @@ describe("a looping worker, and a burst past the limits", () => {
   beforeAll(async () => {
     receiver = await startReceiver((text) => text);
     reported = receiver.received;
-    server = await startTestServer({ runTimeout: "2s", webhookRetryDelays: "100ms,100ms,100ms", webhookRate: "120,240", webhookMaxQueued: 15 });
+    server = await startTestServer({ runTimeout: "2s", webhookRetryDelays: "100ms,100ms,100ms", webhookRate: "120,240", webhookMaxQueued: "15,1000" });
     tmp = tempDir("wy-webhooks-burst-");
     dir = writeProject(path.join(tmp.dir, "w"), fixtureDeps(), SOURCE);
     env = cliEnv(server, path.join(tmp.dir, "home"));
     ok(await ntn(["workers", "deploy", "--name", "burst"], { cwd: dir, env, timeoutMs: 180_000 }));
-    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], { cwd: dir, env }));
+    hold = await startHold();
+    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`, `HOLD_URL=${hold.url}`], { cwd: dir, env }));
     const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; url: string }[];
     urls = Object.fromEntries(listed.map((w) => [w.key, w.url]));
   });
   afterAll(async () => {
     await server?.stop();
     await receiver?.close();
+    await hold?.close();
     tmp?.cleanup();
   });
 
@@ -93,6 +107,38 @@ describe("a looping worker, and a burst past the limits", () => {
     }[];
     for (const runId of delivery.runIds) expect(runs.find((r) => r.runId === runId)?.exitCode).toBe(124);
   }, 90_000);
+
+  it("bounds the queue per workspace: a workspace whose deliveries pile up gets 503, another workspace's are still taken", async () => {
+    const post = (url: string) => fetch(url, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+    const statuses: number[] = [];
+    const accepted: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const answer = await post(urls.held!);
+      statuses.push(answer.status);
+      if (answer.status === 202) accepted.push(((await answer.json()) as { deliveryId: string }).deliveryId);
+      else {
+        expect(Number(answer.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+        await answer.arrayBuffer();
+      }
+    }
+    // 15 waiting (held runs count as waiting until they finish), then 503.
+    expect(accepted).toHaveLength(15);
+    expect(statuses.slice(15)).toEqual([503, 503, 503, 503, 503]);
+
+    const team = await server.call("CreateWorkspace", { name: "Team B" });
+    expect(team.status).toBe(200);
+    const otherDir = writeProject(path.join(tmp.dir, "other"), fixtureDeps(), SOURCE);
+    const otherEnv = { ...cliEnv(server, path.join(tmp.dir, "home-b")), NOTION_API_TOKEN: team.body.token as string, NOTION_WORKSPACE_ID: team.body.workspaceId as string };
+    ok(await ntn(["workers", "deploy", "--name", "burst-b"], { cwd: otherDir, env: otherEnv, timeoutMs: 180_000 }));
+    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], { cwd: otherDir, env: otherEnv }));
+    const otherUrls = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: otherDir, env: otherEnv })).stdout) as { key: string; url: string }[];
+    const other = await post(otherUrls.find((w) => w.key === "count")!.url);
+    expect(other.status).toBe(202);
+    const { deliveryId } = (await other.json()) as { deliveryId: string };
+    // It runs, too, once a slot is free: the held runs take every slot of this process until let go.
+    hold.release();
+    await until("the other workspace's delivery and every held one", () => [deliveryId, ...accepted].every((id) => reported.includes(id)), 60_000);
+  }, 240_000);
 
   it("answers a burst past the rate with 429 and past the queue's bound with 503, both with Retry-After; every 202 runs", async () => {
     const statuses = new Map<number, number>();
@@ -122,3 +168,26 @@ describe("a looping worker, and a burst past the limits", () => {
     await until("every accepted delivery", () => accepted.every((id) => reported.includes(id)), 60_000);
   }, 120_000);
 });
+
+/** A URL whose requests wait until `release()`; those that come after are answered at once. */
+async function startHold() {
+  const waiting: http.ServerResponse[] = [];
+  let released = false;
+  const server = http.createServer((request, response) => {
+    request.resume();
+    if (released) response.end("go");
+    else waiting.push(response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    release() {
+      released = true;
+      for (const response of waiting.splice(0)) response.end("go");
+    },
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

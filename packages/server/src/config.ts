@@ -42,8 +42,8 @@ export interface ServerOptions {
   webhookRetention?: string | number;
   /** Webhook ingress per minute, per worker and per workspace: `600,1200` (WORKYARD_WEBHOOK_RATE). */
   webhookRate?: string;
-  /** Webhook deliveries waiting to run (all webhooks) past which new ones get 503 (WORKYARD_WEBHOOK_MAX_QUEUED). */
-  webhookMaxQueued?: number;
+  /** Webhook deliveries waiting to run past which new ones get 503, per workspace and in all: `2500,10000`; one number sets both (WORKYARD_WEBHOOK_MAX_QUEUED). */
+  webhookMaxQueued?: string | number;
   /** Egress rules, HOST[:PORT] or CIDR: allowed despite the default deny (WORKYARD_EGRESS_ALLOW, comma separated). */
   egressAllow?: string[] | string;
   /** Egress rules denied on top of the defaults (WORKYARD_EGRESS_DENY). */
@@ -104,7 +104,7 @@ export interface Config {
   webhookRetryDelaysMs: number[];
   webhookRetentionMs: number;
   webhookRate: { perWorker: number; perWorkspace: number };
-  webhookMaxQueued: number;
+  webhookMaxQueued: { perWorkspace: number; total: number };
   egressAllow: string[];
   egressDeny: string[];
   egressCaFile: string | undefined;
@@ -206,10 +206,11 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
       "WORKYARD_WEBHOOK_BODY_LIMIT",
     ),
     webhookRetentionMs: parseDuration(options.webhookRetention ?? env.WORKYARD_WEBHOOK_RETENTION ?? "7d", "WORKYARD_WEBHOOK_RETENTION"),
-    webhookRate: webhookRate(options.webhookRate ?? env.WORKYARD_WEBHOOK_RATE ?? "600,1200"),
-    webhookMaxQueued: positiveInteger(
-      options.webhookMaxQueued ?? (env.WORKYARD_WEBHOOK_MAX_QUEUED ? Number(env.WORKYARD_WEBHOOK_MAX_QUEUED) : 10_000),
-      "WORKYARD_WEBHOOK_MAX_QUEUED",
+    webhookRate: ((rate) => ({ perWorker: rate[0], perWorkspace: rate[1] }))(
+      positivePair(options.webhookRate ?? env.WORKYARD_WEBHOOK_RATE ?? "600,1200", "WORKYARD_WEBHOOK_RATE", "per worker and per workspace: 600,1200"),
+    ),
+    webhookMaxQueued: ((max) => ({ perWorkspace: max[0], total: max[1] }))(
+      positivePair(String(options.webhookMaxQueued ?? env.WORKYARD_WEBHOOK_MAX_QUEUED ?? "2500,10000"), "WORKYARD_WEBHOOK_MAX_QUEUED", "per workspace and in all: 2500,10000", true),
     ),
     webhookRetryDelaysMs: list(options.webhookRetryDelays ?? env.WORKYARD_WEBHOOK_RETRY_DELAYS ?? "10s,1m,5m").map((d) => parseDuration(d, "WORKYARD_WEBHOOK_RETRY_DELAYS")),
     egressAllow: list(options.egressAllow ?? env.WORKYARD_EGRESS_ALLOW),
@@ -233,12 +234,14 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
 }
 
 /** `PER_WORKER,PER_WORKSPACE` requests per minute. */
-function webhookRate(value: string): { perWorker: number; perWorkspace: number } {
-  const [perWorker, perWorkspace] = value.split(",").map((v) => Number(v.trim()));
-  if (!Number.isInteger(perWorker) || !Number.isInteger(perWorkspace) || perWorker! < 1 || perWorkspace! < 1) {
-    throw new ConfigError(`WORKYARD_WEBHOOK_RATE must be two positive integers, per worker and per workspace: 600,1200; got ${JSON.stringify(value)}.`);
+/** Two positive integers, narrow then wide (`600,1200`); with `oneForBoth`, a single one sets both. */
+function positivePair(value: string, name: string, what: string, oneForBoth = false): [number, number] {
+  const parts = value.split(",").map((v) => Number(v.trim()));
+  const pair = oneForBoth && parts.length === 1 ? [parts[0], parts[0]] : parts;
+  if (pair.length !== 2 || !pair.every((n) => Number.isInteger(n) && n! >= 1)) {
+    throw new ConfigError(`${name} must be two positive integers, ${what}; got ${JSON.stringify(value)}.`);
   }
-  return { perWorker: perWorker!, perWorkspace: perWorkspace! };
+  return [pair[0]!, pair[1]!];
 }
 
 /** A repeatable flag or a comma-separated variable, as a list of trimmed, non-empty entries. */

@@ -165,6 +165,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const writer = store.sqliteFile ? new SqliteWriter(store.sqliteFile) : undefined;
   const runs = createRunService({ db, workers, builder, executor, runTimeoutMs: config.runTimeoutMs, runEnv: oauth.runEnv, writer, log, now });
   webhooks = createWebhookService({
+    dialect: store.dialect,
     db,
     keyring,
     workers,

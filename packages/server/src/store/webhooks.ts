@@ -1,5 +1,5 @@
-import type { Kysely } from "kysely";
-import { randomToken } from "../ids.js";
+import type { ExpressionBuilder, Kysely } from "kysely";
+import type { Dialect } from "./db.js";
 import type { Database, DeliveryRow, DeliveryStatus, WebhookRow } from "./schema.js";
 
 type Db = Kysely<Database>;
@@ -49,50 +49,53 @@ export async function insertDelivery(db: Db, row: DeliveryRow): Promise<void> {
   await db.insertInto("webhook_deliveries").values(row).execute();
 }
 
-/** How many deliveries wait to run, for the bound on what is accepted. */
-export async function countWaiting(db: Db): Promise<number> {
-  const row = await db
+/** How many deliveries wait to run, in one workspace or in all, for the bounds on what is accepted. */
+export async function countWaiting(db: Db, workspaceId?: string): Promise<number> {
+  let query = db
     .selectFrom("webhook_deliveries")
     .select((eb) => eb.fn.countAll<number>().as("n"))
-    .where("status", "in", ["queued", "running"])
-    .executeTakeFirstOrThrow();
+    .where("status", "in", ["queued", "running"]);
+  if (workspaceId !== undefined) query = query.where("workspace_id", "=", workspaceId);
+  const row = await query.executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
 /**
  * Takes up to `limit` deliveries that are due (queued and past their backoff, or running under a
- * lease that ran out: their process died) for `owner` until `leaseUntil`. Each is taken with a
- * compare-and-set on what was read, so a delivery runs on one process at a time, whatever the
- * number of processes.
+ * lease that ran out: their process died) under the claim token `claim` until `leaseUntil`, in one
+ * statement. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so processes claiming at
+ * once take different rows instead of waiting on each other; the update re-checks that each row is
+ * still due, so a delivery runs under one claim at a time, whatever the number of processes.
+ * SQLite has one writer, so the statement is atomic there as it is.
  */
-export async function claimDue(db: Db, owner: string, now: number, leaseUntil: number, limit: number, exclude: string[] = []): Promise<DeliveryRow[]> {
-  let query = db.selectFrom("webhook_deliveries").select(["id", "status", "lease_until"]);
+export async function claimDue(
+  db: Db,
+  dialect: Dialect,
+  claim: string,
+  now: number,
+  leaseUntil: number,
+  limit: number,
+  exclude: string[] = [],
+): Promise<DeliveryRow[]> {
+  const due = (eb: ExpressionBuilder<Database, "webhook_deliveries">) =>
+    eb.or([
+      eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]),
+      eb.and([eb("status", "=", "running"), eb("lease_until", "<", now)]),
+    ]);
+  let pick = db.selectFrom("webhook_deliveries").select("id").where(due).orderBy("next_attempt_at").limit(limit);
   // What this process runs now is never taken again by it, even with its lease run out.
-  if (exclude.length > 0) query = query.where("id", "not in", exclude);
-  const candidates = await query
-    .where((eb) =>
-      eb.or([
-        eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]),
-        eb.and([eb("status", "=", "running"), eb("lease_until", "<", now)]),
-      ]),
-    )
-    .orderBy("next_attempt_at")
-    .limit(limit)
+  if (exclude.length > 0) pick = pick.where("id", "not in", exclude);
+  if (dialect === "postgres") pick = pick.forUpdate().skipLocked();
+  // The pick is materialised once: as a plain `IN (subquery)` PostgreSQL may run it again per row
+  // updated, and its LIMIT would then not bound what is taken.
+  return db
+    .with((cte) => cte("picked").materialized(), () => pick)
+    .updateTable("webhook_deliveries")
+    .set({ status: "running", lease_owner: claim, lease_until: leaseUntil })
+    .where("id", "in", (eb) => eb.selectFrom("picked").select("picked.id"))
+    .where(due)
+    .returningAll()
     .execute();
-  const claimed: DeliveryRow[] = [];
-  for (const candidate of candidates) {
-    const row = await db
-      .updateTable("webhook_deliveries")
-      // A token of its own per claim: only this attempt may renew or finish it.
-      .set({ status: "running", lease_owner: `${owner}:${randomToken(6)}`, lease_until: leaseUntil })
-      .where("id", "=", candidate.id)
-      .where("status", "=", candidate.status)
-      .where((eb) => (candidate.lease_until === null ? eb("lease_until", "is", null) : eb("lease_until", "=", candidate.lease_until)))
-      .returningAll()
-      .executeTakeFirst();
-    if (row) claimed.push(row);
-  }
-  return claimed;
 }
 
 /** Extends a claim's lease while its attempt goes on (loading, waiting for a process, running). */

@@ -7,6 +7,7 @@ import { AppError } from "../errors.js";
 import { newId, randomToken, safeEqual, sha256Hex } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { RunService } from "../runs/service.js";
+import type { Dialect } from "../store/db.js";
 import type { Database, DeliveryRow, DeliveryStatus, WebhookRow, WorkerRow } from "../store/schema.js";
 import * as webhooksStore from "../store/webhooks.js";
 import * as workersStore from "../store/workers.js";
@@ -27,8 +28,8 @@ export const BLOCK_AFTER = 5;
 export interface WebhookLimits {
   /** The largest body accepted. */
   maxBodyBytes: number;
-  /** Deliveries waiting to run (all webhooks) past which new ones get 503. */
-  maxQueued: number;
+  /** Deliveries waiting to run past which new ones get 503: in one workspace (so one tenant cannot fill the queue for all), and in all. */
+  maxQueued: { perWorkspace: number; total: number };
   /** Waits before the retries of a failed attempt: one retry per entry (Notion: 3). */
   retryDelaysMs: number[];
   /** Attempts run at once by this process. */
@@ -43,7 +44,7 @@ export interface WebhookLimits {
 
 export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
   maxBodyBytes: 1024 * 1024,
-  maxQueued: 10_000,
+  maxQueued: { perWorkspace: 2_500, total: 10_000 },
   retryDelaysMs: [10_000, 60_000, 300_000],
   concurrency: 4,
   pollMs: 1000,
@@ -121,6 +122,7 @@ const NOT_FOUND: IngressAnswer = { status: 404, body: { error: "Not found" } };
 
 export function createWebhookService(options: {
   db: Kysely<Database>;
+  dialect: Dialect;
   keyring: Keyring;
   workers: WorkerService;
   builder: Pick<BuildService, "liveDeployment" | "liveManifest">;
@@ -141,6 +143,7 @@ export function createWebhookService(options: {
 
   const perWorker = new RateLimiter(limits.ratePerMinute.perWorker, now);
   const perWorkspace = new RateLimiter(limits.ratePerMinute.perWorkspace, now);
+  const waiting = new WaitingCounts(db, now);
 
   const urlOf = (row: WebhookRow) => {
     const secretId = open(keyring, { keyId: row.secret_key_id, sealed: row.secret_sealed }, aad.webhookSecret(row.workspace_id, row.worker_id, row.key)).toString("utf8");
@@ -231,23 +234,29 @@ export function createWebhookService(options: {
   const running = new Map<string, Promise<void>>();
   let timer: NodeJS.Timeout | undefined;
   let stopped = true;
-  let looking = false;
+  /** The look under way, if any: stop() waits for it, so nothing is claimed after it returns. */
+  let looking: Promise<void> | undefined;
   let lookAgain = false;
 
-  async function look(): Promise<void> {
-    if (stopped) return;
+  function look(): Promise<void> {
+    if (stopped) return Promise.resolve();
     if (looking) {
       lookAgain = true;
-      return;
+      return looking;
     }
-    looking = true;
+    looking = lookForDue().finally(() => (looking = undefined));
+    return looking;
+  }
+
+  async function lookForDue(): Promise<void> {
     try {
       do {
         lookAgain = false;
         const free = limits.concurrency - running.size;
         if (free <= 0) break;
         const at = now();
-        const claimed = await webhooksStore.claimDue(db, owner, at, at + leaseMs, free, [...running.keys()]);
+        // A token of its own per claim: only this claim's attempts may renew or finish what it took.
+        const claimed = await webhooksStore.claimDue(db, options.dialect, `${owner}:${randomToken(6)}`, at, at + leaseMs, free, [...running.keys()]);
         for (const delivery of claimed) {
           const attempt = runAttempt(delivery).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
           running.set(delivery.id, attempt);
@@ -260,8 +269,6 @@ export function createWebhookService(options: {
       } while (lookAgain && !stopped);
     } catch (error) {
       log.warn({ err: error }, "looking for webhook deliveries failed");
-    } finally {
-      looking = false;
     }
   }
 
@@ -467,7 +474,7 @@ export function createWebhookService(options: {
         if (waitWorkspace > 0) perWorker.giveBack(worker.id);
         return { status: 429, body: { error: "Rate limit exceeded" }, headers: { "retry-after": String(Math.max(waitWorker, waitWorkspace)) } };
       }
-      if ((await webhooksStore.countWaiting(db)) >= limits.maxQueued) {
+      if (await waiting.full(worker.workspace_id, limits.maxQueued)) {
         return { status: 503, body: { error: "Too many deliveries are waiting; try again later." }, headers: { "retry-after": "30" } };
       }
       let accepted: IngressAnswer | undefined;
@@ -499,6 +506,7 @@ export function createWebhookService(options: {
         finished_at: null,
         last_error: null,
       });
+      waiting.added(row.workspace_id);
       void look();
       return accepted ?? { status: 202, body: { deliveryId } };
     },
@@ -511,6 +519,8 @@ export function createWebhookService(options: {
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      // A claim in flight finishes first: the attempts it starts are waited for like the others.
+      await looking;
       await Promise.allSettled([...running.values()]);
     },
   };
@@ -534,3 +544,51 @@ function lowerCased(headers: InboundRequest["headers"]): Record<string, string> 
   }
   return out;
 }
+
+/**
+ * Counts of deliveries waiting to run, per workspace and in all, for the queue's bounds. Read from
+ * the database at most once a second each (every process of a cluster adds to them) and counted up
+ * here in between, so a burst of deliveries costs no query per request.
+ */
+class WaitingCounts {
+  private readonly counts = new Map<string, { n: number; readAt: number; reading?: Promise<number> }>();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly now: () => number,
+    private readonly maxAgeMs = 1000,
+  ) {}
+
+  async full(workspaceId: string, max: { perWorkspace: number; total: number }): Promise<boolean> {
+    const [inWorkspace, total] = await Promise.all([this.count(workspaceId), this.count(TOTAL)]);
+    return inWorkspace >= max.perWorkspace || total >= max.total;
+  }
+
+  added(workspaceId: string): void {
+    for (const key of [workspaceId, TOTAL]) {
+      const entry = this.counts.get(key);
+      if (entry) entry.n += 1;
+    }
+  }
+
+  private async count(key: string): Promise<number> {
+    const entry = this.counts.get(key);
+    if (entry && this.now() - entry.readAt < this.maxAgeMs) return entry.n;
+    if (entry?.reading) return entry.reading;
+    const reading = webhooksStore.countWaiting(this.db, key === TOTAL ? undefined : key).then(
+      (n) => {
+        this.counts.set(key, { n, readAt: this.now() });
+        return n;
+      },
+      (error: unknown) => {
+        this.counts.delete(key);
+        throw error;
+      },
+    );
+    this.counts.set(key, { n: entry?.n ?? 0, readAt: entry?.readAt ?? 0, reading });
+    return reading;
+  }
+}
+
+/** The key of the count of all workspaces' deliveries (no workspace id is empty). */
+const TOTAL = "";

@@ -29,6 +29,11 @@ const ENV = {
   WORKYARD_WORKER_CPU: "0.5",
   WORKYARD_RUN_RETENTION: "7d",
   WORKYARD_DEPLOYMENTS_KEPT: "3",
+  WORKYARD_WEBHOOK_BODY_LIMIT: "65536",
+  WORKYARD_WEBHOOK_RATE: "60,100",
+  WORKYARD_WEBHOOK_MAX_QUEUED: "100,400",
+  WORKYARD_WEBHOOK_RETRY_DELAYS: "1s,2m",
+  WORKYARD_WEBHOOK_RETENTION: "1d",
 };
 
 /** What commander hands the command when no flag is given: only the negatable one is set. */
@@ -64,7 +69,15 @@ describe("ntn server: a flag wins, then the environment, then the default", () =
       workerCpu: 0.5,
       runRetentionMs: 7 * 86_400_000,
       deploymentsKept: 3,
+      webhookBodyLimit: 65536,
+      webhookRate: { perWorker: 60, perWorkspace: 100 },
+      webhookMaxQueued: { perWorkspace: 100, total: 400 },
+      webhookRetryDelaysMs: [1000, 120_000],
+      webhookRetentionMs: 86_400_000,
     });
+    // One number for the queue's bound sets both.
+    expect(resolveConfig({}, { WORKYARD_WEBHOOK_MAX_QUEUED: "50" }).webhookMaxQueued).toEqual({ perWorkspace: 50, total: 50 });
+    expect(() => resolveConfig({}, { WORKYARD_WEBHOOK_MAX_QUEUED: "50,x" })).toThrow(/WORKYARD_WEBHOOK_MAX_QUEUED must be two positive integers/);
   });
 
   it("a flag given beats its variable", () => {
@@ -92,6 +105,11 @@ describe("ntn server: a flag wins, then the environment, then the default", () =
       npmRegistry: "https://registry.npmjs.org/",
       maxProcesses: 32,
       deploymentsKept: 10,
+      webhookBodyLimit: 1024 * 1024,
+      webhookRate: { perWorker: 600, perWorkspace: 1200 },
+      webhookMaxQueued: { perWorkspace: 2500, total: 10_000 },
+      webhookRetryDelaysMs: [10_000, 60_000, 300_000],
+      webhookRetentionMs: 7 * 86_400_000,
     });
   });
 });
