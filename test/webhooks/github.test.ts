@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { until } from "../helpers/cluster.js";
 import { startReceiver } from "../helpers/receiver.js";
-import { ntn, ok } from "../helpers/run-ntn.js";
+import { ntn, officialNtn, ok } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -238,6 +238,16 @@ describe("webhooks from a GitHub-style sender", () => {
     expect(good.code).toBe(0);
     expect(reported.some((r) => r.event.deliveryId === "exec-1")).toBe(true);
     const bad = await ntn(["workers", "exec", "flaky", "-d", JSON.stringify(event)], { cwd: dir, env });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("A webhook capability takes an array of events, not an object.");
+  });
+
+  it("runs it with the official ntn 0.4.0's exec too (it has no webhook commands), and refuses an object the same way", async () => {
+    const event = { deliveryId: "official-1", body: { via: "official" }, rawBody: "{}", headers: {}, method: "POST" };
+    const good = await officialNtn(["workers", "exec", "flaky", "-d", JSON.stringify([event])], { cwd: dir, env });
+    expect(good.code, good.stderr).toBe(0);
+    expect(reported.some((r) => r.event.deliveryId === "official-1")).toBe(true);
+    const bad = await officialNtn(["workers", "exec", "flaky", "-d", JSON.stringify(event)], { cwd: dir, env });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("A webhook capability takes an array of events, not an object.");
   });
