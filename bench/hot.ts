@@ -7,6 +7,7 @@
  * --postgres, the database round trips of each hot path are counted (target: at most one).
  *
  *   npx tsx bench/hot.ts [--seconds 3] [--rounds 3] [--postgres] [--client thread|process]
+ *                        [--only run|token|pull] [--connections N]
  *
  * --client process runs each load from a Node process of its own (a client outside the server's
  * process); the default is a worker thread of the bench process.
@@ -27,6 +28,9 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     postgres: { type: "boolean", default: false },
     client: { type: "string", default: "thread" },
+    // One hot path and one concurrency only (with its baseline), for a profile: `--only token --connections 16`.
+    only: { type: "string" },
+    connections: { type: "string" },
   },
 });
 const durationMs = Number(values.seconds) * 1000;
@@ -94,17 +98,21 @@ const measure = (name: Name, concurrency: number): Promise<Stats> => {
 };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-for (const concurrency of [1, 16]) {
+for (const concurrency of values.connections ? [Number(values.connections)] : [1, 16]) {
   header(`Hot paths, ${concurrency} connection${concurrency > 1 ? "s" : ""}, ${values.postgres ? "PostgreSQL" : "SQLite"}, client in a ${values.client === "process" ? "process of its own" : "worker thread"} (median of ${rounds} interleaved rounds of ${values.seconds} s)`);
   const seen: Record<Name, Stats[]> = { bare: [], ipc: [], run: [], token: [], pull: [] };
   for (let round = 0; round < rounds; round++) {
-    for (const name of Object.keys(seen) as Name[]) seen[name].push(await measure(name, concurrency));
+    for (const name of Object.keys(seen) as Name[]) {
+      if (values.only && name !== values.only && name !== (values.only === "run" ? "ipc" : "bare")) continue;
+      seen[name].push(await measure(name, concurrency));
+    }
   }
   const p50 = (name: Name) => median(seen[name].map((s) => s.p50));
   const p99 = (name: Name) => median(seen[name].map((s) => s.p99));
   const rps = (name: Name) => median(seen[name].map((s) => s.throughput));
   const bad = (name: Name) => seen[name].reduce((sum, s) => sum + (s.bad ?? 0), 0);
   const line = (label: string, name: Name, floor?: Name) => {
+    if (seen[name].length === 0) return;
     const ratio = floor ? `   p50 ${(p50(name) / p50(floor)).toFixed(2)}x, throughput ${((rps(name) / rps(floor)) * 100).toFixed(0)} % of ${floor === "ipc" ? "HTTP + IPC" : "bare"}` : "";
     const wrong = bad(name) ? `   ${bad(name)} BAD ANSWERS (${seen[name].find((s) => s.firstBad)?.firstBad})` : "";
     console.log(`${label.padEnd(34)} p50 ${(p50(name) * 1000).toFixed(0).padStart(5)} µs  p99 ${(p99(name) * 1000).toFixed(0).padStart(6)} µs  ${rps(name).toFixed(0).padStart(6)} req/s${ratio}${wrong}`);
@@ -115,6 +123,7 @@ for (const concurrency of [1, 16]) {
   line("GetOauthToken (valid stored token)", "token", "bare");
   line("PullEnv (3 secrets, one token)", "pull", "bare");
 }
+if (process.env.STAGES) for (const [k, [sum, n]] of Object.entries((globalThis as any).__T ?? {}) as [string, [number, number]][]) console.log(k.padEnd(40), (sum / n * 1000).toFixed(1), "µs", n);
 console.log(`provider requests during the bench: ${provider.requests} (expected 0)`);
 
 api.close();

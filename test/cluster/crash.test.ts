@@ -152,7 +152,10 @@ describe.skipIf(!hasPg)("SIGKILL on PostgreSQL", () => {
 
   const call = (action: string, body: unknown = {}) => cluster.call(proc, action, body);
   const refreshAttempts = () => proxy.requests.filter((r) => r.grantType === "refresh_token").length;
-  const expire = () => cluster.sql("update oauth_connections set access_expires_at = $1 where worker_id = $2", [Date.now() - 1000, workerId]);
+  const expire = async () => {
+    await cluster.sql("update oauth_connections set access_expires_at = $1 where worker_id = $2", [Date.now() - 1000, workerId]);
+    await cluster.announce({ table: "oauth_connections", id: `${workerId}/${KEY}` });
+  };
 
   /** SIGKILLs the process if it still runs, and starts it again: same schema, port and data dir. */
   async function restart(): Promise<void> {

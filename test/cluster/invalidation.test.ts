@@ -4,14 +4,19 @@
  * just answered from what it kept: a revoked token is refused, a deleted worker is gone and its
  * warm processes (which hold its decrypted secrets) stop without waiting for a request, a new
  * deployment is the one that runs, new secrets are the ones a run gets. (Issue 13, fix 3, had the
- * other processes stop a deleted worker's processes only at their next request for it.)
+ * other processes stop a deleted worker's processes only at their next request for it.) The same
+ * holds for OAuth connections, whose rows (tokens sealed) are kept for token reads: a refreshed
+ * token and a revocation are what every process answers within 1 s.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DIALECTS } from "../helpers/dialects.js";
 import { scaffoldProjects, startCluster, type Cluster, type Projects } from "../helpers/cluster.js";
+import { authorizeOverHttp, openPage } from "../helpers/http-browser.js";
+import { fingerprint, oauthWorkerSource } from "../helpers/oauth-bench.js";
 import type { ServerProcess } from "../helpers/server-process.js";
+import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
 const source = (version: string) => `import { Worker } from "@notionhq/workers";
 import { j } from "@notionhq/workers/schema-builder";
@@ -71,15 +76,18 @@ describe.skipIf(!DIALECTS.includes("postgres"))("changes through one process tak
   let cluster: Cluster;
   let projects: Projects;
   let procs: ServerProcess[];
+  let provider: TestProvider;
 
   beforeAll(async () => {
     cluster = await startCluster(3);
     procs = cluster.processes;
     projects = await scaffoldProjects(cluster);
+    provider = await startProvider({ redirectUris: [`${procs[0]!.url}/workers/oauth/callback`], accessTokenTtl: 600 });
   }, 240_000);
   afterAll(async () => {
     await cluster?.stop();
     projects?.cleanup();
+    await provider?.stop();
   });
 
   const run = (proc: ServerProcess, workerId: string, capabilityKey: string, token?: string) =>
@@ -163,6 +171,43 @@ describe.skipIf(!DIALECTS.includes("postgres"))("changes through one process tak
 
     expect((await set("second")).status).toBe(200);
     await answersEverywhere(workerId, "secret", "second");
+  });
+
+  it("an OAuth connection's refreshed token, then its revocation, are what every process answers", async () => {
+    const A = procs[0]!;
+    const workerId = await projects.deploy(
+      A.url,
+      projects.project("connected", oauthWorkerSource({ authorizationEndpoint: provider.authorizationEndpoint, tokenEndpoint: provider.tokenEndpoint, resourceUrl: provider.resourceUrl })),
+    );
+    const secrets = [
+      { key: "GITHUB_CLIENT_ID", value: provider.clientId },
+      { key: "GITHUB_CLIENT_SECRET", value: provider.clientSecret },
+    ];
+    expect((await cluster.call(A, "UpsertSecrets", { workerId, secrets })).status).toBe(200);
+    const started = await cluster.call(A, "StartOauth", { workerId, oauthCapabilityKey: "githubAuth" });
+    expect(started.status, JSON.stringify(started.body)).toBe(200);
+    const outcome = await authorizeOverHttp(started.body.authorizationUrl, { callbackPrefix: `${A.url}/workers/oauth/callback` });
+    expect((await openPage(outcome.callbackUrl!)).status).toBe(200);
+    const tokenOn = (proc: ServerProcess, refresh = false) => cluster.call(proc, "GetOauthToken", { workerId, oauthCapabilityKey: "githubAuth", refresh });
+
+    // Every process answers (and keeps in memory) the first token a few times.
+    const first = (await tokenOn(A)).body.accessToken as string;
+    for (const proc of procs) for (let i = 0; i < 3; i++) expect(fingerprint((await tokenOn(proc)).body.accessToken)).toBe(fingerprint(first));
+
+    const refreshed = await tokenOn(procs[1]!, true);
+    expect(refreshed.status, JSON.stringify(refreshed.body)).toBe(200);
+    const second = refreshed.body.accessToken as string;
+    expect(fingerprint(second)).not.toBe(fingerprint(first));
+    await everywhereWithin(procs, Date.now(), async (proc) => {
+      const answer = await tokenOn(proc);
+      return answer.body.accessToken === second || `${answer.status} ${answer.body.accessToken ? fingerprint(answer.body.accessToken) : JSON.stringify(answer.body)}`;
+    });
+
+    expect((await cluster.call(procs[2]!, "RevokeOauth", { workerId, oauthCapabilityKey: "githubAuth" })).status).toBe(200);
+    await everywhereWithin(procs, Date.now(), async (proc) => {
+      const answer = await tokenOn(proc);
+      return answer.body.code === "oauth_not_connected" || `${answer.status} ${answer.body.accessToken ? fingerprint(answer.body.accessToken) : JSON.stringify(answer.body)}`;
+    });
   });
 
   it("a deleted worker is gone on every process, and its warm processes stop without waiting for a request", async () => {

@@ -88,6 +88,7 @@ describe.skipIf(!hasPg)("a refresh storm on three processes", () => {
 
     // The access token expires (as the store sees it), and a provider that takes ~50 ms to answer.
     await cluster.sql("update oauth_connections set access_expires_at = $1 where worker_id = $2", [Date.now() - 1000, workerId]);
+    await cluster.announce({ table: "oauth_connections", id: `${workerId}/githubAuth` });
     const before = await connectionRow();
     proxy.setMode("pass", { latencyMs: 50 });
     const refreshesBefore = refreshRequests().length;

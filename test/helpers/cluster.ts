@@ -11,6 +11,7 @@ import http from "node:http";
 import path from "node:path";
 import pg from "pg";
 import { expect } from "vitest";
+import { CHANGES_CHANNEL } from "../../packages/server/src/store/changes.js";
 import { fixtureProject } from "./fixture-worker.js";
 import { freshSchema } from "./pg.js";
 import { baseEnv, ntn, ok, type NtnResult } from "./run-ntn.js";
@@ -49,6 +50,11 @@ export interface Cluster {
   call(proc: ServerProcess, action: string, body?: unknown, token?: string): Promise<{ status: number; body: any }>;
   /** SQL on the cluster's schema. */
   sql<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  /**
+   * Tells the processes that rows a test changed with `sql` changed, as the server's own writes do
+   * (store/changes.ts): they drop what they keep of them.
+   */
+  announce(...changes: { table: string; id?: string }[]): Promise<void>;
   /** Kills every process, drops the schema, removes the data dirs. */
   stop(): Promise<void>;
 }
@@ -103,6 +109,7 @@ export async function startCluster(count: number, options: ProcessOptions = {}):
       start,
       call: (proc, action, body = {}, token = adminToken) => callAction(proc.url, action, body, token),
       sql: async <T>(text: string, params: unknown[] = []) => (await client.query(text, params)).rows as T[],
+      announce: async (...changes) => void (await client.query("select pg_notify($1, $2)", [CHANGES_CHANNEL, JSON.stringify(changes)])),
       stop,
     };
   } catch (error) {

@@ -146,6 +146,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   oauth = createOAuthService({
     now,
     db,
+    changes: store.changes,
     keyring,
     log,
     workers,

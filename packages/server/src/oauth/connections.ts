@@ -1,9 +1,12 @@
 import type * as oauth from "oauth4webapi";
 import type { Kysely } from "kysely";
 import type { Logger } from "../log.js";
+import type { ChangeFeed } from "../store/changes.js";
 import * as oauthStore from "../store/oauth.js";
+import { ReadCache } from "../store/read-cache.js";
 import type { Database, OauthConnectionRow, WorkerRow } from "../store/schema.js";
 import type { Keyring } from "../vault/keyring.js";
+import { VaultError } from "../vault/seal.js";
 import { clientSecretsHint } from "./client-secrets.js";
 import { openCredentials, sealCredentials, tokenOf, type Credentials, type ValidToken } from "./credentials.js";
 import { connectedRow, needsReauthorization } from "./errors.js";
@@ -81,10 +84,17 @@ export class Connections {
   private readonly inFlight = new Map<string, Promise<ValidToken>>();
   readonly timing: RefreshTiming;
   private readonly refreshContext: RefreshContext;
+  /**
+   * Connection rows as stored (tokens sealed, opened on each use), for the token reads of the hot
+   * path; every write of a connection goes through `written`, which tells every server process.
+   */
+  private readonly rows: ReadCache<OauthConnectionRow>;
 
   constructor(
     private readonly options: {
       db: Kysely<Database>;
+      /** Connection rows are kept in memory between requests; writes to them are told here (changes.ts). */
+      changes: ChangeFeed;
       keyring: Keyring;
       log: Logger;
       now?: () => number;
@@ -96,8 +106,10 @@ export class Connections {
     },
   ) {
     this.timing = { ...DEFAULT_TIMING, ...options.timing };
+    this.rows = new ReadCache(options.changes, "oauth_connections", (row) => connectionId(row.worker_id, row.capability_key));
     this.refreshContext = {
       db: options.db,
+      written: (workerId, key, write) => this.written(workerId, key, write),
       keyring: options.keyring,
       log: options.log,
       now: () => this.now(),
@@ -123,6 +135,20 @@ export class Connections {
     return oauthStore.findConnection(this.options.db, worker.id, key);
   }
 
+  /** A write of one connection, announced to every server process in its own transaction. */
+  private written<T>(workerId: string, key: string, write: (db: Kysely<Database>) => Promise<T>): Promise<T> {
+    return this.options.changes.transaction(this.options.db, async (trx, publish) => {
+      const result = await write(trx);
+      publish({ table: "oauth_connections", id: connectionId(workerId, key) });
+      return result;
+    });
+  }
+
+  /** The background refresher gives up on a connection for a while (its configuration cannot be read). */
+  async postpone(row: OauthConnectionRow, next: number, error: string): Promise<void> {
+    await this.written(row.worker_id, row.capability_key, (db) => oauthStore.postponeRefresh(db, row, next, error, this.now()));
+  }
+
   /** A worker's stored connections by capability key. */
   async byKey(worker: Pick<WorkerRow, "id">): Promise<Map<string, OauthConnectionRow>> {
     return new Map((await oauthStore.listConnections(this.options.db, worker.id)).map((r) => [r.capability_key, r]));
@@ -130,7 +156,7 @@ export class Connections {
 
   /** Deletes a connection's stored tokens; the caller revoked them at the provider first where it could. */
   async delete(worker: Pick<WorkerRow, "id">, key: string): Promise<void> {
-    await oauthStore.deleteConnection(this.options.db, worker.id, key);
+    await this.written(worker.id, key, (db) => oauthStore.deleteConnection(db, worker.id, key));
   }
 
   /** Stores the tokens of a completed authorization, replacing any earlier connection. */
@@ -145,7 +171,7 @@ export class Connections {
     };
     const sealed = sealCredentials(this.options.keyring, worker, settings.key, credentials);
     const expiry = expiryOf(answer, settings, refreshable, now);
-    await oauthStore.replaceConnection(this.options.db, {
+    const row: Omit<OauthConnectionRow, "version"> = {
       worker_id: worker.id,
       capability_key: settings.key,
       workspace_id: worker.workspace_id,
@@ -166,7 +192,8 @@ export class Connections {
       lease_owner: null,
       lease_expires_at: null,
       updated_at: now,
-    });
+    };
+    await this.written(worker.id, settings.key, (db) => oauthStore.replaceConnection(db, row));
     this.options.onRefreshed?.(worker.id, settings.envKey, answer.access_token);
   }
 
@@ -174,11 +201,22 @@ export class Connections {
    * A valid access token, refreshed first when it expires within the margin, or when `wanted`
    * asks for a newer one (expiry.ts, Freshness).
    */
-  async validToken(worker: WorkerRow, settings: OAuthSettings, wanted: Freshness = {}): Promise<ValidToken> {
-    const row = connectedRow(await this.find(worker, settings.key), settings.key);
+  async validToken(worker: WorkerRow, settings: OAuthSettings, wanted: Freshness = {}, fromMemory = true): Promise<ValidToken> {
+    const id = connectionId(worker.id, settings.key);
+    const found = fromMemory ? await this.rows.get(id, () => this.find(worker, settings.key)) : await this.find(worker, settings.key);
+    const row = connectedRow(found, settings.key);
     const now = this.now();
     const obtainedAfter = obtainedAfterWanted(row, now, wanted);
-    if (obtainedAfter === undefined && isFresh(row, now)) return this.tokenOf(row);
+    if (obtainedAfter === undefined && isFresh(row, now)) {
+      try {
+        return this.tokenOf(row);
+      } catch (error) {
+        // Sealed under a key this process no longer has (an offline rotate-key): read it anew.
+        if (!(error instanceof VaultError) || !fromMemory) throw error;
+        this.rows.forget(id);
+        return this.validToken(worker, settings, wanted, false);
+      }
+    }
     if (!row.has_refresh_token) {
       if (row.access_expires_at !== null && row.access_expires_at <= now) {
         throw needsReauthorization(settings.key, "the access token expired and the provider issued no refresh token");
@@ -236,4 +274,9 @@ export class Connections {
       throw error;
     }
   }
+}
+
+/** A connection's id on the change feed and in memory. */
+function connectionId(workerId: string, key: string): string {
+  return `${workerId}/${key}`;
 }

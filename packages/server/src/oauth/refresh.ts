@@ -54,6 +54,8 @@ export function backingOffError(key: string, row: OauthConnectionRow): AppError 
 /** What a refresh needs around it. */
 export interface RefreshContext {
   db: Kysely<Database>;
+  /** A write of one connection, announced to every server process (Connections.written). */
+  written<T>(workerId: string, key: string, write: (db: Kysely<Database>) => Promise<T>): Promise<T>;
   keyring: Keyring;
   log: Logger;
   now: () => number;
@@ -104,7 +106,7 @@ export async function refreshConnection(ctx: RefreshContext, worker: WorkerRow, 
   const next = refreshedCredentials(answer, credentials);
   const sealed = sealCredentials(keyring, worker, settings.key, next);
   const expiry = expiryOf(answer, settings, true, now);
-  const written = await oauthStore.writeRefreshed(db, worker.id, settings.key, { owner, version: row.version }, {
+  const written = await ctx.written(worker.id, settings.key, (db) => oauthStore.writeRefreshed(db, worker.id, settings.key, { owner, version: row.version }, {
     status: "connected",
     key_id: sealed.keyId,
     sealed: sealed.sealed,
@@ -119,7 +121,7 @@ export async function refreshConnection(ctx: RefreshContext, worker: WorkerRow, 
     last_error_kind: null,
     failure_count: 0,
     updated_at: now,
-  });
+  }));
   if (!written) {
     // Our lease ran out and a later refresher wrote: theirs is the newer truth.
     log.warn({ workerId: worker.id, capability: settings.key }, "refresh result dropped: the lease was taken over");
@@ -136,7 +138,7 @@ async function recordFailure(ctx: RefreshContext, worker: WorkerRow, settings: O
   const now = ctx.now();
   const failures = row.failure_count + 1;
   const backoff = failure.retryAfterMs ?? Math.min(MAX_BACKOFF_MS, 30_000 * 2 ** Math.min(failures - 1, 10)) * (0.8 + Math.random() * 0.4);
-  await oauthStore.writeRefreshed(ctx.db, worker.id, settings.key, { owner, version: row.version }, {
+  await ctx.written(worker.id, settings.key, (db) => oauthStore.writeRefreshed(db, worker.id, settings.key, { owner, version: row.version }, {
     status: failure.kind === "reauthorize" ? "needs_reauthorization" : row.status,
     last_error: failure.message,
     last_error_at: now,
@@ -144,5 +146,5 @@ async function recordFailure(ctx: RefreshContext, worker: WorkerRow, settings: O
     failure_count: failures,
     next_refresh_at: failure.kind === "reauthorize" ? null : now + Math.round(backoff),
     updated_at: now,
-  });
+  }));
 }

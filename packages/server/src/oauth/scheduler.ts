@@ -73,7 +73,7 @@ export class RefreshScheduler {
       settings = await this.options.settingsFor(worker, row.capability_key);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      await oauthStore.postponeRefresh(db, row, this.now() + 15 * 60 * 1000, `Background refresh could not read the configuration: ${reason}`, this.now());
+      await this.options.connections.postpone(row, this.now() + 15 * 60 * 1000, `Background refresh could not read the configuration: ${reason}`);
       log.warn({ workerId: worker.id, capability: row.capability_key, reason }, "background refresh postponed");
       return;
     }

@@ -10,6 +10,7 @@ import type { Renewal, RunEnvSource } from "../runs/service.js";
 import type { EnvEntry, EnvNotice } from "../secrets/service.js";
 import type { Database, WorkerRow } from "../store/schema.js";
 import * as workersStore from "../store/workers.js";
+import type { ChangeFeed } from "../store/changes.js";
 import type { Keyring } from "../vault/keyring.js";
 import type { WorkerService } from "../workers/service.js";
 import { clientSecretsHint, createClientSecretProbe } from "./client-secrets.js";
@@ -50,6 +51,8 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
  */
 export function createOAuthService(options: {
   db: Kysely<Database>;
+  /** Connection rows are kept in memory for token reads; every process hears of their writes. */
+  changes: ChangeFeed;
   keyring: Keyring;
   log: Logger;
   workers: WorkerService;
@@ -82,6 +85,7 @@ export function createOAuthService(options: {
 
   const connections = new Connections({
     db,
+    changes: options.changes,
     keyring,
     log,
     now,

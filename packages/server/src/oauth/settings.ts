@@ -140,12 +140,25 @@ export interface BrokenSettings {
  */
 export function createLiveSettings(options: { builder: Pick<BuildService, "liveManifest">; context: () => Promise<SettingsContext> }) {
   const { builder, context } = options;
+  // Settings resolved from an opened manifest (the builder keeps one object per deployment and
+  // secrets version), kept beside it: a token read does not parse endpoints and match the catalog
+  // again. A new manifest or a new public URL resolves anew; a failure is never kept.
+  const resolved = new WeakMap<WorkerManifest, Map<string, { context: SettingsContext; settings: OAuthSettings }>>();
+  const settingsOf = (manifest: WorkerManifest, capability: OAuthEntry, ctx: SettingsContext): OAuthSettings => {
+    let byKey = resolved.get(manifest);
+    const hit = byKey?.get(capability.key);
+    if (hit && sameContext(hit.context, ctx)) return hit.settings;
+    const settings = resolveSettings(capability, ctx);
+    if (!byKey) resolved.set(manifest, (byKey = new Map()));
+    byKey.set(capability.key, { context: ctx, settings });
+    return settings;
+  };
   return {
     /** One OAuth capability's settings; `workerIsFresh` when the worker row was read in this request. */
     async settingsFor(worker: WorkerRow, key: string, workerIsFresh = false): Promise<OAuthSettings> {
       const live = await builder.liveManifest(worker, { workerIsFresh });
       if (!live) throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
-      return resolveSettings(oauthCapability(live.manifest, key), await context());
+      return settingsOf(live.manifest, oauthCapability(live.manifest, key), await context());
     },
 
     /** Every OAuth capability of the live manifest, as settings (those that cannot resolve are left out with their error). */
@@ -157,7 +170,7 @@ export function createLiveSettings(options: { builder: Pick<BuildService, "liveM
       for (const capability of live?.manifest.capabilities ?? []) {
         if (capability._tag !== "oauth") continue;
         try {
-          result.settings.push(resolveSettings(capability, ctx));
+          result.settings.push(settingsOf(live!.manifest, capability, ctx));
         } catch (error) {
           if (!isAppError(error)) throw error;
           const name = typeof capability.config?.name === "string" ? capability.config.name : capability.key;
@@ -167,4 +180,9 @@ export function createLiveSettings(options: { builder: Pick<BuildService, "liveM
       return result;
     },
   };
+}
+
+/** Whether two contexts resolve settings alike (the catalog is one array once read). */
+function sameContext(a: SettingsContext, b: SettingsContext): boolean {
+  return a.publicUrl === b.publicUrl && a.catalog === b.catalog && a.allowInsecure === b.allowInsecure && a.fetch === b.fetch && a.providerTimeoutMs === b.providerTimeoutMs;
 }
