@@ -123,7 +123,6 @@ for (const concurrency of values.connections ? [Number(values.connections)] : [1
   line("GetOauthToken (valid stored token)", "token", "bare");
   line("PullEnv (3 secrets, one token)", "pull", "bare");
 }
-if (process.env.STAGES) for (const [k, [sum, n]] of Object.entries((globalThis as any).__T ?? {}) as [string, [number, number]][]) console.log(k.padEnd(40), (sum / n * 1000).toFixed(1), "µs", n);
 console.log(`provider requests during the bench: ${provider.requests} (expected 0)`);
 
 api.close();

@@ -78,6 +78,33 @@ describe("default-deny categories", () => {
     expect(denial("64:ff9b::8.8.8.8")).toBeUndefined();
   });
 
+  it("sees IPv4 inside IPv4-compatible, 6to4, Teredo and local-use NAT64 addresses (a route may reach the IPv4 inside)", () => {
+    // IPv4-compatible (deprecated): ::a.b.c.d
+    expect(denial("::127.0.0.1")?.category).toBe("loopback");
+    expect(denial("::10.1.2.3")?.category).toBe("private");
+    expect(denial("::a9fe:a9fe")?.category).toBe("link-local");
+    // 6to4: 2002:AABB:CCDD::/48 carries a.b.c.d
+    expect(denial("2002:7f00:1::1")?.category).toBe("loopback");
+    expect(denial("2002:a9fe:a9fe::")?.category).toBe("link-local");
+    expect(denial("2002:c0a8:101:5::1")?.category).toBe("private");
+    expect(denial("2002:808:808::1")).toBeUndefined();
+    // Teredo: 2001:0:SERVER:flags:port:~CLIENT (the client's IPv4 with every bit flipped)
+    expect(denial("2001:0:4136:e378:8000:63bf:f5ff:fffe")?.category).toBe("private");
+    expect(denial("2001:0:a00:1::")?.category).toBe("private");
+    expect(denial("2001:0:4136:e378:8000:63bf:f7f7:f7f7")).toBeUndefined();
+    // Local-use NAT64 (RFC 8215), as the well-known prefix's /96 form
+    expect(denial("64:ff9b:1::a9fe:a9fe")?.category).toBe("link-local");
+    // Messages name the IPv4 inside.
+    expect(denial("2002:a00:1::1")?.message).toBe("egress denied: [2002:a00:1::1]:443 is a private address (10.0.0.1 inside); allow it with --egress-allow");
+  });
+
+  it("applies deny rules and the server's own addresses to the IPv4 inside an IPv6 address", () => {
+    const policy = createEgressPolicy({ allow: [], deny: ["203.0.113.0/24"], serverAddresses: ["198.51.100.10"] });
+    expect(policy.decide({ host: "2002:cb00:7101::1", port: 443, address: "2002:cb00:7101::1" })).toMatchObject({ allowed: false, category: "deny-rule" });
+    expect(policy.decide({ host: "::203.0.113.9", port: 443, address: "::203.0.113.9" })).toMatchObject({ allowed: false, category: "deny-rule" });
+    expect(policy.decide({ host: "2002:c633:640a::1", port: 80, address: "2002:c633:640a::1" })).toMatchObject({ allowed: false, category: "server" });
+  });
+
   it("accepts a bracketed IPv6 host", () => {
     expect(open.decide({ host: "[::1]", port: 80, address: "::1" })).toMatchObject({ allowed: false, category: "loopback" });
   });

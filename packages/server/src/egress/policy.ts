@@ -1,3 +1,4 @@
+import ipaddr from "ipaddr.js";
 import { BlockList, isIP } from "node:net";
 import { networkInterfaces } from "node:os";
 import { promises as dns, type LookupAddress } from "node:dns";
@@ -107,23 +108,41 @@ const CATEGORIES: Category[] = [
 
 const SERVER_PHRASE = "one of this server's own addresses";
 
-/**
- * An IPv4 subnet, also as IPv6 forms that reach the same host: IPv4-mapped (::ffff:a.b.c.d) and
- * the NAT64 well-known prefix (64:ff9b::a.b.c.d), so neither spelling slips past a v4 range.
- */
-function addV4Subnet(list: BlockList, address: string, prefix: number): void {
-  list.addSubnet(address, prefix, "ipv4");
-  list.addSubnet(`::ffff:${address}`, 96 + prefix, "ipv6");
-  list.addSubnet(`64:ff9b::${address}`, 96 + prefix, "ipv6");
+function addSubnet(list: BlockList, address: string, prefix: number): void {
+  list.addSubnet(address, prefix, isIP(address) === 4 ? "ipv4" : "ipv6");
 }
 
-function addSubnet(list: BlockList, address: string, prefix: number): void {
-  if (isIP(address) === 4) addV4Subnet(list, address, prefix);
-  else list.addSubnet(address, prefix, "ipv6");
+/**
+ * The IPv4 addresses an IPv6 address carries, which a route (a tunnel, a translator, a relay) may
+ * deliver to: IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96
+ * and the local-use 64:ff9b:1::/48, in the /96 form), 6to4 (2002:AABB:CCDD::/48) and Teredo
+ * (2001:0:SERVER::~CLIENT, the client's bits flipped). A v4 range is checked against each, so no
+ * spelling slips an internal IPv4 address past it.
+ */
+export function embeddedIPv4(address: string): string[] {
+  if (isIP(address) !== 6) return [];
+  const parsed = ipaddr.IPv6.parse(address);
+  const bytes = parsed.toByteArray();
+  const words = parsed.parts;
+  const v4 = (at: number, flip = 0) => bytes.slice(at, at + 4).map((b) => b ^ flip).join(".");
+  const zeros = (from: number, to: number) => words.slice(from, to).every((w) => w === 0);
+  if (zeros(0, 5) && words[5] === 0xffff) return [v4(12)];
+  // ::a.b.c.d, but not :: and ::1 (nor anything else in 0.0.0.0/16, which no one routes).
+  if (zeros(0, 6) && words[6] !== 0) return [v4(12)];
+  if (words[0] === 0x64 && words[1] === 0xff9b && (zeros(2, 6) || (words[2] === 1 && zeros(3, 6)))) return [v4(12)];
+  if (words[0] === 0x2002) return [v4(2)];
+  if (words[0] === 0x2001 && words[1] === 0) return [v4(4), v4(12, 0xff)];
+  return [];
+}
+
+/** Whether the list holds the address or an IPv4 address inside it; which one. */
+function containing(list: BlockList, address: string): string | undefined {
+  if (list.check(address, isIP(address) === 4 ? "ipv4" : "ipv6")) return address;
+  return embeddedIPv4(address).find((inner) => list.check(inner, "ipv4"));
 }
 
 function contains(list: BlockList, address: string): boolean {
-  return list.check(address, isIP(address) === 4 ? "ipv4" : "ipv6");
+  return containing(list, address) !== undefined;
 }
 
 function categoryList(category: Category): BlockList {
@@ -264,9 +283,14 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
     if (allow.some((rule) => ruleMatches(rule, host, target.port, address))) return { allowed: true };
 
     const hint = "; allow it with --egress-allow";
-    const hit = categories.find((category) => contains(category.list, address));
-    if (hit) return { allowed: false, category: hit.category, message: `egress denied: ${where} is ${hit.phrase}${hint}` };
-    if (contains(server, address)) return { allowed: false, category: "server", message: `egress denied: ${where} is ${SERVER_PHRASE}${hint}` };
+    // An IPv4 address found inside an IPv6 one is named, so the denial makes sense to the reader.
+    const inside = (found: string) => (found === address ? "" : ` (${found} inside)`);
+    const found = categories.map((category) => ({ category, found: containing(category.list, address) })).filter((hit) => hit.found !== undefined);
+    // The address's own category first (::1 is loopback), then what an IPv4 address inside it is.
+    const hit = found.find((h) => h.found === address) ?? found[0];
+    if (hit) return { allowed: false, category: hit.category.category, message: `egress denied: ${where} is ${hit.category.phrase}${inside(hit.found!)}${hint}` };
+    const own = containing(server, address);
+    if (own) return { allowed: false, category: "server", message: `egress denied: ${where} is ${SERVER_PHRASE}${inside(own)}${hint}` };
     return { allowed: true };
   }
 
