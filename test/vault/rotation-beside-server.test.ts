@@ -2,11 +2,14 @@
  * `ntn server rotate-key` run beside a SQLite server (a second process: the server hears nothing
  * of it) re-seals every row and drops the old key from the key file. What the server kept from
  * before, sealed under the old key, must not turn into errors: a live deployment it had read
- * (its manifest sealed) still runs.
+ * (its manifest sealed) still runs, and an OAuth connection it had read (its tokens sealed) still
+ * gives its token.
  */
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seedOauthConnection } from "../../bench/seed.js";
 import { rotateMasterKey } from "../../packages/server/src/main.js";
+import { Keyring } from "../../packages/server/src/vault/keyring.js";
 import { cliEnv, fixtureDeps, workerIdOf, writeProject } from "../build-run/fixtures.js";
 import { ntn } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
@@ -17,6 +20,14 @@ import { j } from "@notionhq/workers/schema-builder";
 const worker = new Worker();
 export default worker;
 worker.tool("ping", { title: "ping", description: "pong", schema: j.object({}), execute: async () => "pong" });
+// Endpoints nothing listens on: the stored token is valid, so none is called.
+worker.oauth("linked", {
+  name: "linked",
+  authorizationEndpoint: "http://127.0.0.1:9/authorize",
+  tokenEndpoint: "http://127.0.0.1:9/token",
+  clientId: "client",
+  clientSecret: "secret",
+});
 `;
 
 describe("a key rotated offline beside a running SQLite server", () => {
@@ -38,13 +49,17 @@ describe("a key rotated offline beside a running SQLite server", () => {
     tmp?.cleanup();
   });
 
-  it("still serves a live deployment the server had read (its manifest sealed under the old key)", async () => {
+  it("still serves a live deployment the server had read (its manifest sealed under the old key), and a connection's token", async () => {
     const workerId = workerIdOf(dir);
+    await seedOauthConnection(server.server.store.db, Keyring.fromFile(path.join(server.dataDir, "master.key")), workerId, "linked", Date.now() + 3_600_000);
     // A second server on the data dir (the first opened the manifest when it deployed): it keeps
     // the live deployment's row, its manifest sealed and not opened yet, in memory.
     second = await startTestServer({ dataDir: server.dataDir });
     const listed = await second.call("ListCapabilities", { workerId });
     expect(listed.status).toBe(200);
+    // It keeps the connection's row, its tokens sealed, too.
+    const token = await second.call("GetOauthToken", { workerId, oauthCapabilityKey: "linked" });
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
 
     const report = await rotateMasterKey({ dataDir: server.dataDir, env: {} });
     expect(report.removedKeyIds).toHaveLength(1);
@@ -58,6 +73,9 @@ describe("a key rotated offline beside a running SQLite server", () => {
     // PullEnv reads the manifest (for its OAuth capabilities), a run the bundle.
     const pulled = await second.call("PullEnv", { workerId });
     expect(pulled.status, JSON.stringify(pulled.body)).toBe(200);
+    const again = await second.call("GetOauthToken", { workerId, oauthCapabilityKey: "linked" });
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body.accessToken).toBe(token.body.accessToken);
     const run = await second.call("RunCapability", { workerId, capabilityKey: "ping", args: {} });
     expect(run.body).toMatchObject({ result: "pong" });
     expect(run.status).toBe(200);
