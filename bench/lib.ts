@@ -49,8 +49,10 @@ export async function loadInThread(options: {
   headers?: Record<string, string>;
   concurrency: number;
   durationMs: number;
-  /** A substring every answer must hold (answers are checked: status 200 and this). */
+  /** A substring every answer must hold (answers are checked: status `expectStatus` and this). */
   expect?: string;
+  /** The status every answer must have (200 unless given). */
+  expectStatus?: number;
 }): Promise<Stats> {
   const { Worker } = await import("node:worker_threads");
   const worker = new Worker(new URL("./load-worker.mjs", import.meta.url), { workerData: { headers: {}, ...options } });
@@ -75,12 +77,13 @@ export async function loadInProcess(options: Parameters<typeof loadInThread>[0] 
   return JSON.parse(out) as Stats;
 }
 
-/** A bare Node HTTP server that answers every POST with the same JSON: the HTTP floor. */
-export async function bareServer(answer: unknown): Promise<{ url: string; stop(): Promise<void> }> {
+/** A bare Node HTTP server that answers every POST with the same JSON (and status): the HTTP floor. */
+export async function bareServer(answer: unknown, status = 200): Promise<{ url: string; stop(): Promise<void> }> {
   const body = JSON.stringify(answer);
   const server = http.createServer((req, res) => {
     req.resume();
     req.on("end", () => {
+      res.statusCode = status;
       res.setHeader("content-type", "application/json");
       res.end(body);
     });

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { Kysely } from "kysely";
 import { createApi, type ApiDeps } from "./api/app.js";
 import { createTokenService } from "./auth/tokens.js";
 import { ConfigError, resolveConfig, urlForAddress, type Config, type ServerOptions } from "./config.js";
@@ -10,6 +11,7 @@ import { createLoginService } from "./login/service.js";
 import { createLogger, type Logger } from "./log.js";
 import { createSecretService } from "./secrets/service.js";
 import type { Store } from "./store/db.js";
+import type { Database } from "./store/schema.js";
 import { KeyringError } from "./vault/keyring.js";
 import { openPlatform } from "./platform.js";
 import { registerWeb } from "./web/routes.js";
@@ -29,7 +31,7 @@ import { createOAuthService, type OAuthService } from "./oauth/service.js";
 import { RefreshScheduler } from "./oauth/scheduler.js";
 import { CatalogError, loadCatalog } from "./oauth/providers/load.js";
 import { Maintenance } from "./maintenance.js";
-import { SqliteWriter } from "./store/sqlite-writer.js";
+import { SqliteWriter, writerDialect } from "./store/sqlite-writer.js";
 import { createWorkerService } from "./workers/service.js";
 import { bootstrap, createWorkspaceService, type BootstrapResult } from "./workspaces/service.js";
 import { createKeyService } from "./admin.js";
@@ -168,6 +170,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   webhooks = createWebhookService({
     dialect: store.dialect,
     db,
+    writes: writer ? new Kysely<Database>({ dialect: writerDialect(writer) }) : db,
     keyring,
     workers,
     builder,

@@ -7,7 +7,9 @@ import { openStore, setUpSqliteConnection, type Store } from "./db.js";
 import { migrateToLatest } from "./migrate.js";
 import { runInsert } from "./runs.js";
 import type { RunRow } from "./schema.js";
-import { SqliteWriter } from "./sqlite-writer.js";
+import { Kysely } from "kysely";
+import type { Database } from "./schema.js";
+import { SqliteWriter, writerDialect } from "./sqlite-writer.js";
 
 let dir: string;
 let store: Store;
@@ -99,6 +101,37 @@ describe("the SQLite writer thread's connection", () => {
       other.close();
     }
     expect(await store.db.selectFrom("runs").select("id").execute()).toEqual([{ id: "r1" }]);
+  });
+
+  it("commits what arrives together in one go, each message on its own: one that fails fails alone", async () => {
+    const good = writer.transaction([runInsert.compile(store.db, run("r1", "w1"))]);
+    const bad = writer.transaction([runInsert.compile(store.db, run("r2", "w1")), runInsert.compile(store.db, run("r3", "no-such-worker"))]);
+    const writes = new Kysely<Database>({ dialect: writerDialect(writer) });
+    const inserted = writes.insertInto("runs").values(run("r4", "w1")).executeTakeFirst();
+    const duplicate = writes.insertInto("runs").values(run("r1", "w1")).execute();
+    const updated = writes.updateTable("runs").set({ logs: "changed" }).where("worker_id", "=", "w1").returning(["id", "logs"]).execute();
+    await expect(good).resolves.toBeUndefined();
+    await expect(bad).rejects.toThrow(/FOREIGN KEY/);
+    expect(Number((await inserted).numInsertedOrUpdatedRows)).toBe(1);
+    await expect(duplicate).rejects.toMatchObject({ code: "SQLITE_CONSTRAINT_PRIMARYKEY" });
+    // In order: the update sees the rows committed before it in the same batch.
+    expect((await updated).sort((a, b) => a.id.localeCompare(b.id))).toEqual([
+      { id: "r1", logs: "changed" },
+      { id: "r4", logs: "changed" },
+    ]);
+    expect((await store.db.selectFrom("runs").select("id").orderBy("id").execute()).map((r) => r.id)).toEqual(["r1", "r4"]);
+  });
+
+  it("gives BLOBs back as Buffers, and binds them", async () => {
+    const writes = new Kysely<Database>({ dialect: writerDialect(writer) });
+    const sealed = Buffer.from([0, 1, 2, 254, 255]);
+    await writes
+      .insertInto("webhooks")
+      .values({ worker_id: "w1", key: "hook", workspace_id: "ws", secret_hash: "h", secret_key_id: "k", secret_sealed: sealed, verification_enabled: 1, verification_failures: 0, blocked_at: null, created_at: 1, updated_at: 1 })
+      .execute();
+    const [row] = await writes.updateTable("webhooks").set({ updated_at: 2 }).returning("secret_sealed").execute();
+    expect(Buffer.isBuffer(row!.secret_sealed)).toBe(true);
+    expect(row!.secret_sealed.equals(sealed)).toBe(true);
   });
 
   it("leaves the database in WAL mode", async () => {

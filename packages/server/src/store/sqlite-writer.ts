@@ -1,20 +1,30 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import type { CompiledQuery } from "kysely";
+import {
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
+  type CompiledQuery,
+  type DatabaseConnection,
+  type Dialect,
+  type Driver,
+  type Kysely,
+  type QueryResult,
+} from "kysely";
 import { setUpSqliteConnection } from "./db.js";
 
 /**
  * A second SQLite connection on a thread of its own, for write-heavy work that must be durable but
  * must not stall the server: better-sqlite3 is synchronous, so a commit's fsync (hundreds of
  * microseconds) would otherwise block every request. Queries are compiled by Kysely on the main
- * thread and executed here, a batch per transaction; batches queue while a commit is in progress,
- * so they grow with the load (group commit). The connection is set up as the store's is
+ * thread and executed here; whatever arrives while a commit is in progress is committed together
+ * (group commit: one fsync for the lot), each message in a savepoint of its own. The connection is set up as the store's is
  * (setUpSqliteConnection).
  */
 export class SqliteWriter {
   private readonly worker: Worker;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve(): void; reject(error: Error): void }>();
+  private readonly pending = new Map<number, { resolve(result: OneResult | undefined): void; reject(error: Error): void }>();
 
   constructor(file: string) {
     const sqlite = createRequire(import.meta.url).resolve("better-sqlite3");
@@ -31,20 +41,46 @@ export class SqliteWriter {
         if (!s) { s = db.prepare(sql); statements.set(sql, s); }
         return s;
       };
-      const inTransaction = db.transaction((queries) => { for (const q of queries) prepared(q.sql).run(...q.parameters); });
+      // Buffers arrive as Uint8Arrays (structured clone); SQLite binds Buffers as BLOBs.
+      const bound = (parameters) => parameters.map((p) => (p instanceof Uint8Array && !Buffer.isBuffer(p) ? Buffer.from(p.buffer, p.byteOffset, p.byteLength) : p));
+      const one = (q) => {
+        const statement = prepared(q.sql);
+        if (statement.reader) return { rows: statement.all(...bound(q.parameters)) };
+        const { changes } = statement.run(...bound(q.parameters));
+        return { rows: [], changes };
+      };
+      // Each message in a savepoint of its own (a nested transaction): one that fails fails alone.
+      const each = db.transaction((message) => {
+        if (message.query) return one(message.query);
+        for (const q of message.queries) prepared(q.sql).run(...bound(q.parameters));
+        return undefined;
+      });
+      const failure = (id, error) => ({ id, error: String((error && error.message) || error), code: error && error.code });
+      // Every message that came in while the last commit was under way, in one transaction: one
+      // fsync for the lot (group commit); each is answered once it is committed.
+      const batch = db.transaction((messages) => messages.map((m) => { try { return { id: m.id, result: each(m) }; } catch (error) { return failure(m.id, error); } }));
+      let queue = [];
+      const flush = () => {
+        const messages = queue;
+        queue = [];
+        let replies;
+        try { replies = batch(messages); } catch (error) { replies = messages.map((m) => failure(m.id, error)); }
+        for (const reply of replies) parentPort.postMessage(reply);
+      };
       parentPort.on("message", (message) => {
-        if (message === "close") { db.close(); parentPort.close(); return; }
-        try { inTransaction(message.queries); parentPort.postMessage({ id: message.id }); }
-        catch (error) { parentPort.postMessage({ id: message.id, error: String(error && error.message || error) }); }
+        if (message === "close") { if (queue.length > 0) flush(); db.close(); parentPort.close(); return; }
+        queue.push(message);
+        if (queue.length === 1) setImmediate(flush);
       });
       `,
       { eval: true, workerData: { sqlite, file } },
     );
-    this.worker.on("message", (message: { id: number; error?: string }) => {
+    this.worker.on("message", (message: { id: number; error?: string; code?: string; result?: OneResult }) => {
       const entry = this.pending.get(message.id);
       this.pending.delete(message.id);
-      if (message.error) entry?.reject(new Error(message.error));
-      else entry?.resolve();
+      // The code (SQLITE_BUSY, SQLITE_CONSTRAINT...) goes with it: callers tell busy from broken by it.
+      if (message.error) entry?.reject(Object.assign(new Error(message.error), message.code ? { code: message.code } : {}));
+      else entry?.resolve(message.result);
     });
     this.worker.on("error", (error) => {
       for (const entry of this.pending.values()) entry.reject(error);
@@ -57,8 +93,17 @@ export class SqliteWriter {
   transaction(queries: CompiledQuery[]): Promise<void> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve: () => resolve(), reject });
       this.worker.postMessage({ id, queries: queries.map((q) => ({ sql: q.sql, parameters: [...q.parameters] })) });
+    });
+  }
+
+  /** Runs one query on the writer's connection (committed on its own); its rows, or the rows it changed. */
+  execute(query: CompiledQuery): Promise<OneResult> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: (result) => resolve(result ?? { rows: [] }), reject });
+      this.worker.postMessage({ id, query: { sql: query.sql, parameters: [...query.parameters] } });
     });
   }
 
@@ -68,4 +113,56 @@ export class SqliteWriter {
     this.worker.postMessage("close");
     await new Promise((resolve) => this.worker.once("exit", resolve));
   }
+}
+
+interface OneResult {
+  rows: unknown[];
+  changes?: number;
+}
+
+/**
+ * Kysely over the writer's connection: single statements, each committed (and fsynced) on the
+ * writer thread, so the server's thread never waits for a commit. For writes that come with every
+ * request of a hot path (a webhook delivery's insert, its claim and its end) and need their result;
+ * batches go through `transaction`. Transactions are refused: statements of others would join them.
+ */
+export function writerDialect(writer: SqliteWriter): Dialect {
+  const connection: DatabaseConnection = {
+    async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+      const result = await writer.execute(query);
+      return { rows: result.rows.map(withBuffers) as R[], ...(result.changes === undefined ? {} : { numAffectedRows: BigInt(result.changes) }) };
+    },
+    // eslint-disable-next-line require-yield
+    async *streamQuery() {
+      throw new Error("The writer's connection does not stream.");
+    },
+  };
+  const noTransactions = async () => {
+    throw new Error("The writer's connection takes single statements, not transactions.");
+  };
+  const driver: Driver = {
+    init: async () => {},
+    acquireConnection: async () => connection,
+    beginTransaction: noTransactions,
+    commitTransaction: noTransactions,
+    rollbackTransaction: noTransactions,
+    releaseConnection: async () => {},
+    destroy: async () => {},
+  };
+  return {
+    createAdapter: () => new SqliteAdapter(),
+    createDriver: () => driver,
+    createQueryCompiler: () => new SqliteQueryCompiler(),
+    createIntrospector: (db: Kysely<any>) => new SqliteIntrospector(db),
+  };
+}
+
+/** A row from the thread with its BLOBs as Buffers again (they arrive as Uint8Arrays). */
+function withBuffers(row: unknown): unknown {
+  if (row === null || typeof row !== "object") return row;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(row)) {
+    out[key] = value instanceof Uint8Array && !Buffer.isBuffer(value) ? Buffer.from(value.buffer, value.byteOffset, value.byteLength) : value;
+  }
+  return out;
 }

@@ -64,8 +64,8 @@ export async function countWaiting(db: Db, workspaceId?: string): Promise<number
  * Takes up to `limit` deliveries that are due (queued and past their backoff, or running under a
  * lease that ran out: their process died) under the claim token `claim` until `leaseUntil`, in one
  * statement. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so processes claiming at
- * once take different rows instead of waiting on each other; the update re-checks that each row is
- * still due, so a delivery runs under one claim at a time, whatever the number of processes.
+ * once take different rows instead of waiting on each other, and the update re-checks that each
+ * row is still due, so a delivery runs under one claim at a time, whatever the number of processes.
  * SQLite has one writer, so the statement is atomic there as it is.
  */
 export async function claimDue(
@@ -88,14 +88,15 @@ export async function claimDue(
   if (dialect === "postgres") pick = pick.forUpdate().skipLocked();
   // The pick is materialised once: as a plain `IN (subquery)` PostgreSQL may run it again per row
   // updated, and its LIMIT would then not bound what is taken.
-  return db
+  let update = db
     .with((cte) => cte("picked").materialized(), () => pick)
     .updateTable("webhook_deliveries")
     .set({ status: "running", lease_owner: claim, lease_until: leaseUntil })
-    .where("id", "in", (eb) => eb.selectFrom("picked").select("picked.id"))
-    .where(due)
-    .returningAll()
-    .execute();
+    .where("id", "in", (eb) => eb.selectFrom("picked").select("picked.id"));
+  // PostgreSQL: still due as the update sees the row. SQLite runs the statement alone, and with the
+  // condition there it would walk every queued row (a backlog) instead of the few picked.
+  if (dialect === "postgres") update = update.where(due);
+  return update.returningAll().execute();
 }
 
 /** Extends a claim's lease while its attempt goes on (loading, waiting for a process, running). */

@@ -122,6 +122,11 @@ const NOT_FOUND: IngressAnswer = { status: 404, body: { error: "Not found" } };
 
 export function createWebhookService(options: {
   db: Kysely<Database>;
+  /**
+   * Where a delivery's own writes go (its insert, claim, lease and end): on SQLite the writer
+   * thread's connection, so their commits never stall the server's thread; else `db`.
+   */
+  writes: Kysely<Database>;
   dialect: Dialect;
   keyring: Keyring;
   workers: WorkerService;
@@ -133,7 +138,7 @@ export function createWebhookService(options: {
   limits?: Partial<WebhookLimits>;
   now?: () => number;
 }): WebhookService {
-  const { db, keyring, log } = options;
+  const { db, writes, keyring, log } = options;
   const now = options.now ?? Date.now;
   const limits = { ...DEFAULT_WEBHOOK_LIMITS, ...options.limits };
   // Who holds a delivery's lease: this process, told apart from others on the same database.
@@ -256,7 +261,7 @@ export function createWebhookService(options: {
         if (free <= 0) break;
         const at = now();
         // A token of its own per claim: only this claim's attempts may renew or finish what it took.
-        const claimed = await webhooksStore.claimDue(db, options.dialect, `${owner}:${randomToken(6)}`, at, at + leaseMs, free, [...running.keys()]);
+        const claimed = await webhooksStore.claimDue(writes, options.dialect, `${owner}:${randomToken(6)}`, at, at + leaseMs, free, [...running.keys()]);
         for (const delivery of claimed) {
           const attempt = runAttempt(delivery).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
           running.set(delivery.id, attempt);
@@ -278,7 +283,7 @@ export function createWebhookService(options: {
     // The lease is renewed while the attempt goes on (a load, a wait for a process, the run), so it
     // only runs out when this process is gone.
     const renewal = setInterval(() => {
-      webhooksStore.renewLease(db, delivery.id, claim, now() + leaseMs).catch((error: unknown) => log.warn({ err: error, deliveryId: delivery.id }, "renewing a delivery's lease failed"));
+      webhooksStore.renewLease(writes, delivery.id, claim, now() + leaseMs).catch((error: unknown) => log.warn({ err: error, deliveryId: delivery.id }, "renewing a delivery's lease failed"));
     }, Math.max(1000, Math.floor(leaseMs / 3)));
     renewal.unref();
     try {
@@ -332,7 +337,7 @@ export function createWebhookService(options: {
     const at = now();
     const retryAt = status !== "queued" ? at : busyRetry ? at + BUSY_RETRY_MS : at + limits.retryDelaysMs[attempts - 1]!;
     const finished = status === "queued" ? null : at;
-    const kept = await webhooksStore.finishAttempt(db, delivery.id, claim, {
+    const kept = await webhooksStore.finishAttempt(writes, delivery.id, claim, {
       status,
       attempts,
       run_ids: JSON.stringify(runIds),
@@ -342,8 +347,9 @@ export function createWebhookService(options: {
     });
     if (kept && verificationFailed !== undefined) {
       const webhook = await webhooksStore.findWebhook(db, delivery.worker_id, delivery.webhook_key);
-      if (webhook && (webhook.verification_enabled || !verificationFailed)) {
-        await webhooksStore.recordVerification(db, delivery.worker_id, delivery.webhook_key, verificationFailed, BLOCK_AFTER, at);
+      // A success with no failures to reset writes nothing.
+      if (webhook && (verificationFailed ? webhook.verification_enabled === 1 : webhook.verification_failures > 0)) {
+        await webhooksStore.recordVerification(writes, delivery.worker_id, delivery.webhook_key, verificationFailed, BLOCK_AFTER, at);
       }
     }
     if (status === "queued") schedule(retryAt - at);
@@ -489,7 +495,7 @@ export function createWebhookService(options: {
       const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), bodyBase64: request.body.toString("base64") };
       const sealed = seal(keyring, JSON.stringify(stored), aad.webhookDelivery(row.workspace_id, row.worker_id, deliveryId));
       const at = now();
-      await webhooksStore.insertDelivery(db, {
+      await webhooksStore.insertDelivery(writes, {
         id: deliveryId,
         workspace_id: row.workspace_id,
         worker_id: row.worker_id,
