@@ -1,3 +1,4 @@
+import crypto from "node:crypto";
 import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
 import { AppError } from "../errors.js";
@@ -5,7 +6,7 @@ import type { Database, SecretRow, WorkerRow } from "../store/schema.js";
 import * as secretsStore from "../store/secrets.js";
 import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
-import { aad, openText, seal } from "../vault/seal.js";
+import { aad, openText, openWithKey, seal, sealWithKey } from "../vault/seal.js";
 import type { ChangeFeed } from "../store/changes.js";
 import { ReadCache } from "../store/read-cache.js";
 import type { WorkerService } from "../workers/service.js";
@@ -129,30 +130,25 @@ export function createSecretService(options: {
   const { db, changes, keyring, workers } = options;
   const now = options.now ?? Date.now;
 
-  // A worker's secrets as stored (sealed: opened on each use, never kept in clear), by worker and
-  // secrets version: every change bumps the version and publishes the worker's row.
-  const sealedSecrets = new ReadCache<{ workerId: string; rows: SecretRow[] }>(changes, "workers", (entry) => entry.workerId);
+  // A worker's secrets by worker and secrets version (every change bumps the version and publishes
+  // the worker's row), never kept in clear: sealed together as one value under a key that lives in
+  // this process's memory only, so a read opens one value instead of one per secret.
+  const processKey = crypto.randomBytes(32);
+  const sealedSecrets = new ReadCache<{ workerId: string; sealed: Buffer }>(changes, "workers", (entry) => entry.workerId);
 
   /** Every stored secret in clear, usable or not. */
   async function storedSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {
     const key = `${worker.id}@${worker.secrets_version}`;
-    const load = async () => ({ workerId: worker.id, rows: await secretsStore.listSecrets(db, worker.id) });
-    const open = (rows: SecretRow[]) => {
+    const bound = `secrets\0${key}`;
+    const load = async () => {
       const out: Record<string, string> = {};
-      for (const row of rows) {
+      for (const row of await secretsStore.listSecrets(db, worker.id)) {
         out[row.name] = openText(keyring, { keyId: row.key_id, sealed: row.sealed }, aad.secret(row.workspace_id, row.worker_id, row.name));
       }
-      return out;
+      return { workerId: worker.id, sealed: sealWithKey(processKey, JSON.stringify(out), bound) };
     };
-    const kept = (await sealedSecrets.get(key, load))!.rows;
-    try {
-      return open(kept);
-    } catch {
-      // Kept from before a key rotation whose old key is gone by now (`ntn server rotate-key` run
-      // beside a SQLite server): the store holds them re-sealed.
-      sealedSecrets.forget(key);
-      return open((await load()).rows);
-    }
+    const kept = (await sealedSecrets.get(key, load))!;
+    return JSON.parse(openWithKey(processKey, kept.sealed, bound).toString("utf8")) as Record<string, string>;
   }
 
   async function runtimeSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {

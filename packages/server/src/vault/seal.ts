@@ -23,11 +23,7 @@ const TAG_BYTES = 16;
  */
 export function seal(keyring: Keyring, plaintext: string | Buffer, aad: string): Sealed {
   const { id, key } = keyring.current();
-  const nonce = crypto.randomBytes(NONCE_BYTES);
-  const cipher = crypto.createCipheriv("aes-256-gcm", key, nonce);
-  cipher.setAAD(Buffer.from(aad, "utf8"));
-  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return { keyId: id, sealed: Buffer.concat([nonce, body, cipher.getAuthTag()]) };
+  return { keyId: id, sealed: sealWithKey(key, plaintext, aad) };
 }
 
 export function open(keyring: Keyring, value: Sealed, aad: string): Buffer {
@@ -35,9 +31,21 @@ export function open(keyring: Keyring, value: Sealed, aad: string): Buffer {
   if (!master) {
     throw new VaultError(`A value is sealed under master key ${value.keyId}, which this server does not have.`);
   }
-  const sealed = value.sealed;
+  return openWithKey(master.key, value.sealed, aad);
+}
+
+/** nonce | ciphertext | tag under `key`: a master key's, or a key that lives in one process's memory. */
+export function sealWithKey(key: Buffer, plaintext: string | Buffer, aad: string): Buffer {
+  const nonce = crypto.randomBytes(NONCE_BYTES);
+  const cipher = crypto.createCipheriv("aes-256-gcm", key, nonce);
+  cipher.setAAD(Buffer.from(aad, "utf8"));
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
+}
+
+export function openWithKey(key: Buffer, sealed: Buffer, aad: string): Buffer {
   if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new VaultError("A sealed value is truncated.");
-  const decipher = crypto.createDecipheriv("aes-256-gcm", master.key, sealed.subarray(0, NONCE_BYTES));
+  const decipher = crypto.createDecipheriv("aes-256-gcm", key, sealed.subarray(0, NONCE_BYTES));
   decipher.setAAD(Buffer.from(aad, "utf8"));
   decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
   try {
