@@ -109,7 +109,12 @@ export async function startCluster(count: number, options: ProcessOptions = {}):
       start,
       call: (proc, action, body = {}, token = adminToken) => callAction(proc.url, action, body, token),
       sql: async <T>(text: string, params: unknown[] = []) => (await client.query(text, params)).rows as T[],
-      announce: async (...changes) => void (await client.query("select pg_notify($1, $2)", [CHANGES_CHANNEL, JSON.stringify(changes)])),
+      announce: async (...changes) => {
+        await client.query("select pg_notify($1, $2)", [CHANGES_CHANNEL, JSON.stringify(changes)]);
+        // Delivered to the listening processes asynchronously (milliseconds; more on a loaded
+        // machine): nothing tells when each has heard it.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      },
       stop,
     };
   } catch (error) {
