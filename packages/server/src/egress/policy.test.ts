@@ -105,6 +105,15 @@ describe("default-deny categories", () => {
     expect(policy.decide({ host: "2002:c633:640a::1", port: 80, address: "2002:c633:640a::1" })).toMatchObject({ allowed: false, category: "server" });
   });
 
+  it("an allow rule opens its address and the IPv4-mapped spelling of it, not IPv6 networks that carry it", () => {
+    const policy = createEgressPolicy({ allow: ["10.0.0.5"], deny: [] });
+    expect(policy.decide({ host: "10.0.0.5", port: 80, address: "10.0.0.5" })).toEqual({ allowed: true });
+    expect(policy.decide({ host: "::ffff:10.0.0.5", port: 80, address: "::ffff:10.0.0.5" })).toEqual({ allowed: true });
+    // 6to4 network of 10.0.0.5, and a Teredo address whose server is 10.0.0.5 and client 127.0.0.1.
+    expect(policy.decide({ host: "2002:a00:5::1", port: 80, address: "2002:a00:5::1" })).toMatchObject({ allowed: false, category: "private" });
+    expect(policy.decide({ host: "2001:0:a00:5::80ff:fffe", port: 80, address: "2001:0:a00:5::80ff:fffe" })).toMatchObject({ allowed: false });
+  });
+
   it("accepts a bracketed IPv6 host", () => {
     expect(open.decide({ host: "[::1]", port: 80, address: "::1" })).toMatchObject({ allowed: false, category: "loopback" });
   });

@@ -234,16 +234,32 @@ export function parseEgressRule(flag: EgressFlag, rule: string): Rule {
   return { text, kind: "name", name: parseName(flag, rule, host), ...(port === undefined ? {} : { port }) };
 }
 
-function ruleMatches(rule: Rule, host: string, port: number, address: string): boolean {
+/**
+ * Whether a rule names the target. A deny rule also names an IPv6 address that carries one of its
+ * IPv4 addresses (any form, embeddedIPv4); an allow rule only the address itself and its
+ * IPv4-mapped spelling: `--egress-allow 10.0.0.5` must not open the 6to4 network 2002:a00:5::/48,
+ * nor a Teredo address whose other IPv4 is a denied one.
+ */
+function ruleMatches(rule: Rule, host: string, port: number, address: string, kind: "allow" | "deny"): boolean {
   if (rule.port !== undefined && rule.port !== port) return false;
   switch (rule.kind) {
     case "name":
       return host === rule.name;
     case "wildcard":
       return host.endsWith(rule.suffix);
-    case "address":
-      return contains(rule.list, address) || (isIP(host) !== 0 && contains(rule.list, host));
+    case "address": {
+      const holds = (candidate: string) => (kind === "deny" ? contains(rule.list, candidate) : containsAsAllowed(rule.list, candidate));
+      return holds(address) || (isIP(host) !== 0 && holds(host));
+    }
   }
+}
+
+/** The address, or the IPv4 address an IPv4-mapped one spells (::ffff:a.b.c.d is a.b.c.d). */
+function containsAsAllowed(list: BlockList, address: string): boolean {
+  if (list.check(address, isIP(address) === 4 ? "ipv4" : "ipv6")) return true;
+  if (isIP(address) !== 6) return false;
+  const parsed = ipaddr.IPv6.parse(address);
+  return parsed.isIPv4MappedAddress() && list.check(parsed.toIPv4Address().toString(), "ipv4");
 }
 
 function formatTarget(host: string, port: number, address: string): string {
@@ -275,12 +291,12 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
     if (isIP(address) === 0) throw new TypeError(`egress decision needs a resolved IP address, got ${JSON.stringify(target.address)}`);
     const where = formatTarget(host, target.port, address);
 
-    const denyRule = deny.find((rule) => ruleMatches(rule, host, target.port, address));
+    const denyRule = deny.find((rule) => ruleMatches(rule, host, target.port, address, "deny"));
     if (denyRule) {
       return { allowed: false, category: "deny-rule", message: `egress denied: ${where} is denied by --egress-deny ${denyRule.text}` };
     }
     if (decideOptions.byName) return { allowed: true };
-    if (allow.some((rule) => ruleMatches(rule, host, target.port, address))) return { allowed: true };
+    if (allow.some((rule) => ruleMatches(rule, host, target.port, address, "allow"))) return { allowed: true };
 
     const hint = "; allow it with --egress-allow";
     // An IPv4 address found inside an IPv6 one is named, so the denial makes sense to the reader.
@@ -297,7 +313,7 @@ export function createEgressPolicy(options: EgressPolicyOptions): EgressPolicy {
   function decideByName(rawHost: string, port: number): EgressDecision {
     const host = normaliseHost(rawHost);
     const literal = isIP(host) !== 0;
-    const denyRule = deny.find((rule) => (rule.kind === "address" ? literal && ruleMatches(rule, host, port, host) : ruleMatches(rule, host, port, host)));
+    const denyRule = deny.find((rule) => (rule.kind === "address" ? literal && ruleMatches(rule, host, port, host, "deny") : ruleMatches(rule, host, port, host, "deny")));
     if (denyRule) {
       const where = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
       return { allowed: false, category: "deny-rule", message: `egress denied: ${where} is denied by --egress-deny ${denyRule.text}` };
