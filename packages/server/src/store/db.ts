@@ -25,6 +25,11 @@ const SQLITE_BUSY_CODES = new Set(["SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLIT
 /** PostgreSQL's SQLSTATEs for a transaction given up, or a server that cannot take it now. */
 const PG_BUSY_CODES = new Set(["40001", "40P01", "53300", "57P03", "55P03"]);
 
+/** A SQLite error as the store throws it: its lock timeouts as StoreBusyError (503), the rest as they are. */
+export function sqliteBusyOr(error: unknown): unknown {
+  return busyOr(error, SQLITE_BUSY_CODES);
+}
+
 function busyOr(error: unknown, codes: Set<string>): unknown {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" && codes.has(code) ? new StoreBusyError(error) : error;

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import SQLite from "better-sqlite3";
-import { openStore, setUpSqliteConnection, type Store } from "./db.js";
+import { openStore, setUpSqliteConnection, StoreBusyError, type Store } from "./db.js";
 import { migrateToLatest } from "./migrate.js";
 import { runInsert } from "./runs.js";
 import type { RunRow } from "./schema.js";
@@ -121,6 +121,20 @@ describe("the SQLite writer thread's connection", () => {
     ]);
     expect((await store.db.selectFrom("runs").select("id").orderBy("id").execute()).map((r) => r.id)).toEqual(["r1", "r4"]);
   });
+
+  it("answers a write lock held past the wait as the store's busy error (503), not as a bug", async () => {
+    const other = new SQLite(store.sqliteFile!);
+    try {
+      other.exec("BEGIN IMMEDIATE");
+      const writes = new Kysely<Database>({ dialect: writerDialect(writer) });
+      const error = await writes.insertInto("runs").values(run("r1", "w1")).execute().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StoreBusyError);
+      expect(error).toMatchObject({ status: 503 });
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+    }
+  }, 15_000);
 
   it("gives BLOBs back as Buffers, and binds them", async () => {
     const writes = new Kysely<Database>({ dialect: writerDialect(writer) });

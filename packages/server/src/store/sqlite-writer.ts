@@ -11,7 +11,7 @@ import {
   type Kysely,
   type QueryResult,
 } from "kysely";
-import { setUpSqliteConnection } from "./db.js";
+import { setUpSqliteConnection, sqliteBusyOr } from "./db.js";
 
 /**
  * A second SQLite connection on a thread of its own, for write-heavy work that must be durable but
@@ -58,13 +58,25 @@ export class SqliteWriter {
       const failure = (id, error) => ({ id, error: String((error && error.message) || error), code: error && error.code });
       // Every message that came in while the last commit was under way, in one transaction: one
       // fsync for the lot (group commit); each is answered once it is committed.
-      const batch = db.transaction((messages) => messages.map((m) => { try { return { id: m.id, result: each(m) }; } catch (error) { return failure(m.id, error); } }));
+      // SQLite may roll the whole transaction back by itself (a full disk, an I/O error): the
+      // messages after that are not run (they would commit on their own), and all fail.
+      const batch = db.transaction((messages) => {
+        const replies = [];
+        for (const m of messages) {
+          if (!db.inTransaction) throw new Error("the batch's transaction was rolled back");
+          try { replies.push({ id: m.id, result: each(m) }); } catch (error) { replies.push(failure(m.id, error)); }
+        }
+        if (!db.inTransaction) throw new Error("the batch's transaction was rolled back");
+        return replies;
+      });
       let queue = [];
       const flush = () => {
         const messages = queue;
         queue = [];
         let replies;
         try { replies = batch(messages); } catch (error) { replies = messages.map((m) => failure(m.id, error)); }
+        // A transaction left open by a failed rollback would swallow the next batch's commits.
+        if (db.inTransaction) { try { db.exec("ROLLBACK"); } catch {} }
         for (const reply of replies) parentPort.postMessage(reply);
       };
       parentPort.on("message", (message) => {
@@ -78,19 +90,30 @@ export class SqliteWriter {
     this.worker.on("message", (message: { id: number; error?: string; code?: string; result?: OneResult }) => {
       const entry = this.pending.get(message.id);
       this.pending.delete(message.id);
-      // The code (SQLITE_BUSY, SQLITE_CONSTRAINT...) goes with it: callers tell busy from broken by it.
-      if (message.error) entry?.reject(Object.assign(new Error(message.error), message.code ? { code: message.code } : {}));
+      // The code (SQLITE_BUSY, SQLITE_CONSTRAINT...) goes with it; a lock timeout is the store's
+      // busy error (503 with Retry-After), as on the main connection.
+      if (message.error) entry?.reject(sqliteBusyOr(Object.assign(new Error(message.error), message.code ? { code: message.code } : {})) as Error);
       else entry?.resolve(message.result);
     });
-    this.worker.on("error", (error) => {
-      for (const entry of this.pending.values()) entry.reject(error);
-      this.pending.clear();
+    this.worker.on("error", (error) => this.failPending(error));
+    // A thread that ended (closed, or died) answers nothing more: what waits on it fails.
+    this.worker.on("exit", () => {
+      this.gone = true;
+      this.failPending(new Error("The SQLite writer thread has stopped."));
     });
     this.worker.unref();
   }
 
+  private gone = false;
+
+  private failPending(error: Error): void {
+    for (const entry of this.pending.values()) entry.reject(error);
+    this.pending.clear();
+  }
+
   /** Runs the queries in one transaction on the writer's connection; resolves once committed. */
   transaction(queries: CompiledQuery[]): Promise<void> {
+    if (this.gone) return Promise.reject(new Error("The SQLite writer thread has stopped."));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: () => resolve(), reject });
@@ -100,6 +123,7 @@ export class SqliteWriter {
 
   /** Runs one query on the writer's connection (committed on its own); its rows, or the rows it changed. */
   execute(query: CompiledQuery): Promise<OneResult> {
+    if (this.gone) return Promise.reject(new Error("The SQLite writer thread has stopped."));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: (result) => resolve(result ?? { rows: [] }), reject });
