@@ -110,6 +110,16 @@ describe("a looping worker, and a burst past the limits", () => {
 
   it("bounds the queue per workspace: a workspace whose deliveries pile up gets 503, another workspace's are still taken", async () => {
     const post = (url: string) => fetch(url, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+    // The other workspace's worker first: its deploy takes a while, and the held runs are stopped at
+    // the run time limit (2 s here), so the first workspace's queue is filled just before it is used.
+    const team = await server.call("CreateWorkspace", { name: "Team B" });
+    expect(team.status).toBe(200);
+    const otherDir = writeProject(path.join(tmp.dir, "other"), fixtureDeps(), SOURCE);
+    const otherEnv = { ...cliEnv(server, path.join(tmp.dir, "home-b")), NOTION_API_TOKEN: team.body.token as string, NOTION_WORKSPACE_ID: team.body.workspaceId as string };
+    ok(await ntn(["workers", "deploy", "--name", "burst-b"], { cwd: otherDir, env: otherEnv, timeoutMs: 180_000 }));
+    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], { cwd: otherDir, env: otherEnv }));
+    const otherUrls = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: otherDir, env: otherEnv })).stdout) as { key: string; url: string }[];
+
     const statuses: number[] = [];
     const accepted: string[] = [];
     for (let i = 0; i < 20; i++) {
@@ -125,17 +135,11 @@ describe("a looping worker, and a burst past the limits", () => {
     expect(accepted).toHaveLength(15);
     expect(statuses.slice(15)).toEqual([503, 503, 503, 503, 503]);
 
-    const team = await server.call("CreateWorkspace", { name: "Team B" });
-    expect(team.status).toBe(200);
-    const otherDir = writeProject(path.join(tmp.dir, "other"), fixtureDeps(), SOURCE);
-    const otherEnv = { ...cliEnv(server, path.join(tmp.dir, "home-b")), NOTION_API_TOKEN: team.body.token as string, NOTION_WORKSPACE_ID: team.body.workspaceId as string };
-    ok(await ntn(["workers", "deploy", "--name", "burst-b"], { cwd: otherDir, env: otherEnv, timeoutMs: 180_000 }));
-    ok(await ntn(["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], { cwd: otherDir, env: otherEnv }));
-    const otherUrls = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: otherDir, env: otherEnv })).stdout) as { key: string; url: string }[];
     const other = await post(otherUrls.find((w) => w.key === "count")!.url);
     expect(other.status).toBe(202);
     const { deliveryId } = (await other.json()) as { deliveryId: string };
-    // It runs, too, once a slot is free: the held runs take every slot of this process until let go.
+    // It runs, too, once a slot is free: the held runs take every slot of this process until let go
+    // (or until their time limit; they are retried, and run to the end once let go).
     hold.release();
     await until("the other workspace's delivery and every held one", () => [deliveryId, ...accepted].every((id) => reported.includes(id)), 60_000);
   }, 240_000);
