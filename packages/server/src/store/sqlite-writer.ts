@@ -112,22 +112,22 @@ export class SqliteWriter {
   }
 
   /** Runs the queries in one transaction on the writer's connection; resolves once committed. */
-  transaction(queries: CompiledQuery[]): Promise<void> {
-    if (this.gone) return Promise.reject(new Error("The SQLite writer thread has stopped."));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: () => resolve(), reject });
-      this.worker.postMessage({ id, queries: queries.map((q) => ({ sql: q.sql, parameters: [...q.parameters] })) });
-    });
+  async transaction(queries: CompiledQuery[]): Promise<void> {
+    await this.send({ queries: queries.map(plain) });
   }
 
   /** Runs one query on the writer's connection (committed on its own); its rows, or the rows it changed. */
-  execute(query: CompiledQuery): Promise<OneResult> {
+  async execute(query: CompiledQuery): Promise<OneResult> {
+    return (await this.send({ query: plain(query) })) ?? { rows: [] };
+  }
+
+  /** A message to the thread, answered once what it carries is committed (or failed). */
+  private send(message: { queries: PlainQuery[] } | { query: PlainQuery }): Promise<OneResult | undefined> {
     if (this.gone) return Promise.reject(new Error("The SQLite writer thread has stopped."));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: (result) => resolve(result ?? { rows: [] }), reject });
-      this.worker.postMessage({ id, query: { sql: query.sql, parameters: [...query.parameters] } });
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, ...message });
     });
   }
 
@@ -143,6 +143,14 @@ interface OneResult {
   rows: unknown[];
   changes?: number;
 }
+
+interface PlainQuery {
+  sql: string;
+  parameters: unknown[];
+}
+
+/** A compiled query as the thread takes it (structured clone keeps no class). */
+const plain = (query: CompiledQuery): PlainQuery => ({ sql: query.sql, parameters: [...query.parameters] });
 
 /**
  * Kysely over the writer's connection: single statements, each committed (and fsynced) on the
