@@ -8,7 +8,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openStore, type Store } from "../../packages/server/src/store/db.js";
 import { migrateToLatest } from "../../packages/server/src/store/migrate.js";
-import type { DeliveryRow } from "../../packages/server/src/store/schema.js";
 import * as webhooksStore from "../../packages/server/src/store/webhooks.js";
 import { DIALECTS } from "../helpers/dialects.js";
 import { freshSchema } from "../helpers/pg.js";
@@ -48,26 +47,8 @@ describe.each(DIALECTS)("claiming webhook deliveries (%s)", (dialect) => {
   });
   afterEach(async () => cleanup());
 
-  const deliver = async (id: string, ws = "ws1", at = T0) => {
-    const row: DeliveryRow = {
-      id,
-      workspace_id: ws,
-      worker_id: `w-${ws}`,
-      webhook_key: "hook",
-      status: "queued",
-      attempts: 0,
-      run_ids: "[]",
-      request_key_id: "k",
-      request_sealed: Buffer.from("sealed"),
-      received_at: at,
-      next_attempt_at: at,
-      lease_owner: null,
-      lease_until: null,
-      finished_at: null,
-      last_error: null,
-    };
-    await webhooksStore.insertDelivery(store.db, row);
-  };
+  const deliver = (id: string, ws = "ws1", at = T0) =>
+    webhooksStore.insertDelivery(store.db, { id, workspace_id: ws, worker_id: `w-${ws}`, webhook_key: "hook", request_key_id: "k", request_sealed: Buffer.from("sealed"), received_at: at });
   const claim = (token: string, now: number, limit = 10, exclude: string[] = []) =>
     webhooksStore.claimDue(store.db, dialect, token, now, now + LEASE, limit, exclude).then((rows) => rows.map((r) => r.id).sort());
   const finish = (id: string, token: string) =>

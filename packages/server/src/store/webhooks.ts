@@ -45,7 +45,21 @@ export async function recordVerification(db: Db, workerId: string, key: string, 
     .execute();
 }
 
-export async function insertDelivery(db: Db, row: DeliveryRow): Promise<void> {
+/** What a new delivery is made of; it starts queued, due at once, with no attempt yet. */
+export type NewDelivery = Pick<DeliveryRow, "id" | "workspace_id" | "worker_id" | "webhook_key" | "request_key_id" | "request_sealed" | "received_at">;
+
+export async function insertDelivery(db: Db, delivery: NewDelivery): Promise<void> {
+  const row: DeliveryRow = {
+    ...delivery,
+    status: "queued",
+    attempts: 0,
+    run_ids: "[]",
+    next_attempt_at: delivery.received_at,
+    lease_owner: null,
+    lease_until: null,
+    finished_at: null,
+    last_error: null,
+  };
   await db.insertInto("webhook_deliveries").values(row).execute();
 }
 

@@ -494,23 +494,14 @@ export function createWebhookService(options: {
       const deliveryId = newId();
       const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), bodyBase64: request.body.toString("base64") };
       const sealed = seal(keyring, JSON.stringify(stored), aad.webhookDelivery(row.workspace_id, row.worker_id, deliveryId));
-      const at = now();
       await webhooksStore.insertDelivery(writes, {
         id: deliveryId,
         workspace_id: row.workspace_id,
         worker_id: row.worker_id,
         webhook_key: row.key,
-        status: "queued",
-        attempts: 0,
-        run_ids: "[]",
         request_key_id: sealed.keyId,
         request_sealed: sealed.sealed,
-        received_at: at,
-        next_attempt_at: at,
-        lease_owner: null,
-        lease_until: null,
-        finished_at: null,
-        last_error: null,
+        received_at: now(),
       });
       waiting.added(row.workspace_id);
       void look();
