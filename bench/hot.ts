@@ -15,10 +15,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import { Keyring } from "../packages/server/src/vault/keyring.js";
 import { benchDatabase, benchServer, deploy, makeProject, TRIVIAL_TOOL } from "./fixtures.js";
-import { bareServer, client, header, ipcServer, loadInProcess, loadInThread, type Stats } from "./lib.js";
+import { bareServer, client, countPostgresRoundTrips, header, ipcServer, loadInProcess, loadInThread, type Stats } from "./lib.js";
 import { seedOauthConnection } from "./seed.js";
 import { oauthWorker, tokenEndpoint } from "./token-endpoint.js";
 
@@ -37,13 +36,7 @@ const durationMs = Number(values.seconds) * 1000;
 const rounds = Number(values.rounds);
 const loadWith = values.client === "process" ? loadInProcess : loadInThread;
 
-// Every query the server sends to PostgreSQL is one round trip: counted at the driver.
-let roundTrips = 0;
-const query = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  roundTrips += 1;
-  return (query as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof query;
+const roundTrips = await countPostgresRoundTrips();
 
 const { databaseUrl, drop: dropSchema } = await benchDatabase(values.postgres);
 
@@ -81,11 +74,11 @@ const ipc = await ipcServer();
 if (values.postgres) {
   header("PostgreSQL round trips per request (steady state, 200 requests each)");
   for (const [name, t] of Object.entries(targets)) {
-    const before = roundTrips;
+    const before = roundTrips();
     for (let i = 0; i < 200; i++) await api.post(t.path, t.body, auth);
     // Records that leave the request path (the run journal) commit just after: counted too.
     await bench.server.store.db.selectFrom("workers").select("id").limit(1).execute();
-    console.log(`${name.padEnd(6)} ${((roundTrips - before - 1) / 200).toFixed(2)} round trips per request`);
+    console.log(`${name.padEnd(6)} ${((roundTrips() - before - 1) / 200).toFixed(2)} round trips per request`);
   }
 }
 

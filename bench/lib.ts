@@ -129,6 +129,21 @@ export async function ipcServer(): Promise<{ url: string; stop(): Promise<void> 
   };
 }
 
+/**
+ * Counts every query the server sends to PostgreSQL from now on (each is one round trip), at the
+ * driver; answers a reader of the count so far.
+ */
+export async function countPostgresRoundTrips(): Promise<() => number> {
+  const { default: pg } = await import("pg");
+  let count = 0;
+  const query = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: import("pg").Client, ...args: unknown[]) {
+    count += 1;
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  return () => count;
+}
+
 export function machine(): string {
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
   return `${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.versions.node}, ${os.platform()} ${os.release()}`;

@@ -21,9 +21,8 @@
  */
 import fs from "node:fs";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import { benchDatabase, benchServer, deploy, makeProject } from "./fixtures.js";
-import { bareServer, client, header, loadInProcess, loadInThread, stats, type Stats } from "./lib.js";
+import { bareServer, client, countPostgresRoundTrips, header, loadInProcess, loadInThread, stats, type Stats } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -48,13 +47,7 @@ const loadWith = values.client === "process" ? loadInProcess : loadInThread;
 const engine = values.postgres ? "PostgreSQL" : "SQLite";
 const part = (name: "ingress" | "paced" | "burst") => values.only === undefined || values.only.split(",").includes(name);
 
-// Every statement the server sends to PostgreSQL is one round trip: counted at the driver.
-let roundTrips = 0;
-const query = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  roundTrips += 1;
-  return (query as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof query;
+const roundTrips = await countPostgresRoundTrips();
 
 /** The wall clock with sub-millisecond digits; the worker process reads it the same way. */
 const wallNow = () => performance.timeOrigin + performance.now();
@@ -172,7 +165,7 @@ if (part("paced")) {
   // The 202 itself, on a server with nothing else to do, beside the bare server's (sent just before).
   const roundTrip: Record<"bare" | "ingress", number[]> = { bare: [], ingress: [] };
   const bareClient = client(bare.url, 1);
-  const before = roundTrips;
+  const before = roundTrips();
   for (let i = 0; i < paced; i++) {
     const sent = performance.now();
     const floor = await bareClient.post("/x", event);
@@ -185,7 +178,7 @@ if (part("paced")) {
     answered.set(deliveryIdOf(answer.text), wallNow());
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, gapMs - (performance.now() - sent))));
   }
-  const statements = (roundTrips - before) / paced;
+  const statements = (roundTrips() - before) / paced;
   bareClient.close();
   await drain(60_000);
   const waits = await waitsFor(answered);
