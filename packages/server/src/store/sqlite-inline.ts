@@ -1,0 +1,125 @@
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import type { CompiledQuery } from "kysely";
+import { setUpSqliteConnection } from "./db.js";
+
+/** What a statement gave: its rows, or how many rows it changed. */
+export interface OneResult {
+  rows: unknown[];
+  changes?: number;
+}
+
+/**
+ * A SQLite connection on the server's thread for single statements that must not wait: it runs a
+ * statement only if the write lock is free at once (else the caller sends it to the writer
+ * thread, which waits), and commits without waiting for the disk. What must survive a power
+ * failure waits for `synced()` after its commit: an fdatasync of the write-ahead log on libuv's
+ * thread pool, shared by every commit made before it began (group commit), so neither the commit
+ * nor the disk stalls the server's thread.
+ *
+ * Why this is as safe as synchronous=FULL: in WAL mode a commit appends its frames to the log
+ * (synchronous=NORMAL keeps the database consistent whatever a power failure leaves, and only
+ * loses the commits that no sync covered); a sync of the log file that began after the commit
+ * returned makes it durable, which is all FULL does at commit (SQLite syncs the log before a
+ * checkpoint copies it, and restarts it only after that). The log is the same file for as long as
+ * a connection is open, this one included; its inode is checked on each sync all the same.
+ */
+export class InlineConnection {
+  private readonly db: import("better-sqlite3").Database;
+  private readonly statements = new Map<string, import("better-sqlite3").Statement>();
+  private readonly log: WalSync;
+
+  constructor(file: string) {
+    const Database = createRequire(import.meta.url)("better-sqlite3") as typeof import("better-sqlite3");
+    this.db = new Database(file);
+    setUpSqliteConnection(this.db);
+    this.db.pragma("synchronous = NORMAL");
+    // Never wait for the lock here: the wait would block the very thread that may hold it (a
+    // transaction of the store's connection in progress across an await).
+    this.db.pragma("busy_timeout = 0");
+    // Checkpoints (copying the log into the database, milliseconds at times) are left to the
+    // other connections: one here would stall the server's thread.
+    this.db.pragma("wal_autocheckpoint = 0");
+    this.log = new WalSync(`${file}-wal`);
+  }
+
+  /** The statement's result, committed; undefined when another connection holds the lock. */
+  tryExecute(query: CompiledQuery): OneResult | undefined {
+    let statement = this.statements.get(query.sql);
+    if (!statement) {
+      statement = this.db.prepare(query.sql);
+      if (this.statements.size >= 100) this.statements.delete(this.statements.keys().next().value!);
+      this.statements.set(query.sql, statement);
+    }
+    try {
+      if (statement.reader) return { rows: statement.all(...query.parameters) };
+      return { rows: [], changes: statement.run(...query.parameters).changes };
+    } catch (error) {
+      if (String((error as { code?: unknown }).code).startsWith("SQLITE_BUSY")) return undefined;
+      throw error;
+    }
+  }
+
+  /** Whether a commit here waits for the disk now (writes are coming in at once). */
+  get syncing(): boolean {
+    return this.log.inFlight !== undefined;
+  }
+
+  /** Resolves once what this connection committed so far is on disk. */
+  synced(): Promise<void> {
+    return this.log.after();
+  }
+
+  close(): void {
+    this.db.close();
+    this.log.close();
+  }
+}
+
+/** fdatasync of a file, shared: each caller waits for one that began after it called. */
+class WalSync {
+  private fd?: number;
+  private ino?: number;
+  inFlight?: Promise<void>;
+  private queued?: Promise<void>;
+
+  constructor(private readonly path: string) {}
+
+  after(): Promise<void> {
+    if (!this.inFlight) return this.begin();
+    // The sync under way may have begun before the caller's commit: the next one covers it, and
+    // covers every caller that comes meanwhile.
+    this.queued ??= this.inFlight
+      .catch(() => {})
+      .then(() => {
+        this.queued = undefined;
+        return this.begin();
+      });
+    return this.queued;
+  }
+
+  private begin(): Promise<void> {
+    const sync = new Promise<void>((resolve, reject) => {
+      fs.fdatasync(this.open(), (error) => (error ? reject(error) : resolve()));
+    }).finally(() => {
+      if (this.inFlight === sync) this.inFlight = undefined;
+    });
+    this.inFlight = sync;
+    return sync;
+  }
+
+  /** The log's descriptor, opened again if the file is another one now. */
+  private open(): number {
+    const ino = fs.statSync(this.path).ino;
+    if (this.fd !== undefined && this.ino === ino) return this.fd;
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = fs.openSync(this.path, "r");
+    this.ino = fs.fstatSync(this.fd).ino;
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
