@@ -52,6 +52,8 @@ describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a clu
   let receiver: Awaited<ReturnType<typeof startReceiver<Report>>>;
   let reported: Report[] = [];
   let urls: Record<string, string> = {};
+  /** The worker's project folder (deployed in beforeAll). */
+  let dir: string;
   /** Each delivery's URL path on a given process (the URL's origin is the first process's). */
   const on = (index: number, key: string) => urls[key]!.replace(/^https?:\/\/[^/]+/, cluster.processes[index]!.url);
 
@@ -60,7 +62,7 @@ describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a clu
     reported = receiver.received;
     cluster = await startCluster(3, { env: { WORKYARD_RUN_TIMEOUT: "5s", WORKYARD_WEBHOOK_RATE: "100000,100000" } });
     projects = await scaffoldProjects(cluster);
-    const dir = projects.project("hooks", SOURCE);
+    dir = projects.project("hooks", SOURCE);
     const first = cluster.processes[0]!.url;
     await projects.deploy(first, dir);
     ok(await projects.cli(first, ["workers", "env", "set", `RECEIVER_URL=${receiver.url}`], dir));
@@ -95,6 +97,22 @@ describe.skipIf(!DIALECTS.includes("postgres"))("webhook deliveries across a clu
       expect({ status: row.status, runs }).toEqual({ status: "succeeded", runs: row.attempts });
       if (row.attempts === 1) expect(reported.filter((r) => r.deliveryId === row.id)).toHaveLength(1);
     }
+  });
+
+  it("a rotated URL is refused by every process within 1 s, each having just taken a delivery on it (rows kept in memory)", async () => {
+    const old = [0, 1, 2].map((i) => on(i, "quick"));
+    for (const url of old) expect((await fetch(url, { method: "POST", body: "{}" })).status).toBe(202);
+    const rotated = ok(await projects.cli(cluster.processes[0]!.url, ["workers", "webhooks", "rotate", "quick", "--yes"], dir)).stdout.trim().split("\n").at(-1)!;
+    const since = Date.now();
+    expect(rotated).toMatch(/^https?:\/\/.*\/quick$/);
+    for (const [index, url] of old.entries()) {
+      // Answered 404 by every process within 1 s of the rotation's answer; the new URL is taken.
+      await until(`process ${index} refuses the old URL`, async () => (await fetch(url, { method: "POST", body: "{}" })).status === 404, 1000 - (Date.now() - since));
+      const fresh = rotated.replace(/^https?:\/\/[^/]+/, cluster.processes[index]!.url);
+      expect((await fetch(fresh, { method: "POST", body: "{}" })).status).toBe(202);
+    }
+    expect(Date.now() - since).toBeLessThan(1000 + 500);
+    urls.quick = rotated;
   });
 
   it("1,000 deliveries across the processes while one is SIGKILLed and restarted: each 202 succeeds, none runs twice at once", async () => {

@@ -170,7 +170,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   webhooks = createWebhookService({
     dialect: store.dialect,
     db,
+    changes: store.changes,
     writes: writer ? new Kysely<Database>({ dialect: writerDialect(writer) }) : db,
+    attemptWrites: writer ? new Kysely<Database>({ dialect: writerDialect(writer, { durable: false }) }) : db,
     keyring,
     workers,
     builder,

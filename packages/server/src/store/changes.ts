@@ -4,7 +4,8 @@ import type { Database } from "./schema.js";
 
 /** A write to a table that hot paths read from memory: one row (`id`) or all of them. */
 export interface Change {
-  table: "api_tokens" | "workers" | "deployments" | "oauth_connections";
+  table: "api_tokens" | "workers" | "deployments" | "oauth_connections" | "webhooks";
+  /** The row's id; for webhooks, the worker's (a change drops all of the worker's webhooks). */
   id?: string;
   /** The row was deleted (a worker's processes stop on every server process). */
   gone?: true;
@@ -40,7 +41,7 @@ export const CHANGES_CHANNEL = "workyard_changes";
 /** NOTIFY payloads are limited to 8000 bytes: more changes go as several notifications. */
 const MAX_PAYLOAD = 7000;
 
-const TABLES = ["api_tokens", "workers", "deployments", "oauth_connections"] as const;
+const TABLES = ["api_tokens", "workers", "deployments", "oauth_connections", "webhooks"] as const;
 
 class Listeners {
   private readonly listeners: ((change: Change) => void)[] = [];

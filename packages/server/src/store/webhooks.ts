@@ -48,19 +48,24 @@ export async function recordVerification(db: Db, workerId: string, key: string, 
 /** What a new delivery is made of; it starts queued, due at once, with no attempt yet. */
 export type NewDelivery = Pick<DeliveryRow, "id" | "workspace_id" | "worker_id" | "webhook_key" | "request_key_id" | "request_sealed" | "received_at">;
 
-export async function insertDelivery(db: Db, delivery: NewDelivery): Promise<void> {
+/**
+ * Stores a new delivery, queued; or, with `claimed`, already running under that claim (the
+ * process that took it runs it at once, no claim to make). Answers the row as stored.
+ */
+export async function insertDelivery(db: Db, delivery: NewDelivery, claimed?: { claim: string; leaseUntil: number }): Promise<DeliveryRow> {
   const row: DeliveryRow = {
     ...delivery,
-    status: "queued",
+    status: claimed ? "running" : "queued",
     attempts: 0,
     run_ids: "[]",
     next_attempt_at: delivery.received_at,
-    lease_owner: null,
-    lease_until: null,
+    lease_owner: claimed?.claim ?? null,
+    lease_until: claimed?.leaseUntil ?? null,
     finished_at: null,
     last_error: null,
   };
   await db.insertInto("webhook_deliveries").values(row).execute();
+  return row;
 }
 
 /** How many deliveries wait to run, in one workspace or in all, for the bounds on what is accepted. */

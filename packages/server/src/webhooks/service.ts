@@ -7,10 +7,11 @@ import { AppError } from "../errors.js";
 import { newId, randomToken, safeEqual, sha256Hex } from "../ids.js";
 import type { Logger } from "../log.js";
 import type { RunService } from "../runs/service.js";
+import type { ChangeFeed } from "../store/changes.js";
 import type { Dialect } from "../store/db.js";
+import { ReadCache } from "../store/read-cache.js";
 import type { Database, DeliveryRow, DeliveryStatus, WebhookRow, WorkerRow } from "../store/schema.js";
 import * as webhooksStore from "../store/webhooks.js";
-import * as workersStore from "../store/workers.js";
 import type { Keyring } from "../vault/keyring.js";
 import { aad, open, seal } from "../vault/seal.js";
 import type { WorkerService } from "../workers/service.js";
@@ -122,11 +123,19 @@ const NOT_FOUND: IngressAnswer = { status: 404, body: { error: "Not found" } };
 
 export function createWebhookService(options: {
   db: Kysely<Database>;
+  /** Webhook rows are kept in memory for the ingress; writes to them are told here (changes.ts). */
+  changes: ChangeFeed;
   /**
    * Where a delivery's own writes go (its insert, claim, lease and end): on SQLite the writer
    * thread's connection, so their commits never stall the server's thread; else `db`.
    */
   writes: Kysely<Database>;
+  /**
+   * Where an attempt's writes go (claims, lease renewals, ends): as `writes`, but on SQLite
+   * committed without waiting for the disk. A power failure that undoes one leaves the delivery
+   * queued or running under a lease that runs out, so it runs again: at least once still holds.
+   */
+  attemptWrites: Kysely<Database>;
   dialect: Dialect;
   keyring: Keyring;
   workers: WorkerService;
@@ -138,7 +147,7 @@ export function createWebhookService(options: {
   limits?: Partial<WebhookLimits>;
   now?: () => number;
 }): WebhookService {
-  const { db, writes, keyring, log } = options;
+  const { db, writes, attemptWrites, keyring, log } = options;
   const now = options.now ?? Date.now;
   const limits = { ...DEFAULT_WEBHOOK_LIMITS, ...options.limits };
   // Who holds a delivery's lease: this process, told apart from others on the same database.
@@ -149,6 +158,19 @@ export function createWebhookService(options: {
   const perWorker = new RateLimiter(limits.ratePerMinute.perWorker, now);
   const perWorkspace = new RateLimiter(limits.ratePerMinute.perWorkspace, now);
   const waiting = new WaitingCounts(db, now);
+
+  // Webhook rows as the ingress reads them on every request. Every write of them publishes the
+  // worker's id (writeWebhooks); a key rotation of the vault reseals `secret_sealed` unannounced,
+  // which the ingress never reads (it checks the hash): only URLs are built from it, from fresh rows.
+  const webhookRows = new ReadCache<WebhookRow>(options.changes, "webhooks", (row) => row.worker_id);
+  const webhookRow = (workerId: string, key: string) => webhookRows.get(`${workerId}/${key}`, () => webhooksStore.findWebhook(db, workerId, key));
+  /** A write of a worker's webhook rows, announced to every server process with its commit. */
+  const writeWebhooks = <T>(workerId: string, write: (trx: Kysely<Database>) => Promise<T>) =>
+    options.changes.transaction(db, async (trx, publish) => {
+      const result = await write(trx);
+      publish({ table: "webhooks", id: workerId });
+      return result;
+    });
 
   const urlOf = (row: WebhookRow) => {
     const secretId = open(keyring, { keyId: row.secret_key_id, sealed: row.secret_sealed }, aad.webhookSecret(row.workspace_id, row.worker_id, row.key)).toString("utf8");
@@ -242,6 +264,10 @@ export function createWebhookService(options: {
   /** The look under way, if any: stop() waits for it, so nothing is claimed after it returns. */
   let looking: Promise<void> | undefined;
   let lookAgain = false;
+  /** Whether deliveries may be due that no look has seen (a look after each attempt finds them). */
+  let mayBeDue = true;
+  /** Deliveries the ingress is storing as claimed by this process, to run at once. */
+  const accepting = new Set<Promise<unknown>>();
 
   function look(): Promise<void> {
     if (stopped) return Promise.resolve();
@@ -257,24 +283,35 @@ export function createWebhookService(options: {
     try {
       do {
         lookAgain = false;
-        const free = limits.concurrency - running.size;
+        const free = limits.concurrency - running.size - accepting.size;
         if (free <= 0) break;
-        const at = now();
-        // A token of its own per claim: only this claim's attempts may renew or finish what it took.
-        const claimed = await webhooksStore.claimDue(writes, options.dialect, `${owner}:${randomToken(6)}`, at, at + leaseMs, free, [...running.keys()]);
-        for (const delivery of claimed) {
-          const attempt = runAttempt(delivery).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
-          running.set(delivery.id, attempt);
-          void attempt.finally(() => {
-            running.delete(delivery.id);
-            void look();
-          });
-        }
-        if (claimed.length === free) lookAgain = true;
+        mayBeDue = false;
+        const claimed = await webhooksStore.claimDue(attemptWrites, options.dialect, newClaim(), now(), now() + leaseMs, free, [...running.keys()]);
+        for (const delivery of claimed) startAttempt(delivery);
+        if (claimed.length === free) lookAgain = mayBeDue = true;
       } while (lookAgain && !stopped);
     } catch (error) {
+      mayBeDue = true;
       log.warn({ err: error }, "looking for webhook deliveries failed");
     }
+  }
+
+  /** A token of its own per claim: only this claim's attempts may renew or finish what it took. */
+  const newClaim = () => `${owner}:${randomToken(6)}`;
+
+  /**
+   * Runs a delivery under this process's claim; once it ends, looks for more if some may be due
+   * (deliveries left queued here, a claim that took all it asked for: the timer finds the rest).
+   * `afterAnswer`: the ingress's own delivery starts once its 202 has gone out.
+   */
+  function startAttempt(delivery: DeliveryRow, afterAnswer = false): void {
+    const started = afterAnswer ? new Promise<void>((resolve) => setImmediate(resolve)) : Promise.resolve();
+    const attempt = started.then(() => runAttempt(delivery)).catch((error: unknown) => log.error({ err: error, deliveryId: delivery.id }, "a webhook delivery's attempt failed"));
+    running.set(delivery.id, attempt);
+    void attempt.finally(() => {
+      running.delete(delivery.id);
+      if (mayBeDue) void look();
+    });
   }
 
   /** One attempt at a claimed delivery: a run of the capability, and what it means for the delivery. */
@@ -283,7 +320,7 @@ export function createWebhookService(options: {
     // The lease is renewed while the attempt goes on (a load, a wait for a process, the run), so it
     // only runs out when this process is gone.
     const renewal = setInterval(() => {
-      webhooksStore.renewLease(writes, delivery.id, claim, now() + leaseMs).catch((error: unknown) => log.warn({ err: error, deliveryId: delivery.id }, "renewing a delivery's lease failed"));
+      webhooksStore.renewLease(attemptWrites, delivery.id, claim, now() + leaseMs).catch((error: unknown) => log.warn({ err: error, deliveryId: delivery.id }, "renewing a delivery's lease failed"));
     }, Math.max(1000, Math.floor(leaseMs / 3)));
     renewal.unref();
     try {
@@ -337,7 +374,7 @@ export function createWebhookService(options: {
     const at = now();
     const retryAt = status !== "queued" ? at : busyRetry ? at + BUSY_RETRY_MS : at + limits.retryDelaysMs[attempts - 1]!;
     const finished = status === "queued" ? null : at;
-    const kept = await webhooksStore.finishAttempt(writes, delivery.id, claim, {
+    const kept = await webhooksStore.finishAttempt(attemptWrites, delivery.id, claim, {
       status,
       attempts,
       run_ids: JSON.stringify(runIds),
@@ -346,10 +383,10 @@ export function createWebhookService(options: {
       last_error: error,
     });
     if (kept && verificationFailed !== undefined) {
-      const webhook = await webhooksStore.findWebhook(db, delivery.worker_id, delivery.webhook_key);
+      const webhook = await webhookRow(delivery.worker_id, delivery.webhook_key);
       // A success with no failures to reset writes nothing.
       if (webhook && (verificationFailed ? webhook.verification_enabled === 1 : webhook.verification_failures > 0)) {
-        await webhooksStore.recordVerification(writes, delivery.worker_id, delivery.webhook_key, verificationFailed, BLOCK_AFTER, at);
+        await writeWebhooks(delivery.worker_id, (trx) => webhooksStore.recordVerification(trx, delivery.worker_id, delivery.webhook_key, verificationFailed, BLOCK_AFTER, at));
       }
     }
     if (status === "queued") schedule(retryAt - at);
@@ -389,8 +426,8 @@ export function createWebhookService(options: {
   return {
     async deployed(worker, capabilities) {
       const at = now();
-      await webhooksStore.resetVerification(db, worker.id, at);
       const lines: string[] = [];
+      const rows: WebhookRow[] = [];
       for (const capability of capabilities) {
         if (capability._tag !== "webhook") continue;
         const secret = newSecret(worker, capability.key);
@@ -407,8 +444,12 @@ export function createWebhookService(options: {
           created_at: at,
           updated_at: at,
         };
-        if (await webhooksStore.insertWebhookIfAbsent(db, row)) lines.push(`Webhook ${capability.key}: ${urlOf(row)}`);
+        rows.push(row);
       }
+      await writeWebhooks(worker.id, async (trx) => {
+        await webhooksStore.resetVerification(trx, worker.id, at);
+        for (const row of rows) if (await webhooksStore.insertWebhookIfAbsent(trx, row)) lines.push(`Webhook ${row.key}: ${urlOf(row)}`);
+      });
       return lines;
     },
 
@@ -445,26 +486,31 @@ export function createWebhookService(options: {
     async rotate(caller, workerId, key) {
       const { worker, row } = await webhookOf(caller, workerId, key);
       const secret = newSecret(worker, key);
-      await webhooksStore.replaceWebhookSecret(db, worker.id, key, secret, now());
+      await writeWebhooks(worker.id, (trx) => webhooksStore.replaceWebhookSecret(trx, worker.id, key, secret, now()));
       return urlOf({ ...row, secret_hash: secret.hash, secret_key_id: secret.keyId, secret_sealed: secret.sealed });
     },
 
     async unblock(caller, workerId, key) {
       const { worker } = await webhookOf(caller, workerId, key);
-      await webhooksStore.setWebhookState(db, worker.id, key, { blocked_at: null, verification_failures: 0 }, now());
+      await writeWebhooks(worker.id, (trx) => webhooksStore.setWebhookState(trx, worker.id, key, { blocked_at: null, verification_failures: 0 }, now()));
     },
 
     async setVerification(caller, workerId, key, enabled) {
       const { worker } = await webhookOf(caller, workerId, key);
-      await webhooksStore.setWebhookState(db, worker.id, key, { verification_enabled: enabled ? 1 : 0, blocked_at: null, verification_failures: 0 }, now());
+      await writeWebhooks(worker.id, (trx) =>
+        webhooksStore.setWebhookState(trx, worker.id, key, { verification_enabled: enabled ? 1 : 0, blocked_at: null, verification_failures: 0 }, now()),
+      );
     },
 
     async receive(path, request): Promise<IngressAnswer> {
       const startedAt = now();
-      const row = await webhooksStore.findWebhook(db, path.workerId, path.key);
+      const row = await webhookRow(path.workerId, path.key);
       // One answer whatever part of the URL is wrong: it tells a guesser nothing.
       if (!row || row.workspace_id !== path.workspaceId || !safeEqual(sha256Hex(path.secretId), row.secret_hash)) return NOT_FOUND;
-      const worker = await workersStore.findWorker(db, row.workspace_id, row.worker_id);
+      const worker = await options.workers.get(callerFor(row.workspace_id, "webhook"), row.worker_id).catch((error: unknown) => {
+        if (error instanceof AppError && error.status === 404) return undefined;
+        throw error;
+      });
       const capability = worker ? await liveCapability(worker, row.key) : undefined;
       if (!worker || !capability) return NOT_FOUND;
       const withVerify = capability.config?.hasVerify === true && row.verification_enabled === 1;
@@ -494,7 +540,7 @@ export function createWebhookService(options: {
       const deliveryId = newId();
       const stored: StoredRequest = { method: request.method, headers: lowerCased(request.headers), bodyBase64: request.body.toString("base64") };
       const sealed = seal(keyring, JSON.stringify(stored), aad.webhookDelivery(row.workspace_id, row.worker_id, deliveryId));
-      await webhooksStore.insertDelivery(writes, {
+      const delivery: webhooksStore.NewDelivery = {
         id: deliveryId,
         workspace_id: row.workspace_id,
         worker_id: row.worker_id,
@@ -502,9 +548,22 @@ export function createWebhookService(options: {
         request_key_id: sealed.keyId,
         request_sealed: sealed.sealed,
         received_at: now(),
-      });
+      };
+      if (!stopped && running.size + accepting.size < limits.concurrency) {
+        // A free slot: the delivery is stored claimed by this process and runs once answered.
+        const storing = webhooksStore.insertDelivery(writes, delivery, { claim: newClaim(), leaseUntil: now() + leaseMs });
+        accepting.add(storing);
+        try {
+          startAttempt(await storing, true);
+        } finally {
+          accepting.delete(storing);
+        }
+      } else {
+        await webhooksStore.insertDelivery(writes, delivery);
+        mayBeDue = true;
+        setImmediate(() => void look());
+      }
       waiting.added(row.workspace_id);
-      void look();
       return accepted ?? { status: 202, body: { deliveryId } };
     },
 
@@ -516,8 +575,9 @@ export function createWebhookService(options: {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      // A claim in flight finishes first: the attempts it starts are waited for like the others.
-      await looking;
+      // A claim in flight finishes first, and so do deliveries being stored as claimed here: the
+      // attempts they start are waited for like the others.
+      await Promise.allSettled([looking, ...accepting]);
       await Promise.allSettled([...running.values()]);
     },
   };
@@ -589,3 +649,4 @@ class WaitingCounts {
 
 /** The key of the count of all workspaces' deliveries (no workspace id is empty). */
 const TOTAL = "";
+

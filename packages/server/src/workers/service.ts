@@ -91,7 +91,7 @@ export function createWorkerService(options: {
       // This process stops the worker's processes as it hears its own change, before answering.
       const deleted = await changes.transaction(db, async (trx, publish) => {
         const done = await workersStore.deleteWorkerCascade(trx, caller.workspaceId, workerId);
-        if (done) publish({ table: "workers", id: workerId, gone: true });
+        if (done) publish({ table: "workers", id: workerId, gone: true }, { table: "webhooks", id: workerId });
         return done;
       });
       if (!deleted) throw workerNotFound(workerId);
