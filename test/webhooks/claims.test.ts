@@ -80,6 +80,26 @@ describe.each(DIALECTS)("claiming webhook deliveries (%s)", (dialect) => {
     expect(await claim("B", T0 + LEASE + 2)).toEqual(["old"]);
   });
 
+  it("takes at most its limit, the oldest first, from queued deliveries and lapsed claims together", async () => {
+    for (let i = 0; i < 6; i++) await deliver(`q${i}`, "ws1", T0 + i * 10);
+    // Two lapsed claims, due from before and after some of the queued ones.
+    await webhooksStore.insertDelivery(store.db, { id: "r-early", workspace_id: "ws1", worker_id: "w-ws1", webhook_key: "hook", request_key_id: "k", request_sealed: Buffer.from("s"), received_at: T0 - 5 }, { claim: "gone", leaseUntil: T0 });
+    await webhooksStore.insertDelivery(store.db, { id: "r-late", workspace_id: "ws1", worker_id: "w-ws1", webhook_key: "hook", request_key_id: "k", request_sealed: Buffer.from("s"), received_at: T0 + 25 }, { claim: "gone", leaseUntil: T0 });
+    const at = T0 + 1000;
+    expect(await claim("A", at, 3)).toEqual(["q0", "q1", "r-early"]);
+    expect(await claim("B", at, 3)).toEqual(["q2", "r-late", "q3"].sort());
+    expect(await claim("C", at, 3)).toEqual(["q4", "q5"]);
+    expect(await claim("D", at, 3)).toEqual([]);
+  });
+
+  it("a delivery stored already claimed (its process runs it at once) is taken by another only once its lease ran out", async () => {
+    await webhooksStore.insertDelivery(store.db, { id: "d1", workspace_id: "ws1", worker_id: "w-ws1", webhook_key: "hook", request_key_id: "k", request_sealed: Buffer.from("s"), received_at: T0 }, { claim: "A", leaseUntil: T0 + LEASE });
+    expect(await claim("B", T0 + LEASE - 1)).toEqual([]);
+    expect(await claim("B", T0 + LEASE + 1)).toEqual(["d1"]);
+    expect(await finish("d1", "A")).toBe(false);
+    expect(await finish("d1", "B")).toBe(true);
+  });
+
   it("counts what waits to run, per workspace and in all", async () => {
     await deliver("a", "ws1");
     await deliver("b", "ws1");

@@ -178,9 +178,10 @@ describe("webhooks from a GitHub-style sender", () => {
     const { deliveryId } = (await answer.json()) as { deliveryId: string };
     await until("three attempts", () => reported.filter((r) => r.event.deliveryId === deliveryId).length === 3, 20_000);
     expect(new Set(reported.filter((r) => r.event.deliveryId === deliveryId).map((r) => r.key))).toEqual(new Set(["flaky"]));
-    // Three runs: two failed, the last one succeeded.
-    const runs = await runsOf("flaky");
-    expect(runs.map((r) => r.status).sort()).toEqual(["failed", "failed", "succeeded"]);
+    // Three runs: two failed, the last one succeeded (recorded once it ends, just after it reported).
+    const statuses = async () => (await runsOf("flaky")).map((r) => r.status).sort();
+    await until("the third run's end", async () => (await statuses()).length === 3 && !(await statuses()).includes("running"), 10_000);
+    expect(await statuses()).toEqual(["failed", "failed", "succeeded"]);
   });
 
   it("refuses what is not a delivery: a wrong secret or key (404, one answer), GET (405), a body over the limit (413)", async () => {

@@ -96,15 +96,32 @@ export async function claimDue(
   limit: number,
   exclude: string[] = [],
 ): Promise<DeliveryRow[]> {
-  const due = (eb: ExpressionBuilder<Database, "webhook_deliveries">) =>
-    eb.or([
-      eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]),
-      eb.and([eb("status", "=", "running"), eb("lease_until", "<", now)]),
-    ]);
-  let pick = db.selectFrom("webhook_deliveries").select("id").where(due).orderBy("next_attempt_at").limit(limit);
+  const queuedDue = (eb: ExpressionBuilder<Database, "webhook_deliveries">) => eb.and([eb("status", "=", "queued"), eb("next_attempt_at", "<=", now)]);
+  const leaseRanOut = (eb: ExpressionBuilder<Database, "webhook_deliveries">) => eb.and([eb("status", "=", "running"), eb("lease_until", "<", now)]);
+  const due = (eb: ExpressionBuilder<Database, "webhook_deliveries">) => eb.or([queuedDue(eb), leaseRanOut(eb)]);
   // What this process runs now is never taken again by it, even with its lease run out.
-  if (exclude.length > 0) pick = pick.where("id", "not in", exclude);
-  if (dialect === "postgres") pick = pick.forUpdate().skipLocked();
+  const oldest = (where: typeof due) => {
+    let query = db.selectFrom("webhook_deliveries").select(["id", "next_attempt_at"]).where(where).orderBy("next_attempt_at").limit(limit);
+    if (exclude.length > 0) query = query.where("id", "not in", exclude);
+    return query;
+  };
+  // SQLite: each kind of due row read in the order of the (status, next_attempt_at) index, at most
+  // `limit` of each, so a backlog is never sorted whole (an OR would be). PostgreSQL: one pick
+  // `FOR UPDATE SKIP LOCKED` (which a UNION cannot carry).
+  const pick =
+    dialect === "postgres"
+      ? oldest(due).forUpdate().skipLocked()
+      : db
+          .selectFrom(
+            db
+              .selectFrom(oldest(queuedDue).as("q"))
+              .selectAll()
+              .unionAll(db.selectFrom(oldest(leaseRanOut).as("r")).selectAll())
+              .as("both"),
+          )
+          .select(["both.id", "both.next_attempt_at"])
+          .orderBy("both.next_attempt_at")
+          .limit(limit);
   // The pick is materialised once: as a plain `IN (subquery)` PostgreSQL may run it again per row
   // updated, and its LIMIT would then not bound what is taken.
   let update = db
