@@ -6,6 +6,7 @@ import * as m002 from "./migrations/002_oauth.js";
 import * as m003 from "./migrations/003_isolation.js";
 import * as m004 from "./migrations/004_client_secret_names.js";
 import * as m005 from "./migrations/005_webhooks.js";
+import * as m006 from "./migrations/006_webhook_waiting.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   "003_isolation": m003,
   "004_client_secret_names": m004,
   "005_webhooks": m005,
+  "006_webhook_waiting": m006,
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -148,6 +148,17 @@ describe("the SQLite writer thread's connection", () => {
     expect(row!.secret_sealed.equals(sealed)).toBe(true);
   });
 
+  it("commits a flood in several transactions, answering every message; a close commits what is queued first", async () => {
+    const flood = Array.from({ length: 1_200 }, (_, i) => writer.transaction([runInsert.compile(store.db, run(`r${i}`, "w1"))]));
+    await Promise.all(flood);
+    expect((await store.db.selectFrom("runs").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n).toBe(1_200);
+    const late = Array.from({ length: 700 }, (_, i) => writer.transaction([runInsert.compile(store.db, run(`late${i}`, "w1"))]));
+    await writer.close();
+    await Promise.all(late);
+    expect((await store.db.selectFrom("runs").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n).toBe(1_900);
+    writer = new SqliteWriter(store.sqliteFile!);
+  });
+
   it("leaves the database in WAL mode", async () => {
     await writer.transaction([runInsert.compile(store.db, run("r1", "w1"))]);
     expect(fs.existsSync(`${store.sqliteFile!}-wal`)).toBe(true);

@@ -44,7 +44,11 @@ export class SqliteWriter {
       const statements = new Map();
       const prepared = (sql) => {
         let s = statements.get(sql);
-        if (!s) { s = db.prepare(sql); statements.set(sql, s); }
+        if (!s) {
+          s = db.prepare(sql);
+          if (statements.size >= 200) statements.delete(statements.keys().next().value);
+          statements.set(sql, s);
+        }
         return s;
       };
       // Buffers arrive as Uint8Arrays (structured clone); SQLite binds Buffers as BLOBs.
@@ -83,18 +87,25 @@ export class SqliteWriter {
         if (wanted !== durable) { db.pragma(wanted ? "synchronous = FULL" : "synchronous = NORMAL"); durable = wanted; }
       };
       let queue = [];
+      // At most this many messages per transaction: a flood is committed in several, each answered
+      // as it commits, instead of one transaction that holds the lock and every answer for long.
+      const MAX_BATCH = 500;
       const flush = () => {
-        const messages = queue;
-        queue = [];
+        if (queue.length === 0 || !db.open) return;
+        const messages = queue.slice(0, MAX_BATCH);
+        queue = queue.slice(MAX_BATCH);
+        if (queue.length > 0) setImmediate(flush);
         synchronous(messages.some((m) => m.durable !== false));
         let replies;
-        try { replies = batch(messages); } catch (error) { replies = messages.map((m) => failure(m.id, error)); }
+        // Immediate: the write lock is taken at BEGIN, so a batch never fails half-way on a lock
+        // another connection took after it began reading.
+        try { replies = batch.immediate(messages); } catch (error) { replies = messages.map((m) => failure(m.id, error)); }
         // A transaction left open by a failed rollback would swallow the next batch's commits.
         if (db.inTransaction) { try { db.exec("ROLLBACK"); } catch {} }
         for (const reply of replies) parentPort.postMessage(reply);
       };
       parentPort.on("message", (message) => {
-        if (message === "close") { if (queue.length > 0) flush(); db.close(); parentPort.close(); return; }
+        if (message === "close") { while (queue.length > 0) flush(); db.close(); parentPort.close(); return; }
         queue.push(message);
         if (queue.length === 1) setImmediate(flush);
       });
@@ -144,7 +155,8 @@ export class SqliteWriter {
    */
   async execute(query: CompiledQuery, options: { durable?: boolean } = {}): Promise<OneResult> {
     const durable = options.durable ?? true;
-    if (!this.gone && this.options.inline !== false && this.pending.size === 0 && !this.inline?.syncing) {
+    // A durable one while others wait for the disk joins the thread's group commit instead.
+    if (!this.gone && this.options.inline !== false && this.pending.size === 0 && !(durable && this.inline?.syncing)) {
       this.inline ??= new InlineConnection(this.file);
       const result = this.inline.tryExecute(query);
       if (result) {
