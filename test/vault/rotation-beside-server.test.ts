@@ -80,4 +80,27 @@ describe("a key rotated offline beside a running SQLite server", () => {
     expect(run.body).toMatchObject({ result: "pong" });
     expect(run.status).toBe(200);
   });
+
+  it("still gives the token of a kept connection that has no refresh token, near its expiry", async () => {
+    const workerId = workerIdOf(dir);
+    const now = Date.now();
+    await seedOauthConnection(server.server.store.db, Keyring.fromFile(path.join(server.dataDir, "master.key")), workerId, "linked", now + 120_000);
+    // Issued an hour ago, expiring in two minutes, nothing to refresh it with: served as it is.
+    await server.server.store.db.updateTable("oauth_connections").set({ has_refresh_token: 0, obtained_at: now - 3_600_000 }).where("worker_id", "=", workerId).execute();
+    const third = await startTestServer({ dataDir: server.dataDir });
+    try {
+      const token = await third.call("GetOauthToken", { workerId, oauthCapabilityKey: "linked" });
+      expect(token.status, JSON.stringify(token.body)).toBe(200);
+      await rotateMasterKey({ dataDir: server.dataDir, env: {} });
+      // As above: the server reads the key file again when it next seals.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const other = await third.call("CreateWorker", { name: "another" });
+      expect((await third.call("UpsertSecrets", { workerId: other.body.worker.workerId, secrets: [{ key: "ANOTHER", value: "v" }] })).status).toBe(200);
+      const again = await third.call("GetOauthToken", { workerId, oauthCapabilityKey: "linked" });
+      expect(again.status, JSON.stringify(again.body)).toBe(200);
+      expect(again.body.accessToken).toBe(token.body.accessToken);
+    } finally {
+      await third.stop();
+    }
+  });
 });

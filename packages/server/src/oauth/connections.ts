@@ -207,21 +207,22 @@ export class Connections {
     const row = connectedRow(found, settings.key);
     const now = this.now();
     const obtainedAfter = obtainedAfterWanted(row, now, wanted);
-    if (obtainedAfter === undefined && isFresh(row, now)) {
+    /** The row's token; a row kept in memory sealed under a key this process no longer has (an offline rotate-key) is read anew. */
+    const tokenOfRow = async (): Promise<ValidToken> => {
       try {
         return this.tokenOf(row);
       } catch (error) {
-        // Sealed under a key this process no longer has (an offline rotate-key): read it anew.
         if (!(error instanceof VaultError) || !fromMemory) throw error;
         this.rows.forget(id);
         return this.validToken(worker, settings, wanted, false);
       }
-    }
+    };
+    if (obtainedAfter === undefined && isFresh(row, now)) return tokenOfRow();
     if (!row.has_refresh_token) {
       if (row.access_expires_at !== null && row.access_expires_at <= now) {
         throw needsReauthorization(settings.key, "the access token expired and the provider issued no refresh token");
       }
-      return this.tokenOf(row);
+      return tokenOfRow();
     }
     const flightKey = `${worker.id}\0${settings.key}`;
     let pending = this.inFlight.get(flightKey);
