@@ -80,6 +80,7 @@ export class InlineConnection {
 class WalSync {
   private fd?: number;
   private ino?: number;
+  private checkedAt = 0;
   inFlight?: Promise<void>;
   private queued?: Promise<void>;
 
@@ -108,9 +109,11 @@ class WalSync {
     return sync;
   }
 
-  /** The log's descriptor, opened again if the file is another one now. */
+  /** The log's descriptor, opened again if the file is another one now (checked once a second). */
   private open(): number {
+    if (this.fd !== undefined && Date.now() - this.checkedAt < 1000) return this.fd;
     const ino = fs.statSync(this.path).ino;
+    this.checkedAt = Date.now();
     if (this.fd !== undefined && this.ino === ino) return this.fd;
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = fs.openSync(this.path, "r");
