@@ -22,7 +22,7 @@ export interface OneResult {
  * loses the commits that no sync covered); a sync of the log file that began after the commit
  * returned makes it durable, which is all FULL does at commit (SQLite syncs the log before a
  * checkpoint copies it, and restarts it only after that). The log is the same file for as long as
- * a connection is open, this one included; its inode is checked on each sync all the same.
+ * a connection is open, this one included (its inode is checked once a second all the same).
  */
 export class InlineConnection {
   private readonly db: import("better-sqlite3").Database;
