@@ -55,6 +55,22 @@ describe.each(DIALECTS)("workers and secrets API on %s", (dialect) => {
     expect(missing.body.code).toBe("secret_not_found");
   });
 
+  it("keeps secrets named like an object's own machinery (__proto__, constructor) as any other", async () => {
+    const { body } = await server.call("CreateWorker", { name: "proto-names", uploadType: "source" });
+    const workerId = body.worker.workerId;
+    const secrets = [
+      { key: "__proto__", value: "p" },
+      { key: "constructor", value: "c" },
+      { key: "toString", value: "t" },
+    ];
+    expect((await server.call("UpsertSecrets", { workerId, secrets })).status).toBe(200);
+    const pulled = await server.call("PullEnv", { workerId });
+    expect(pulled.status).toBe(200);
+    expect([...pulled.body.env].sort((a: { key: string }, b: { key: string }) => a.key.localeCompare(b.key))).toEqual(
+      [...secrets].sort((a, b) => a.key.localeCompare(b.key)),
+    );
+  });
+
   it("rejects a bad env name and stores nothing of that request", async () => {
     const { body } = await server.call("CreateWorker", { name: "names", uploadType: "source" });
     const workerId = body.worker.workerId;

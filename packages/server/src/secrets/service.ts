@@ -65,9 +65,17 @@ function unusableReason(name: string, value: string): string | undefined {
  * (the runtime's OAuth token variables pass).
  */
 export function filterWorkerEnv(env: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = variables();
   for (const [name, value] of Object.entries(env)) if (reservedEnvName(name) === undefined && !value.includes("\0")) out[name] = value;
   return out;
+}
+
+/**
+ * An empty map of variables by name. Without a prototype: a variable may be named `__proto__` or
+ * `constructor`, which a plain object would swallow or shadow.
+ */
+export function variables(): Record<string, string> {
+  return Object.create(null) as Record<string, string>;
 }
 
 export const SECRET_LIMITS = { maxValueBytes: 64 * 1024, maxPerWorker: 500 };
@@ -141,18 +149,18 @@ export function createSecretService(options: {
     const key = `${worker.id}@${worker.secrets_version}`;
     const bound = `secrets\0${key}`;
     const load = async () => {
-      const out: Record<string, string> = {};
+      const out = variables();
       for (const row of await secretsStore.listSecrets(db, worker.id)) {
         out[row.name] = openText(keyring, { keyId: row.key_id, sealed: row.sealed }, aad.secret(row.workspace_id, row.worker_id, row.name));
       }
       return { workerId: worker.id, sealed: sealWithKey(processKey, JSON.stringify(out), bound) };
     };
     const kept = (await sealedSecrets.get(key, load))!;
-    return JSON.parse(openWithKey(processKey, kept.sealed, bound).toString("utf8")) as Record<string, string>;
+    return Object.assign(variables(), JSON.parse(openWithKey(processKey, kept.sealed, bound).toString("utf8")) as Record<string, string>);
   }
 
   async function runtimeSecretsOf(worker: WorkerRow): Promise<Record<string, string>> {
-    const out: Record<string, string> = {};
+    const out = variables();
     for (const [name, value] of Object.entries(await storedSecretsOf(worker))) if (unusableReason(name, value) === undefined) out[name] = value;
     return out;
   }
