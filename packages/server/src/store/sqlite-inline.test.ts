@@ -80,8 +80,9 @@ describe("a write on the server's thread (InlineConnection)", () => {
   });
 
   it("fails the writes that wait on a sync that failed", async () => {
-    vi.spyOn(fs, "fdatasync").mockImplementation(((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) =>
-      setImmediate(() => callback(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })))) as typeof fs.fdatasync);
+    vi.spyOn(fs, "fdatasync").mockImplementation(((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      setImmediate(() => callback(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
+    }) as typeof fs.fdatasync);
     const inline = new InlineConnection(store.sqliteFile!);
     try {
       inline.tryExecute(store.db.insertInto("workers").values(worker("w1")).compile());
