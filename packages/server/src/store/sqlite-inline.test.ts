@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -56,7 +57,7 @@ describe("a write on the server's thread (InlineConnection)", () => {
       await inline.synced();
       expect(syncs).toEqual([{ file: fs.realpathSync(`${store.sqliteFile!}-wal`), done: true }]);
     } finally {
-      inline.close();
+      await inline.close();
     }
   });
 
@@ -75,7 +76,7 @@ describe("a write on the server's thread (InlineConnection)", () => {
       expect(syncs.every((s) => s.done)).toBe(true);
       expect(inline.syncing).toBe(false);
     } finally {
-      inline.close();
+      await inline.close();
     }
   });
 
@@ -87,12 +88,27 @@ describe("a write on the server's thread (InlineConnection)", () => {
     try {
       inline.tryExecute(store.db.insertInto("workers").values(worker("w1")).compile());
       await expect(inline.synced()).rejects.toMatchObject({ code: "EIO" });
+      // The kernel may have dropped what it could not write: this connection commits nothing more.
+      expect(inline.failed).toBe(true);
     } finally {
-      inline.close();
+      await inline.close();
     }
   });
 
-  it("never waits for the lock: held by another connection, the write is left to the caller", () => {
+  it("closes the log's descriptor only once the sync waiting for the thread pool is done", async () => {
+    const inline = new InlineConnection(store.sqliteFile!);
+    // Keep libuv's pool busy (4 threads), so the sync waits in its queue while close() is called.
+    const busy = Array.from({ length: 4 }, () => new Promise((resolve) => crypto.pbkdf2("p", "s", 300_000, 32, "sha256", resolve)));
+    inline.tryExecute(store.db.insertInto("workers").values(worker("w1")).compile());
+    const synced = inline.synced();
+    const closed = inline.close();
+    // Before: the descriptor was closed under the queued sync (EBADF, or another file's once reused).
+    await expect(synced).resolves.toBeUndefined();
+    await closed;
+    await Promise.all(busy);
+  });
+
+  it("never waits for the lock: held by another connection, the write is left to the caller", async () => {
     const other = new SQLite(store.sqliteFile!);
     const inline = new InlineConnection(store.sqliteFile!);
     try {
@@ -102,7 +118,7 @@ describe("a write on the server's thread (InlineConnection)", () => {
       expect(Date.now() - started).toBeLessThan(1000);
       other.exec("ROLLBACK");
     } finally {
-      inline.close();
+      await inline.close();
       other.close();
     }
   });
@@ -127,6 +143,22 @@ describe("the writer's single statements", () => {
     expect(syncs.length).toBe(1);
     expect(syncs[0]!.done).toBe(true);
     expect((await store.db.selectFrom("workers").select("id").orderBy("id").execute()).map((r) => r.id)).toEqual(["w1", "w2"]);
+  });
+
+  it("after a failed sync of the log, writes go to the thread (SQLite's own syncs), none to the server's thread", async () => {
+    const real = fs.fdatasync;
+    let calls = 0;
+    vi.spyOn(fs, "fdatasync").mockImplementation(((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      calls += 1;
+      if (calls === 1) setImmediate(() => callback(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
+      else real(fd, callback);
+    }) as typeof fs.fdatasync);
+    const writes = new Kysely<Database>({ dialect: writerDialect(writer) });
+    await expect(writes.insertInto("workers").values(worker("w1")).execute()).rejects.toMatchObject({ code: "EIO" });
+    await writes.insertInto("workers").values(worker("w2")).execute();
+    await new Kysely<Database>({ dialect: writerDialect(writer, { durable: false }) }).insertInto("workers").values(worker("w3")).execute();
+    expect(calls).toBe(1);
+    expect((await store.db.selectFrom("workers").select("id").orderBy("id").execute()).map((r) => r.id)).toEqual(["w1", "w2", "w3"]);
   });
 
   it("a write that finds the lock held goes to the thread, which waits for the lock", async () => {

@@ -38,20 +38,22 @@ export class InlineConnection {
     // transaction of the store's connection in progress across an await).
     this.db.pragma("busy_timeout = 0");
     // Checkpoints (copying the log into the database, milliseconds at times) are left to the
-    // other connections: one here would stall the server's thread.
-    this.db.pragma("wal_autocheckpoint = 0");
+    // other connections, which make one every 1,000 pages: one here would stall the server's
+    // thread. Past 10,000 pages (nothing else writes), this one does, so the log stays bounded.
+    this.db.pragma("wal_autocheckpoint = 10000");
     this.log = new WalSync(`${file}-wal`);
   }
 
   /** The statement's result, committed; undefined when another connection holds the lock. */
   tryExecute(query: CompiledQuery): OneResult | undefined {
-    let statement = this.statements.get(query.sql);
-    if (!statement) {
-      statement = this.db.prepare(query.sql);
-      if (this.statements.size >= 100) this.statements.delete(this.statements.keys().next().value!);
-      this.statements.set(query.sql, statement);
-    }
     try {
+      // Preparing reads the schema, which may find the lock held too.
+      let statement = this.statements.get(query.sql);
+      if (!statement) {
+        statement = this.db.prepare(query.sql);
+        if (this.statements.size >= 100) this.statements.delete(this.statements.keys().next().value!);
+        this.statements.set(query.sql, statement);
+      }
       if (statement.reader) return { rows: statement.all(...query.parameters) };
       return { rows: [], changes: statement.run(...query.parameters).changes };
     } catch (error) {
@@ -65,14 +67,24 @@ export class InlineConnection {
     return this.log.inFlight !== undefined;
   }
 
+  /**
+   * Whether a sync of the log failed: the kernel may have dropped what it could not write, and a
+   * later sync may then succeed over the hole. Nothing more may be committed here (the caller
+   * sends everything to the thread, whose syncs are SQLite's own).
+   */
+  get failed(): boolean {
+    return this.log.failed;
+  }
+
   /** Resolves once what this connection committed so far is on disk. */
   synced(): Promise<void> {
     return this.log.after();
   }
 
-  close(): void {
+  /** Closes the connection, and the log's descriptor once no sync uses it any more. */
+  async close(): Promise<void> {
     this.db.close();
-    this.log.close();
+    await this.log.close();
   }
 }
 
@@ -83,6 +95,8 @@ class WalSync {
   private checkedAt = 0;
   inFlight?: Promise<void>;
   private queued?: Promise<void>;
+  failed = false;
+  private closed = false;
 
   constructor(private readonly path: string) {}
 
@@ -101,7 +115,11 @@ class WalSync {
 
   private begin(): Promise<void> {
     const sync = new Promise<void>((resolve, reject) => {
-      fs.fdatasync(this.open(), (error) => (error ? reject(error) : resolve()));
+      if (this.closed) throw new Error("The log's sync is closed.");
+      fs.fdatasync(this.open(), (error) => {
+        if (error) this.failed = true;
+        return error ? reject(error) : resolve();
+      });
     }).finally(() => {
       if (this.inFlight === sync) this.inFlight = undefined;
     });
@@ -121,7 +139,10 @@ class WalSync {
     return this.fd;
   }
 
-  close(): void {
+  /** After the syncs under way and queued (a descriptor closed under one could be reused by another file). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([this.inFlight, this.queued]);
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
   }

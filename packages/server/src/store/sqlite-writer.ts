@@ -130,6 +130,8 @@ export class SqliteWriter {
   }
 
   private gone = false;
+  /** Closing: nothing more runs on the server's thread. */
+  private closing = false;
 
   private failPending(error: Error): void {
     for (const entry of this.pending.values()) entry.reject(error);
@@ -156,7 +158,7 @@ export class SqliteWriter {
   async execute(query: CompiledQuery, options: { durable?: boolean } = {}): Promise<OneResult> {
     const durable = options.durable ?? true;
     // A durable one while others wait for the disk joins the thread's group commit instead.
-    if (!this.gone && this.options.inline !== false && this.pending.size === 0 && !(durable && this.inline?.syncing)) {
+    if (!this.gone && !this.closing && this.options.inline !== false && this.pending.size === 0 && !(durable && this.inline?.syncing) && !this.inline?.failed) {
       this.inline ??= new InlineConnection(this.file);
       const result = this.inline.tryExecute(query);
       if (result) {
@@ -178,7 +180,8 @@ export class SqliteWriter {
   }
 
   async close(): Promise<void> {
-    this.inline?.close();
+    this.closing = true;
+    await this.inline?.close();
     this.inline = undefined;
     // Referenced again, so the event loop waits for the thread to close its connection.
     this.worker.ref();

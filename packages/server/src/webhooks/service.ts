@@ -268,6 +268,8 @@ export function createWebhookService(options: {
   let mayBeDue = true;
   /** Deliveries the ingress is storing as claimed by this process, to run at once. */
   const accepting = new Set<Promise<unknown>>();
+  /** Slots a claim under way may fill. */
+  let claiming = 0;
 
   function look(): Promise<void> {
     if (stopped) return Promise.resolve();
@@ -286,7 +288,14 @@ export function createWebhookService(options: {
         const free = limits.concurrency - running.size - accepting.size;
         if (free <= 0) break;
         mayBeDue = false;
-        const claimed = await webhooksStore.claimDue(attemptWrites, options.dialect, newClaim(), now(), now() + leaseMs, free, [...running.keys()]);
+        // The slots this claim may fill are taken until it returns (the ingress counts them).
+        claiming = free;
+        let claimed: DeliveryRow[];
+        try {
+          claimed = await webhooksStore.claimDue(attemptWrites, options.dialect, newClaim(), now(), now() + leaseMs, free, [...running.keys()]);
+        } finally {
+          claiming = 0;
+        }
         for (const delivery of claimed) startAttempt(delivery);
         if (claimed.length === free) lookAgain = mayBeDue = true;
       } while (lookAgain && !stopped);
@@ -549,7 +558,7 @@ export function createWebhookService(options: {
         request_sealed: sealed.sealed,
         received_at: now(),
       };
-      if (!stopped && running.size + accepting.size < limits.concurrency) {
+      if (!stopped && running.size + accepting.size + claiming < limits.concurrency) {
         // A free slot: the delivery is stored claimed by this process and runs once answered.
         const storing = webhooksStore.insertDelivery(writes, delivery, { claim: newClaim(), leaseUntil: now() + leaseMs });
         accepting.add(storing);
