@@ -29,10 +29,7 @@ export class SqliteWriter {
   /** The connection for single statements run on the server's thread while this one is idle. */
   private inline?: InlineConnection;
 
-  constructor(
-    private readonly file: string,
-    private readonly options: { inline?: boolean } = {},
-  ) {
+  constructor(private readonly file: string) {
     const sqlite = createRequire(import.meta.url).resolve("better-sqlite3");
     // Inline CommonJS: the thread needs no file of ours, wherever the server runs from.
     this.worker = new Worker(
@@ -158,7 +155,7 @@ export class SqliteWriter {
   async execute(query: CompiledQuery, options: { durable?: boolean } = {}): Promise<OneResult> {
     const durable = options.durable ?? true;
     // A durable one while others wait for the disk joins the thread's group commit instead.
-    if (!this.gone && !this.closing && this.options.inline !== false && this.pending.size === 0 && !(durable && this.inline?.syncing) && !this.inline?.failed) {
+    if (!this.gone && !this.closing && this.pending.size === 0 && !(durable && this.inline?.syncing) && !this.inline?.failed) {
       this.inline ??= new InlineConnection(this.file);
       const result = this.inline.tryExecute(query);
       if (result) {

@@ -126,8 +126,8 @@ export function createWebhookService(options: {
   /** Webhook rows are kept in memory for the ingress; writes to them are told here (changes.ts). */
   changes: ChangeFeed;
   /**
-   * Where a delivery's own writes go (its insert, claim, lease and end): on SQLite the writer
-   * thread's connection, so their commits never stall the server's thread; else `db`.
+   * Where a delivery's insert goes, durable before its 202: on SQLite the writer's (sqlite-writer.ts),
+   * so its commit never stalls the server's thread; else `db`.
    */
   writes: Kysely<Database>;
   /**
@@ -270,6 +270,8 @@ export function createWebhookService(options: {
   const accepting = new Set<Promise<unknown>>();
   /** Slots a claim under way may fill. */
   let claiming = 0;
+  /** Attempts this process may still start: what runs, is being stored claimed, or may be claimed counts. */
+  const freeSlots = () => limits.concurrency - running.size - accepting.size - claiming;
 
   function look(): Promise<void> {
     if (stopped) return Promise.resolve();
@@ -285,7 +287,7 @@ export function createWebhookService(options: {
     try {
       do {
         lookAgain = false;
-        const free = limits.concurrency - running.size - accepting.size;
+        const free = freeSlots();
         if (free <= 0) break;
         mayBeDue = false;
         // The slots this claim may fill are taken until it returns (the ingress counts them).
@@ -558,7 +560,7 @@ export function createWebhookService(options: {
         request_sealed: sealed.sealed,
         received_at: now(),
       };
-      if (!stopped && running.size + accepting.size + claiming < limits.concurrency) {
+      if (!stopped && freeSlots() > 0) {
         // A free slot: the delivery is stored claimed by this process and runs once answered.
         const storing = webhooksStore.insertDelivery(writes, delivery, { claim: newClaim(), leaseUntil: now() + leaseMs });
         accepting.add(storing);
@@ -658,4 +660,3 @@ class WaitingCounts {
 
 /** The key of the count of all workspaces' deliveries (no workspace id is empty). */
 const TOTAL = "";
-
