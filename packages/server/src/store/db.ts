@@ -111,26 +111,33 @@ async function openSqlite(file: string): Promise<Store> {
  * ones (the query shapes are a fixed, small set, bounded here anyway).
  */
 function withStatementCache(database: import("better-sqlite3").Database): import("better-sqlite3").Database {
-  const cache = new Map<string, import("better-sqlite3").Statement>();
-  const prepare = database.prepare.bind(database);
+  const prepare = cachedPrepare(database, 500, busyAware);
   return new Proxy(database, {
     get(target, property, receiver) {
-      if (property !== "prepare") {
-        const value = Reflect.get(target, property, receiver) as unknown;
-        // Native methods need the real Database as `this`.
-        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-      }
-      return (sql: string) => {
-        let statement = cache.get(sql);
-        if (!statement) {
-          statement = busyAware(prepare(sql));
-          if (cache.size >= 500) cache.delete(cache.keys().next().value!);
-          cache.set(sql, statement);
-        }
-        return statement;
-      };
+      if (property === "prepare") return prepare;
+      const value = Reflect.get(target, property, receiver) as unknown;
+      // Native methods need the real Database as `this`.
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
+}
+
+/** The connection's `prepare`, keeping up to `max` statements (each as `wrap` makes it) by their SQL. */
+export function cachedPrepare(
+  database: import("better-sqlite3").Database,
+  max: number,
+  wrap: (statement: import("better-sqlite3").Statement) => import("better-sqlite3").Statement = (statement) => statement,
+): (sql: string) => import("better-sqlite3").Statement {
+  const cache = new Map<string, import("better-sqlite3").Statement>();
+  return (sql) => {
+    let statement = cache.get(sql);
+    if (!statement) {
+      statement = wrap(database.prepare(sql));
+      if (cache.size >= max) cache.delete(cache.keys().next().value!);
+      cache.set(sql, statement);
+    }
+    return statement;
+  };
 }
 
 /** The statement, with SQLite's lock timeouts thrown as StoreBusyError. */

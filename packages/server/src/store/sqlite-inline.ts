@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import type { CompiledQuery } from "kysely";
-import { setUpSqliteConnection } from "./db.js";
+import { cachedPrepare, setUpSqliteConnection } from "./db.js";
 
 /** What a statement gave: its rows, or how many rows it changed. */
 export interface OneResult {
@@ -26,7 +26,7 @@ export interface OneResult {
  */
 export class InlineConnection {
   private readonly db: import("better-sqlite3").Database;
-  private readonly statements = new Map<string, import("better-sqlite3").Statement>();
+  private readonly prepare: (sql: string) => import("better-sqlite3").Statement;
   private readonly log: WalSync;
 
   constructor(file: string) {
@@ -42,18 +42,14 @@ export class InlineConnection {
     // thread. Past 10,000 pages (nothing else writes), this one does, so the log stays bounded.
     this.db.pragma("wal_autocheckpoint = 10000");
     this.log = new WalSync(`${file}-wal`);
+    this.prepare = cachedPrepare(this.db, 100);
   }
 
   /** The statement's result, committed; undefined when another connection holds the lock. */
   tryExecute(query: CompiledQuery): OneResult | undefined {
     try {
       // Preparing reads the schema, which may find the lock held too.
-      let statement = this.statements.get(query.sql);
-      if (!statement) {
-        statement = this.db.prepare(query.sql);
-        if (this.statements.size >= 100) this.statements.delete(this.statements.keys().next().value!);
-        this.statements.set(query.sql, statement);
-      }
+      const statement = this.prepare(query.sql);
       if (statement.reader) return { rows: statement.all(...query.parameters) };
       return { rows: [], changes: statement.run(...query.parameters).changes };
     } catch (error) {
