@@ -205,6 +205,36 @@ describe("webhooks from a GitHub-style sender", () => {
     expect(after.length).toBe(before.length);
   });
 
+  it("answers a body streamed past the limit 413 as it arrives, then cuts the connection instead of reading it all", async () => {
+    // Node reads and drops the rest of a body answered early, however long: 64 MiB here.
+    const declared = 64 * 1024 * 1024;
+    const target = new URL(urls.onPush!);
+    const outcome = await new Promise<{ status: number | undefined; written: number }>((resolve) => {
+      let status: number | undefined;
+      let written = 0;
+      let done = false;
+      const req = http.request({ host: target.hostname, port: target.port, path: target.pathname, method: "POST", headers: { "content-length": String(declared) } });
+      req.on("response", (res) => {
+        status = res.statusCode;
+        res.resume();
+      });
+      req.on("error", () => (done = true));
+      req.on("close", () => (done = true));
+      void (async () => {
+        const piece = Buffer.alloc(256 * 1024, 0x78);
+        while (!done && written < declared) {
+          written += piece.length;
+          if (!req.write(piece)) await new Promise((next) => { req.once("drain", next); req.once("close", next); });
+        }
+        if (!done) req.end();
+        await until("the connection's end", async () => done, 30_000);
+        resolve({ status, written });
+      })();
+    });
+    expect(outcome.status).toBe(413);
+    expect(outcome.written).toBeLessThan(declared / 2);
+  });
+
   it("never retries a bad signature, and blocks the webhook after 5 in a row (403) until a redeploy", async () => {
     const runsBefore = (await runsOf("onPush")).length;
     for (let i = 0; i < 5; i++) {

@@ -165,6 +165,7 @@ describe("webhook verification, management and limits", () => {
     const before = (await deliveriesOf("strict")).length;
     const statuses: number[] = [];
     let retryAfter: string | null = null;
+    const started = Date.now();
     for (let i = 0; i < 40; i++) {
       const answer = await send(urls.strict!, JSON.stringify({ burst: i }), { "x-valid": "yes" });
       statuses.push(answer.status);
@@ -175,7 +176,8 @@ describe("webhook verification, management and limits", () => {
     }
     const accepted = statuses.filter((s) => s === 202).length;
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
-    expect(accepted).toBeLessThanOrEqual(30);
+    // 30 a minute per worker: the burst, plus what refilled while the 40 requests went (one every 2 s).
+    expect(accepted).toBeLessThanOrEqual(30 + Math.floor((Date.now() - started) / 2000));
     expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
     await until("the accepted deliveries", async () => (await deliveriesOf("strict")).length >= before + accepted, 10_000);
     expect((await deliveriesOf("strict")).length).toBe(before + accepted);

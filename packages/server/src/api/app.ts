@@ -18,6 +18,7 @@ import type { RunService } from "../runs/service.js";
 import type { OAuthService } from "../oauth/service.js";
 import { WEBHOOK_PATH, type WebhookService } from "../webhooks/service.js";
 import { errorBody } from "./error-body.js";
+import { lingerAfterEarlyAnswers } from "./middleware/early-answer.js";
 import { overloadLimiter } from "./middleware/overload.js";
 import { oauthActions } from "./actions/oauth.js";
 import type { ActionDefinition } from "./action.js";
@@ -289,18 +290,9 @@ export function createApi(deps: ApiDeps): FastifyInstance {
       // One byte over the limit reaches the uploads service, which refuses the archive as it arrives.
       limits: { fileSize: deps.limits.uploadLimit + 1, files: 1, fields: 16, fieldSize: 4096, parts: 20 },
     });
-    // An answer sent before the whole body arrived (forged fields, an archive over the limit) ends
-    // the connection: Node would otherwise read and discard the rest of the body to keep it open.
-    // So does one sent while the server stops: a kept-alive connection would hold app.close() for
-    // the keep-alive timeout.
-    let closing = false;
-    uploads.addHook("preClose", async () => {
-      closing = true;
-    });
-    uploads.addHook("onSend", async (request, reply, payload) => {
-      if (!request.raw.complete || closing) reply.header("connection", "close");
-      return payload;
-    });
+    // An answer sent before the whole body arrived (forged fields, an archive over the limit)
+    // reaches the client still sending, before the connection closes.
+    lingerAfterEarlyAnswers(uploads);
     uploads.post("/api/v3/uploads/:uploadId", async (request, reply) => {
       if (!request.isMultipart()) {
         throw new AppError("unsupported_media_type", "Send the archive as multipart/form-data: the issued fields, then `file`.");

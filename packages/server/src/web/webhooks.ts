@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { lingerAfterEarlyAnswers } from "../api/middleware/early-answer.js";
 import { WEBHOOK_PATH, type WebhookService } from "../webhooks/service.js";
 
 /**
@@ -8,6 +9,8 @@ import { WEBHOOK_PATH, type WebhookService } from "../webhooks/service.js";
  */
 export function registerWebhookIngress(app: FastifyInstance, deps: { webhooks: Pick<WebhookService, "receive">; maxBodyBytes: number }): void {
   void app.register(async (ingress) => {
+    // A body over the limit is answered 413 as it arrives; the sender reads that answer.
+    lingerAfterEarlyAnswers(ingress);
     ingress.removeAllContentTypeParsers();
     ingress.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: deps.maxBodyBytes }, (_request, body, done) => done(null, body));
     // Any Content-Type a sender gives, well-formed or not, is the worker's to read: Fastify would
