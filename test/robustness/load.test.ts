@@ -255,8 +255,8 @@ describe("(b) past the per-deployment run queue", () => {
 
   beforeAll(async () => {
     gate = await startGate();
-    // This server alone: one process per deployment, two runs queued.
-    server = await startTestServer({ logLevel: "error", processesPerDeployment: PROCESSES, queuedRunsPerDeployment: QUEUE });
+    // This server alone: one process per deployment taking one run at a time, two runs queued.
+    server = await startTestServer({ logLevel: "error", processesPerDeployment: PROCESSES, runsPerProcess: 1, queuedRunsPerDeployment: QUEUE });
     tmp = tempDir("wy-load-runs-");
     env = cliEnv(server, path.join(tmp.dir, "home"));
     const deps = fixtureDeps();

@@ -77,6 +77,8 @@ export interface ServerOptions {
   queuedRunsPerDeployment?: number;
   /** CPU cores a worker process may use (WORKYARD_WORKER_CPU); enforced with a cgroup where possible. */
   workerCpu?: number;
+  /** Runs one worker process takes at once (WORKYARD_RUNS_PER_PROCESS; 1: one at a time). */
+  runsPerProcess?: number;
 }
 
 export interface Config {
@@ -120,6 +122,7 @@ export interface Config {
   processesPerDeployment: number;
   queuedRunsPerDeployment: number;
   workerCpu: number;
+  runsPerProcess: number;
 }
 
 export class ConfigError extends Error {
@@ -230,6 +233,10 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     processesPerDeployment: positiveInteger(options.processesPerDeployment ?? LIMITS.processesPerDeployment, "processesPerDeployment"),
     queuedRunsPerDeployment: positiveInteger(options.queuedRunsPerDeployment ?? LIMITS.queuedRunsPerDeployment, "queuedRunsPerDeployment"),
     workerCpu: positiveNumber(options.workerCpu ?? (env.WORKYARD_WORKER_CPU ? Number(env.WORKYARD_WORKER_CPU) : 1), "--worker-cpu"),
+    runsPerProcess: positiveInteger(
+      options.runsPerProcess ?? (env.WORKYARD_RUNS_PER_PROCESS ? Number(env.WORKYARD_RUNS_PER_PROCESS) : LIMITS.runsPerProcess),
+      "--runs-per-process",
+    ),
   };
 }
 

@@ -101,6 +101,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     isolation,
     maxProcesses: config.maxProcesses,
     processesPerDeployment: config.processesPerDeployment,
+    runsPerProcess: config.runsPerProcess,
     queuedRunsPerDeployment: config.queuedRunsPerDeployment,
     cpuCores: config.workerCpu,
     socketDir,

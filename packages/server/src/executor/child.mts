@@ -1,12 +1,13 @@
 /**
  * The entry of a worker's sandboxed process. It loads the deployment's bundle (the worker's
- * `export default new Worker()`), reports the manifest, then runs capabilities one at a time with
- * the SDK's own `worker.run(key, input, { concreteOutput: true })`.
+ * `export default new Worker()`), reports the manifest, then runs capabilities, several at once when
+ * the server sends them so, with the SDK's own `worker.run(key, input, { concreteOutput: true })`.
  *
  * Started with Node's permission model: it may read only this file, the bundle and the installed
  * tree, and write only its scratch directory. So what it imports of ours is bundled into it
  * (scripts/bundle-server.mjs): the egress client, and types; undici is mounted beside it.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
@@ -21,7 +22,33 @@ const RESULT_LIMIT = Number(resultLimitArg);
 
 /** To the server, on descriptor 3: synchronous, so nothing is lost when the process ends next. */
 function send(message: FromChild): void {
-  const bytes = Buffer.from(encodeMessage(message));
+  outbox.push(encodeMessage(message));
+  flush();
+}
+
+/**
+ * A run's answer: the answers of one turn of the event loop go in one write at its end (a process
+ * running several runs answers them together, and the server is woken once). Output is written as
+ * it comes (a run that then spins forever still shows what it printed), after the answers before it.
+ */
+function sendAnswer(message: FromChild): void {
+  sendLine(encodeMessage(message));
+}
+function sendLine(line: string): void {
+  outbox.push(line);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+let outbox: string[] = [];
+let flushScheduled = false;
+function flush(): void {
+  flushScheduled = false;
+  if (outbox.length === 0) return;
+  const bytes = Buffer.from(outbox.length === 1 ? outbox[0]! : outbox.join(""));
+  outbox = [];
   try {
     for (let written = 0; written < bytes.length; ) written += fs.writeSync(MESSAGE_FD, bytes, written);
   } catch {
@@ -29,6 +56,14 @@ function send(message: FromChild): void {
     process.exit(0);
   }
 }
+// Whatever ends the process (the worker's own process.exit), the answers of its last turn go first.
+process.on("exit", () => {
+  try {
+    flush();
+  } catch {
+    // exiting anyway
+  }
+});
 
 // From the server, on stdin. A message that is not ours means the channel is not the server's.
 const handlers: ((message: ToChild) => void)[] = [];
@@ -62,22 +97,32 @@ function serialize(error: unknown): SerializedError {
 }
 
 // Everything the worker prints reaches the server over IPC, in order with its result, tagged with
-// the run it belongs to and capped per run.
-let currentRun: string | null = null;
-let loggedBytes = 0;
-let truncatedNoticeSent = false;
+// the run it belongs to and capped per run. A process may run several capabilities at once: the
+// run a piece of output belongs to is the one whose async context printed it (a timer or promise
+// started by a run keeps its run), kept in an AsyncLocalStorage.
+interface RunState {
+  runId: string | null;
+  loggedBytes: number;
+  truncatedNoticeSent: boolean;
+  /** What the worker's execute threw, before the SDK wrapped it (its stack is the worker's). */
+  originalError: unknown;
+}
+const runContext = new AsyncLocalStorage<RunState>();
+/** Output outside any run: while loading, and from the module's own timers. */
+const outsideRuns: RunState = { runId: null, loggedBytes: 0, truncatedNoticeSent: false, originalError: undefined };
 for (const stream of ["stdout", "stderr"] as const) {
   const target = process[stream];
   target.write = ((chunk: string | Uint8Array, encoding?: unknown, callback?: unknown) => {
+    const run = runContext.getStore() ?? outsideRuns;
     const data = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
-    if (loggedBytes < LOG_LIMIT) {
-      const room = LOG_LIMIT - loggedBytes;
+    if (run.loggedBytes < LOG_LIMIT) {
+      const room = LOG_LIMIT - run.loggedBytes;
       const piece = data.length > room ? data.slice(0, room) : data;
-      loggedBytes += piece.length;
-      send({ type: "log", runId: currentRun, stream, data: piece });
-    } else if (!truncatedNoticeSent) {
-      truncatedNoticeSent = true;
-      send({ type: "log", runId: currentRun, stream: "stderr", data: `[workyard] output beyond ${LOG_LIMIT} bytes was dropped\n` });
+      run.loggedBytes += piece.length;
+      send({ type: "log", runId: run.runId, stream, data: piece });
+    } else if (!run.truncatedNoticeSent) {
+      run.truncatedNoticeSent = true;
+      send({ type: "log", runId: run.runId, stream: "stderr", data: `[workyard] output beyond ${LOG_LIMIT} bytes was dropped\n` });
     }
     const cb = typeof encoding === "function" ? encoding : callback;
     if (typeof cb === "function") queueMicrotask(() => (cb as () => void)());
@@ -93,9 +138,8 @@ function applyEnv(patch: EnvPatch): void {
 }
 
 // With concreteOutput the SDK rethrows a tool's error as a new ToolExecutionError carrying only the
-// message; wrapping `execute` keeps the original, whose stack (source-mapped) points at the
-// worker's own lines.
-let originalError: unknown;
+// message; wrapping `execute` keeps the original (in the run's state), whose stack (source-mapped)
+// points at the worker's own lines.
 async function instrumentSdk(): Promise<void> {
   try {
     const sdkPath = createRequire(bundlePath).resolve("@notionhq/workers");
@@ -112,7 +156,8 @@ async function instrumentSdk(): Promise<void> {
           try {
             return await execute(...args);
           } catch (error) {
-            originalError = error;
+            const run = runContext.getStore();
+            if (run) run.originalError = error;
             throw error;
           }
         },
@@ -154,38 +199,35 @@ async function main(): Promise<void> {
       return;
     }
     if (message.type !== "run") return;
-    currentRun = message.runId;
-    loggedBytes = 0;
-    truncatedNoticeSent = false;
-    originalError = undefined;
     applyEnv(message.env);
+    const run: RunState = { runId: message.runId, loggedBytes: 0, truncatedNoticeSent: false, originalError: undefined };
     const runId = message.runId;
-    worker.run(message.key, message.input, { concreteOutput: true }).then(
+    runContext.run(run, () => worker.run(message.key, message.input, { concreteOutput: true })).then(
       (value) => {
         const json = JSON.stringify(value ?? null);
         if (json.length > RESULT_LIMIT) {
-          send({ type: "error", runId, error: { name: "ResultTooLarge", message: `The result is larger than ${RESULT_LIMIT} bytes.` } });
+          sendAnswer({ type: "error", runId, error: { name: "ResultTooLarge", message: `The result is larger than ${RESULT_LIMIT} bytes.` } });
         } else {
-          send({ type: "result", runId, value: JSON.parse(json) });
+          // The result as the worker returned it, in JSON once (not parsed and written again).
+          sendLine(`{"type":"result","runId":${JSON.stringify(runId)},"value":${json}}\n`);
         }
-        currentRun = null;
       },
       (error: unknown) => {
         const thrown = serialize(error);
         // The SDK's wrapper keeps the message; the original keeps the worker's own stack.
-        if (originalError !== undefined && thrown.name === "ToolExecutionError") {
-          const { stack, code, permission, resource } = serialize(originalError);
+        if (run.originalError !== undefined && thrown.name === "ToolExecutionError") {
+          const { stack, code, permission, resource } = serialize(run.originalError);
           Object.assign(thrown, { stack, code, permission, resource });
         }
-        send({ type: "error", runId, error: thrown });
-        currentRun = null;
+        sendAnswer({ type: "error", runId, error: thrown });
       },
     );
   });
 }
 
 const crash = (error: unknown) => {
-  send({ type: "crash", runId: currentRun, error: serialize(error) });
+  // The run whose code threw, when its context is known; else every run of the process fails with it.
+  send({ type: "crash", runId: runContext.getStore()?.runId ?? null, error: serialize(error) });
   process.exit(1);
 };
 process.on("uncaughtException", crash);

@@ -10,6 +10,8 @@ export const LIMITS = {
   loadTimeoutMs: 30_000,
   /** Warm processes per deployment (the cap in all is config.maxProcesses). */
   processesPerDeployment: 4,
+  /** Runs one process takes at once (config.runsPerProcess). */
+  runsPerProcess: 16,
   /** Runs waiting for room under the process cap, and how long one waits before a 503. */
   queuedRunsTotal: 1024,
   roomWaitMs: 10_000,

@@ -9,13 +9,16 @@ import type { RunOptions, RunOutcome, SandboxSpec } from "./sandbox.js";
 /*
  * The pool's rules, with process doubles instead of sandboxes (the sandbox itself is tested end to
  * end in test/build-run): reuse a warm process of the same deployment and secrets version, never
- * one of an older version, replace a process that was lost, queue past the per-deployment bound
+ * one of an older version, share a busy one that seems alive up to runsPerProcess, replace a
+ * process that was lost, queue past the per-deployment bound
  * and refuse past the queue's, and make room under the cap by stopping the longest idle process.
  */
 
 /** A process that runs what it is given: each run waits until the test lets it end, or ends at once. */
 class FakeProcess implements PooledProcess {
   alive = true;
+  /** Set false by a test: a process that seems stuck takes no more runs. */
+  responsive = true;
   manifest: unknown = { capabilities: [] };
   loadMs = 1;
   runs = 0;
@@ -53,7 +56,7 @@ let executor: Executor;
 /** Every process starts held when set: its runs wait for the test. */
 let holdRuns: boolean;
 
-function makeExecutor(bounds: { maxProcesses?: number; processesPerDeployment?: number; queuedRunsPerDeployment?: number } = {}): Executor {
+function makeExecutor(bounds: { maxProcesses?: number; processesPerDeployment?: number; queuedRunsPerDeployment?: number; runsPerProcess?: number } = {}): Executor {
   return new Executor({
     entry: "/nonexistent/child.mjs",
     scratchRoot: "/nonexistent/scratch",
@@ -62,6 +65,7 @@ function makeExecutor(bounds: { maxProcesses?: number; processesPerDeployment?: 
     maxProcesses: bounds.maxProcesses ?? 8,
     processesPerDeployment: bounds.processesPerDeployment ?? 2,
     queuedRunsPerDeployment: bounds.queuedRunsPerDeployment ?? 2,
+    runsPerProcess: bounds.runsPerProcess ?? 1,
     cpuCores: 1,
     egress: undefined,
     socketDir: "/nonexistent/sockets",
@@ -156,6 +160,41 @@ describe("the executor's pool", () => {
     started[1]!.pending.shift()!();
     await Promise.all([b, queued]);
     expect(started[0]!.runs).toBe(2);
+  });
+
+  it("a busy process takes runs beside its own up to runsPerProcess, then new processes start, then runs wait", async () => {
+    holdRuns = true;
+    executor = makeExecutor({ processesPerDeployment: 2, runsPerProcess: 3, queuedRunsPerDeployment: 8 });
+    // A burst on a cold deployment: two processes start, and the runs that queued meanwhile share them.
+    const runs = Array.from({ length: 6 }, () => runOn(executor, target()));
+    await until(() => started.length === 2 && started[0]!.pending.length === 3 && started[1]!.pending.length === 3);
+    const queued = runOn(executor, target());
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(started.map((p) => p.pending.length)).toEqual([3, 3]);
+    // One run of the first process ends: its room goes to the queued run, beside its other two.
+    started[0]!.pending.shift()!();
+    await until(() => started[0]!.pending.length === 3);
+    expect(started).toHaveLength(2);
+    for (const process of started) while (process.pending.length > 0) process.pending.shift()!();
+    await Promise.all([...runs, queued]);
+    expect(started.map((p) => p.runs)).toEqual([4, 3]);
+    // All released: the next run takes an idle process again.
+    started.forEach((p) => (p.hold = false));
+    await runOn(executor, target());
+    expect(started).toHaveLength(2);
+  });
+
+  it("a busy process that seems stuck takes no more runs: the next one starts a process", async () => {
+    holdRuns = true;
+    executor = makeExecutor({ processesPerDeployment: 2, runsPerProcess: 4 });
+    const first = runOn(executor, target());
+    await until(() => started.length === 1 && started[0]!.pending.length === 1);
+    started[0]!.responsive = false;
+    const second = runOn(executor, target());
+    await until(() => started.length === 2 && started[1]!.pending.length === 1);
+    expect(started[0]!.pending).toHaveLength(1);
+    for (const process of started) process.pending.shift()!();
+    await Promise.all([first, second]);
   });
 
   it("a process that dies while a run waits for it is replaced for that run", async () => {

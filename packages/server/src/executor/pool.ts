@@ -27,7 +27,7 @@ export interface ExecTarget {
 }
 
 /** What the pool uses of a worker process: SandboxProcess, or a double in the pool's unit tests. */
-export type PooledProcess = Pick<SandboxProcess, "alive" | "manifest" | "loadMs" | "onExit" | "run" | "setEnv" | "kill">;
+export type PooledProcess = Pick<SandboxProcess, "alive" | "responsive" | "manifest" | "loadMs" | "onExit" | "run" | "setEnv" | "kill">;
 
 export interface Reservation {
   process: PooledProcess;
@@ -44,7 +44,8 @@ interface Pool {
   deploymentId: string;
   secretsVersion: number;
   idle: { process: PooledProcess; since: number }[];
-  busy: Set<PooledProcess>;
+  /** Processes with runs under way, and how many each. */
+  busy: Map<PooledProcess, number>;
   starting: number;
   waiters: ((process: PooledProcess | Error) => void)[];
   retired: boolean;
@@ -54,6 +55,8 @@ interface Pool {
  * Warm worker processes, a pool per (deployment, secrets version): a process is reused across
  * runs of its deployment, and never once the worker's secrets changed (module-level code read
  * process.env at load). Bounded per deployment and in all; idle processes stop after a while.
+ * A run takes an idle process, else shares the least busy one that is responsive (up to
+ * `runsPerProcess` runs at once), else a new one up to the deployment's bound, else waits.
  */
 export class Executor {
   private readonly pools = new Map<string, Pool>();
@@ -75,6 +78,8 @@ export class Executor {
       maxProcesses: number;
       /** Warm processes of one deployment, and runs waiting for one; beyond, 503 overloaded. */
       processesPerDeployment: number;
+      /** Runs one process takes at once (1: one at a time). */
+      runsPerProcess: number;
       queuedRunsPerDeployment: number;
       cpuCores: number;
       egress: EgressOpener | undefined;
@@ -105,7 +110,7 @@ export class Executor {
         deploymentId: target.deploymentId,
         secretsVersion: target.secretsVersion,
         idle: [],
-        busy: new Set(),
+        busy: new Map(),
         starting: 0,
         waiters: [],
         retired: false,
@@ -244,9 +249,16 @@ export class Executor {
     while (pool.idle.length > 0) {
       const { process } = pool.idle.pop()!;
       if (process.alive) {
-        pool.busy.add(process);
+        pool.busy.set(process, 1);
         return { pool, process };
       }
+    }
+    // A busy process with room takes this run beside its others: a warm process that is awake
+    // anyway answers sooner than a new one, and runs that come together wake it once.
+    const shared = this.leastBusy(pool);
+    if (shared) {
+      pool.busy.set(shared, pool.busy.get(shared)! + 1);
+      return { pool, process: shared };
     }
     const size = pool.busy.size + pool.starting;
     if (size < this.options.processesPerDeployment) {
@@ -254,7 +266,9 @@ export class Executor {
       try {
         await this.makeRoom(target.workspaceId);
         const process = await this.spawn(target);
-        pool.busy.add(process);
+        pool.busy.set(process, 1);
+        // Runs that queued while it started share it at once (a burst on a cold deployment).
+        this.shareWithWaiters(pool, process);
         return { pool, process };
       } finally {
         pool.starting -= 1;
@@ -267,20 +281,57 @@ export class Executor {
     }
     const next = await new Promise<PooledProcess | Error>((resolve) => pool.waiters.push(resolve));
     if (next instanceof Error) throw next;
-    pool.busy.add(next);
     return { pool, process: next };
   }
 
+  /**
+   * Gives waiting runs a process (idle, or busy with room and seemingly alive), each counted in
+   * here: a waiter gets its process already counted.
+   */
+  private shareWithWaiters(pool: Pool, process: PooledProcess): void {
+    while (pool.waiters.length > 0 && process.alive) {
+      const runs = pool.busy.get(process) ?? 0;
+      if (runs > 0 && (runs >= this.options.runsPerProcess || !process.responsive)) return;
+      pool.busy.set(process, runs + 1);
+      pool.waiters.shift()!(process);
+    }
+  }
+
+  /** The live, responsive busy process of the pool with the fewest runs, if it has room for one more. */
+  private leastBusy(pool: Pool): PooledProcess | undefined {
+    let best: PooledProcess | undefined;
+    let fewest = this.options.runsPerProcess;
+    for (const [process, runs] of pool.busy) {
+      if (runs < fewest && process.alive && process.responsive) {
+        best = process;
+        fewest = runs;
+      }
+    }
+    return best;
+  }
+
   private release(pool: Pool, process: PooledProcess): void {
+    const runs = (pool.busy.get(process) ?? 1) - 1;
+    if (runs > 0 && process.alive && !pool.retired && !this.stopped) {
+      // Still busy with others: its freed room goes to a waiting run, if any.
+      pool.busy.set(process, runs);
+      this.shareWithWaiters(pool, process);
+      return;
+    }
+    if (runs > 0) {
+      // Gone, retired or stopping with runs still under way: the last of them releases it.
+      pool.busy.set(process, runs);
+      if (!process.alive) this.wakeWaiter(pool);
+      return;
+    }
     pool.busy.delete(process);
     if (!process.alive) return this.wakeWaiter(pool);
     if (pool.retired || this.stopped) {
       process.kill();
       return;
     }
-    const waiter = pool.waiters.shift();
-    if (waiter) {
-      waiter(process);
+    if (pool.waiters.length > 0) {
+      this.shareWithWaiters(pool, process);
       return;
     }
     pool.idle.push({ process, since: Date.now() });
@@ -298,7 +349,9 @@ export class Executor {
       .then(
       (process) => {
         pool.starting -= 1;
+        pool.busy.set(process, 1);
         waiter(process);
+        this.shareWithWaiters(pool, process);
       },
       (error: Error) => {
         pool.starting -= 1;
@@ -338,7 +391,7 @@ export class Executor {
   pushEnv(workerId: string, env: EnvPatch): void {
     for (const pool of this.pools.values()) {
       if (pool.workerId !== workerId) continue;
-      for (const process of pool.busy) process.setEnv(env);
+      for (const process of pool.busy.keys()) process.setEnv(env);
     }
   }
 
@@ -405,7 +458,7 @@ export class Executor {
     clearInterval(this.reaper);
     const exits: Promise<void>[] = [];
     for (const pool of this.pools.values()) {
-      for (const process of [...pool.idle.map((e) => e.process), ...pool.busy]) {
+      for (const process of [...pool.idle.map((e) => e.process), ...pool.busy.keys()]) {
         exits.push(new Promise((resolve) => process.onExit(resolve)));
         process.kill();
       }

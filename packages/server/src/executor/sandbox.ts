@@ -105,13 +105,25 @@ export interface RunOptions {
   onLog(stream: "stdout" | "stderr", data: string): void;
 }
 
+/** How long a process with a run under way may be silent and still take more runs. */
+const RESPONSIVE_MS = 1000;
+
+interface ActiveRun {
+  startedAt: number;
+  onLog: RunOptions["onLog"];
+  /** Bytes of its output the server has taken; beyond LIMITS.logBytes, dropped. */
+  logBytes: number;
+  logNoticeSent: boolean;
+  finish(outcome: RunOutcome): void;
+}
+
 let nextProcessId = 1;
 
 /**
  * One worker process: Node's permission model (read: this entry, the bundle, the installed tree;
  * write: a scratch dir; no child processes, worker threads or addons), a heap cap, a clean
  * environment holding only the worker's secrets, and, when the server runs as root, an
- * unprivileged user. Runs one capability at a time.
+ * unprivileged user. Runs capabilities, several at once when the pool shares it.
  */
 export class SandboxProcess {
   readonly id = nextProcessId++;
@@ -121,7 +133,8 @@ export class SandboxProcess {
   private exited = false;
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private rawStderr = "";
-  private running: { runId: string; finish(outcome: RunOutcome): void } | undefined;
+  /** The runs under way in this process, by run id (several when the pool shares it). */
+  private readonly running = new Map<string, ActiveRun>();
   private readonly exitListeners: (() => void)[] = [];
 
   private constructor(readonly spec: SandboxSpec) {}
@@ -136,8 +149,24 @@ export class SandboxProcess {
     return !this.exited;
   }
 
-  get busy(): boolean {
-    return this.running !== undefined;
+  /** How many runs are under way in this process. */
+  get runsInFlight(): number {
+    return this.running.size;
+  }
+
+  /** When the process last sent anything (an answer, output). */
+  private lastHeardAt = performance.now();
+
+  /**
+   * Whether the process may take another run beside those under way: not when it has been silent
+   * for a second with a run older than that (its event loop may be stuck in one, which would hold
+   * every run given to it until that one's time limit).
+   */
+  get responsive(): boolean {
+    const oldest = this.running.values().next().value as ActiveRun | undefined;
+    if (!oldest) return true;
+    const now = performance.now();
+    return now - this.lastHeardAt < RESPONSIVE_MS || now - oldest.startedAt < RESPONSIVE_MS;
   }
 
   onExit(listener: () => void): void {
@@ -151,9 +180,6 @@ export class SandboxProcess {
   private handleMessage: (message: FromChild) => void = () => {};
   /** Set when the child broke the channel's protocol (then it is stopped). */
   private violation: string | undefined;
-  /** Bytes of output of the current run the server has taken; beyond LIMITS.logBytes, dropped. */
-  private runLogBytes = 0;
-  private runLogNoticeSent = false;
 
   private async spawn(): Promise<void> {
     const { spec } = this;
@@ -372,32 +398,44 @@ export class SandboxProcess {
    * here (its output capped per run by the server, whatever the child says; errors made of strings).
    */
   private onMessage(message: FromChild): void {
-    const run = this.running;
+    this.lastHeardAt = performance.now();
+    const runId = "runId" in message && typeof message.runId === "string" ? message.runId : null;
+    const run = runId === null ? undefined : this.running.get(runId);
     if (message.type === "log") {
-      if (!run || message.runId !== run.runId || typeof message.data !== "string") return;
+      if (!run || typeof message.data !== "string") return;
       const stream = message.stream === "stderr" ? "stderr" : "stdout";
-      if (this.runLogBytes < LIMITS.logBytes) {
-        const piece = message.data.slice(0, LIMITS.logBytes - this.runLogBytes);
-        this.runLogBytes += piece.length;
-        this.currentOnLog?.(stream, piece);
-      } else if (!this.runLogNoticeSent) {
-        this.runLogNoticeSent = true;
-        this.currentOnLog?.("stderr", `[workyard] output beyond ${LIMITS.logBytes} bytes was dropped\n`);
+      if (run.logBytes < LIMITS.logBytes) {
+        const piece = message.data.slice(0, LIMITS.logBytes - run.logBytes);
+        run.logBytes += piece.length;
+        run.onLog(stream, piece);
+      } else if (!run.logNoticeSent) {
+        run.logNoticeSent = true;
+        run.onLog("stderr", `[workyard] output beyond ${LIMITS.logBytes} bytes was dropped\n`);
       }
       return;
     }
-    if (!run || ("runId" in message && message.runId !== null && message.runId !== run.runId)) return;
+    if (message.type === "crash") {
+      // The process ends: the run that threw gets its error; with no run named, every run does.
+      const error = asSerializedError(message.error);
+      const lost = { exitCode: EXIT_CODES.error, reason: "crash", processLost: true } as const;
+      if (run) run.finish({ ok: false, error, ...lost });
+      else for (const each of [...this.running.values()]) each.finish({ ok: false, error, ...lost });
+      return;
+    }
+    if (!run) return;
     if (message.type === "result") run.finish({ ok: true, value: message.value, exitCode: 0 });
     else if (message.type === "error") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "error", processLost: false });
-    else if (message.type === "crash") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
   }
 
-  private currentOnLog: RunOptions["onLog"] | undefined;
-  private killReason: { reason: "timeout" | "memory"; message: string } | undefined;
+  /** Why the server stopped the process (a run's time limit, the memory limit). */
+  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string } | undefined;
 
-  /** Runs one capability; resolves with its outcome (never rejects). */
+  /**
+   * Runs one capability; resolves with its outcome (never rejects). Several may run at once in one
+   * process: a run past its time limit stops the process, and the others in it end with it.
+   */
   run(options: RunOptions): Promise<RunOutcome> {
-    if (this.running) throw new Error("A sandbox process runs one capability at a time.");
+    if (this.running.has(options.runId)) throw new Error(`The run ${options.runId} is under way in this process already.`);
     if (this.exited) {
       return Promise.resolve({
         ok: false,
@@ -409,21 +447,20 @@ export class SandboxProcess {
     }
     return new Promise<RunOutcome>((resolve) => {
       const timer = setTimeout(() => {
-        this.killReason = { reason: "timeout", message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.` };
+        this.killReason ??= { reason: "timeout", runId: options.runId, message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.` };
         this.kill();
       }, options.timeoutMs);
-      this.runLogBytes = 0;
-      this.runLogNoticeSent = false;
-      this.currentOnLog = options.onLog;
-      this.running = {
-        runId: options.runId,
+      this.running.set(options.runId, {
+        startedAt: performance.now(),
+        onLog: options.onLog,
+        logBytes: 0,
+        logNoticeSent: false,
         finish: (outcome) => {
           clearTimeout(timer);
-          this.running = undefined;
-          this.currentOnLog = undefined;
+          this.running.delete(options.runId);
           resolve(outcome);
         },
-      };
+      });
       this.send({ type: "run", runId: options.runId, key: options.key, input: options.input, env: options.env });
     });
   }
@@ -434,9 +471,15 @@ export class SandboxProcess {
   }
 
   private send(message: ToChild): void {
-    if (this.exited || !this.child.stdin?.writable) return;
+    const stdin = this.child.stdin;
+    if (this.exited || !stdin?.writable) return;
+    // The messages of one tick go in one write (runs started together wake the process once).
+    if (!stdin.writableCorked) {
+      stdin.cork();
+      process.nextTick(() => stdin.uncork());
+    }
     // Gone meanwhile: the exit handler reports the run.
-    this.child.stdin.write(encodeMessage(message), () => {});
+    stdin.write(encodeMessage(message), () => {});
   }
 
   /**
@@ -456,38 +499,39 @@ export class SandboxProcess {
     poll.unref();
   }
 
+  /** The process is gone: every run still under way in it ends, each told why. */
   private finishOnExit(): void {
-    const run = this.running;
-    if (!run) return;
+    for (const [runId, run] of [...this.running]) run.finish(this.exitOutcome(runId));
+  }
+
+  private exitOutcome(runId: string): RunOutcome {
     const { code, signal } = this.exitInfo ?? { code: null, signal: null };
-    if (this.violation) {
-      run.finish({ ok: false, error: { name: "ProtocolViolation", message: this.violation }, exitCode: EXIT_CODES.error, reason: "crash", processLost: true });
-      return;
-    }
-    if (this.killReason) {
-      const exitCode = this.killReason.reason === "timeout" ? EXIT_CODES.timeout : EXIT_CODES.memory;
-      run.finish({ ok: false, error: { name: "LimitExceeded", message: this.killReason.message }, exitCode, reason: this.killReason.reason, processLost: true });
-      return;
-    }
-    // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
-    if (signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
-      run.finish({
-        ok: false,
-        error: { name: "LimitExceeded", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` },
-        exitCode: EXIT_CODES.memory,
-        reason: "memory",
-        processLost: true,
-      });
-      return;
-    }
-    const tail = this.rawStderr.trim().split("\n").slice(-5).join("\n");
-    run.finish({
+    const lost = (name: string, message: string, exitCode: number = EXIT_CODES.error, reason: "crash" | "timeout" | "memory" = "crash"): RunOutcome => ({
       ok: false,
-      error: { name: "ProcessExited", message: `The worker process exited during the run (${signal ?? `code ${code}`})${tail ? `: ${tail}` : "."}` },
-      exitCode: EXIT_CODES.error,
-      reason: "crash",
+      error: { name, message },
+      exitCode,
+      reason,
       processLost: true,
     });
+    if (this.violation) return lost("ProtocolViolation", this.violation);
+    const killed = this.killReason;
+    if (killed?.reason === "timeout") {
+      if (killed.runId === runId) return lost("LimitExceeded", killed.message, EXIT_CODES.timeout, "timeout");
+      // Which run held the process is not known (a run that spins stalls the others, and the first
+      // limit to pass may be a stalled one's): each run in it ends at a time limit.
+      return lost(
+        "LimitExceeded",
+        "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
+        EXIT_CODES.timeout,
+        "timeout",
+      );
+    }
+    // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
+    if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
+      return lost("LimitExceeded", `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.`, EXIT_CODES.memory, "memory");
+    }
+    const tail = this.rawStderr.trim().split("\n").slice(-5).join("\n");
+    return lost("ProcessExited", `The worker process exited during the run (${signal ?? `code ${code}`})${tail ? `: ${tail}` : "."}`);
   }
 
   kill(): void {
