@@ -94,6 +94,16 @@ describe("runs sharing a warm worker process", () => {
     expect(after.body.result.pid).not.toBe(before);
   });
 
+  it("a run that quietly awaits for longer than a second still shares its process", async () => {
+    const long = run("wait", { tag: "long", ms: 2500 });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const short = await run("wait", { tag: "short", ms: 10 });
+    expect(short.status).toBe(200);
+    const longAnswer = await long;
+    expect(longAnswer.status).toBe(200);
+    expect(short.body.result.pid).toBe(longAnswer.body.result.pid);
+  });
+
   it("a process silent for a second with a run under way takes no more runs", async () => {
     const spinning = run("spin", {});
     await new Promise((resolve) => setTimeout(resolve, 1500));

@@ -224,7 +224,17 @@ describe("webhooks from a GitHub-style sender", () => {
         const piece = Buffer.alloc(256 * 1024, 0x78);
         while (!done && written < declared) {
           written += piece.length;
-          if (!req.write(piece)) await new Promise((next) => { req.once("drain", next); req.once("close", next); });
+          if (!req.write(piece)) {
+            await new Promise<void>((next) => {
+              const go = () => {
+                req.off("drain", go);
+                req.off("close", go);
+                next();
+              };
+              req.on("drain", go);
+              req.on("close", go);
+            });
+          }
         }
         if (!done) req.end();
         await until("the connection's end", async () => done, 30_000);

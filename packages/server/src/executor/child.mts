@@ -38,7 +38,9 @@ function sendLine(line: string): void {
   outbox.push(line);
   if (!flushScheduled) {
     flushScheduled = true;
-    setImmediate(flush);
+    // Once the promise jobs of this turn have run: the answers of runs that ended together, and
+    // before any other callback (one that spins, or ends the process) could hold them back.
+    process.nextTick(flush);
   }
 }
 
@@ -130,6 +132,13 @@ for (const stream of ["stdout", "stderr"] as const) {
   }) as typeof target.write;
 }
 
+// While runs are under way, a sign of life four times a second: a process that falls silent is one
+// whose event loop is held (a run that spins), and the server gives it no more runs.
+let runsUnderWay = 0;
+setInterval(() => {
+  if (runsUnderWay > 0) sendLine('{"type":"alive"}\n');
+}, 250).unref();
+
 function applyEnv(patch: EnvPatch): void {
   for (const [key, value] of Object.entries(patch)) {
     if (value === null) delete process.env[key];
@@ -202,7 +211,8 @@ async function main(): Promise<void> {
     applyEnv(message.env);
     const run: RunState = { runId: message.runId, loggedBytes: 0, truncatedNoticeSent: false, originalError: undefined };
     const runId = message.runId;
-    runContext.run(run, () => worker.run(message.key, message.input, { concreteOutput: true })).then(
+    runsUnderWay += 1;
+    runContext.run(run, () => worker.run(message.key, message.input, { concreteOutput: true })).finally(() => (runsUnderWay -= 1)).then(
       (value) => {
         const json = JSON.stringify(value ?? null);
         if (json.length > RESULT_LIMIT) {

@@ -17,8 +17,18 @@ import type { RunOptions, RunOutcome, SandboxSpec } from "./sandbox.js";
 /** A process that runs what it is given: each run waits until the test lets it end, or ends at once. */
 class FakeProcess implements PooledProcess {
   alive = true;
+  /** Killed (or crashed) and not gone yet. */
+  stopping = false;
+  /** Whether kill() ends the process at once; else the test ends it with exit(). */
+  exitOnKill = true;
   /** Set false by a test: a process that seems stuck takes no more runs. */
-  responsive = true;
+  seemsAlive = true;
+  get accepting(): boolean {
+    return this.alive && !this.stopping;
+  }
+  get responsive(): boolean {
+    return this.accepting && this.seemsAlive;
+  }
   manifest: unknown = { capabilities: [] };
   loadMs = 1;
   runs = 0;
@@ -37,6 +47,10 @@ class FakeProcess implements PooledProcess {
   }
 
   kill(): void {
+    this.stopping = true;
+    if (this.exitOnKill) this.exit();
+  }
+  exit(): void {
     if (!this.alive) return;
     this.alive = false;
     for (const listener of this.exitListeners.splice(0)) listener();
@@ -189,12 +203,38 @@ describe("the executor's pool", () => {
     executor = makeExecutor({ processesPerDeployment: 2, runsPerProcess: 4 });
     const first = runOn(executor, target());
     await until(() => started.length === 1 && started[0]!.pending.length === 1);
-    started[0]!.responsive = false;
+    started[0]!.seemsAlive = false;
     const second = runOn(executor, target());
     await until(() => started.length === 2 && started[1]!.pending.length === 1);
     expect(started[0]!.pending).toHaveLength(1);
     for (const process of started) process.pending.shift()!();
     await Promise.all([first, second]);
+  });
+
+  it("a process on its way out takes no waiting runs; they get one new process, within the deployment's bound", async () => {
+    holdRuns = true;
+    executor = makeExecutor({ processesPerDeployment: 1, runsPerProcess: 3, queuedRunsPerDeployment: 8 });
+    const held = [runOn(executor, target()), runOn(executor, target()), runOn(executor, target())];
+    await until(() => started.length === 1 && started[0]!.pending.length === 3);
+    const queued = [runOn(executor, target()), runOn(executor, target())];
+    const dying = started[0]!;
+    dying.exitOnKill = false;
+    dying.nextOutcome = { ok: false, error: { name: "Error", message: "crashed" }, exitCode: 1, reason: "crash", processLost: true };
+    // One run ends with the process lost: the pool stops it, which takes a moment to be gone.
+    dying.pending.shift()!();
+    await held[0];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(dying.pending).toHaveLength(2);
+    expect(started).toHaveLength(1);
+    // Gone, with two runs ended at its exit: the two waiting runs share one new process.
+    dying.exit();
+    for (const resolve of dying.pending.splice(0)) resolve();
+    await Promise.all(held);
+    await until(() => started.length === 2 && started[1]!.pending.length === 2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(started).toHaveLength(2);
+    for (const resolve of started[1]!.pending.splice(0)) resolve();
+    await Promise.all(queued);
   });
 
   it("a process that dies while a run waits for it is replaced for that run", async () => {

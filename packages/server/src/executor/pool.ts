@@ -27,7 +27,7 @@ export interface ExecTarget {
 }
 
 /** What the pool uses of a worker process: SandboxProcess, or a double in the pool's unit tests. */
-export type PooledProcess = Pick<SandboxProcess, "alive" | "responsive" | "manifest" | "loadMs" | "onExit" | "run" | "setEnv" | "kill">;
+export type PooledProcess = Pick<SandboxProcess, "alive" | "accepting" | "responsive" | "manifest" | "loadMs" | "onExit" | "run" | "setEnv" | "kill">;
 
 export interface Reservation {
   process: PooledProcess;
@@ -248,7 +248,7 @@ export class Executor {
     const pool = this.poolFor(target);
     while (pool.idle.length > 0) {
       const { process } = pool.idle.pop()!;
-      if (process.alive) {
+      if (process.accepting) {
         pool.busy.set(process, 1);
         return { pool, process };
       }
@@ -289,7 +289,7 @@ export class Executor {
    * here: a waiter gets its process already counted.
    */
   private shareWithWaiters(pool: Pool, process: PooledProcess): void {
-    while (pool.waiters.length > 0 && process.alive) {
+    while (pool.waiters.length > 0 && process.accepting) {
       const runs = pool.busy.get(process) ?? 0;
       if (runs > 0 && (runs >= this.options.runsPerProcess || !process.responsive)) return;
       pool.busy.set(process, runs + 1);
@@ -302,7 +302,7 @@ export class Executor {
     let best: PooledProcess | undefined;
     let fewest = this.options.runsPerProcess;
     for (const [process, runs] of pool.busy) {
-      if (runs < fewest && process.alive && process.responsive) {
+      if (runs < fewest && process.responsive) {
         best = process;
         fewest = runs;
       }
@@ -312,20 +312,16 @@ export class Executor {
 
   private release(pool: Pool, process: PooledProcess): void {
     const runs = (pool.busy.get(process) ?? 1) - 1;
-    if (runs > 0 && process.alive && !pool.retired && !this.stopped) {
-      // Still busy with others: its freed room goes to a waiting run, if any.
-      pool.busy.set(process, runs);
-      this.shareWithWaiters(pool, process);
-      return;
-    }
     if (runs > 0) {
-      // Gone, retired or stopping with runs still under way: the last of them releases it.
+      // Busy with others still: its freed room goes to a waiting run, unless it is on its way out
+      // (then the last of its runs releases it).
       pool.busy.set(process, runs);
-      if (!process.alive) this.wakeWaiter(pool);
+      if (process.accepting && !pool.retired && !this.stopped) this.shareWithWaiters(pool, process);
       return;
     }
     pool.busy.delete(process);
-    if (!process.alive) return this.wakeWaiter(pool);
+    // Gone or going: the runs waiting for one get a new process (once, not once per run it held).
+    if (!process.accepting) return this.wakeWaiter(pool);
     if (pool.retired || this.stopped) {
       process.kill();
       return;
@@ -339,10 +335,13 @@ export class Executor {
     this.wakeRoomWaiter();
   }
 
-  /** A process died: let a waiter start a new one instead of waiting forever. */
+  /**
+   * A process died: a waiter starts a new one instead of waiting forever, and the others share it.
+   * Not past the deployment's bound: a live process's next release serves them then.
+   */
   private wakeWaiter(pool: Pool): void {
-    const waiter = pool.waiters.shift();
-    if (!waiter) return;
+    if (pool.waiters.length === 0 || pool.busy.size + pool.starting >= this.options.processesPerDeployment) return;
+    const waiter = pool.waiters.shift()!;
     pool.starting += 1;
     this.makeRoom(pool.target.workspaceId)
       .then(() => this.spawn(pool.target))

@@ -99,6 +99,8 @@ export type FromChild =
   | { type: "log"; runId: string | null; stream: "stdout" | "stderr"; data: string }
   | { type: "result"; runId: string; value: unknown }
   | { type: "error"; runId: string; error: SerializedError }
+  /** Sent while runs are under way: the process's event loop turns (a silent one may be stuck). */
+  | { type: "alive" }
   /** An exception outside the run's promise (a timer, an unhandled rejection): the process ends. */
   | { type: "crash"; runId: string | null; error: SerializedError };
 

@@ -157,12 +157,22 @@ export class SandboxProcess {
   /** When the process last sent anything (an answer, output). */
   private lastHeardAt = performance.now();
 
+  /** Set once the process is on its way out (stopped, crashed, broke the protocol): it takes no more runs. */
+  private stopping = false;
+
+  /** Whether the process may take a run: alive, and not on its way out. */
+  get accepting(): boolean {
+    return !this.exited && !this.stopping;
+  }
+
   /**
    * Whether the process may take another run beside those under way: not when it has been silent
-   * for a second with a run older than that (its event loop may be stuck in one, which would hold
-   * every run given to it until that one's time limit).
+   * for a second with a run older than that (it sends a sign of life four times a second while runs
+   * are under way, so its event loop is held, by a run that spins, which would hold every run given
+   * to it until that one's time limit).
    */
   get responsive(): boolean {
+    if (!this.accepting) return false;
     const oldest = this.running.values().next().value as ActiveRun | undefined;
     if (!oldest) return true;
     const now = performance.now();
@@ -415,6 +425,7 @@ export class SandboxProcess {
       return;
     }
     if (message.type === "crash") {
+      this.stopping = true;
       // The process ends: the run that threw gets its error; with no run named, every run does.
       const error = asSerializedError(message.error);
       const lost = { exitCode: EXIT_CODES.error, reason: "crash", processLost: true } as const;
@@ -535,6 +546,7 @@ export class SandboxProcess {
   }
 
   kill(): void {
+    this.stopping = true;
     if (this.exited) return;
     // The sandboxed process itself (it may run as another uid than bubblewrap), then its parent.
     if (this.hostPid && this.hostPid !== this.child.pid) {
