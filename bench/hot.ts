@@ -7,7 +7,7 @@
  * --postgres, the database round trips of each hot path are counted (target: at most one).
  *
  *   npx tsx bench/hot.ts [--seconds 3] [--rounds 3] [--postgres] [--client thread|process]
- *                        [--only run|token|pull] [--connections N]
+ *                        [--only run|token|pull] [--connections N] [--runs-per-process N]
  *
  * --client process runs each load from a Node process of its own (a client outside the server's
  * process); the default is a worker thread of the bench process.
@@ -30,6 +30,8 @@ const { values } = parseArgs({
     // One hot path and one concurrency only (with its baseline), for a profile: `--only token --connections 16`.
     only: { type: "string" },
     connections: { type: "string" },
+    // Runs a worker process takes at once (the server's --runs-per-process; 1: one at a time).
+    "runs-per-process": { type: "string" },
   },
 });
 const durationMs = Number(values.seconds) * 1000;
@@ -41,7 +43,11 @@ const roundTrips = await countPostgresRoundTrips();
 const { databaseUrl, drop: dropSchema } = await benchDatabase(values.postgres);
 
 const provider = await tokenEndpoint(20);
-const bench = await benchServer({ backgroundRefresh: false, ...(databaseUrl ? { databaseUrl } : {}) });
+const bench = await benchServer({
+  backgroundRefresh: false,
+  ...(databaseUrl ? { databaseUrl } : {}),
+  ...(values["runs-per-process"] ? { runsPerProcess: Number(values["runs-per-process"]) } : {}),
+});
 const trivialProject = makeProject(TRIVIAL_TOOL, "bench-hot-run");
 const oauthProject = makeProject(oauthWorker(provider.origin), "bench-hot-oauth");
 const runWorker = (await deploy(bench, trivialProject, "bench-hot-run")).workerId;

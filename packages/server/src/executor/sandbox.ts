@@ -484,10 +484,11 @@ export class SandboxProcess {
   private send(message: ToChild): void {
     const stdin = this.child.stdin;
     if (this.exited || !stdin?.writable) return;
-    // The messages of one tick go in one write (runs started together wake the process once).
+    // The messages of one turn of the event loop (the runs of every request it read) go in one
+    // write: runs that come together wake the process once.
     if (!stdin.writableCorked) {
       stdin.cork();
-      process.nextTick(() => stdin.uncork());
+      setImmediate(() => stdin.uncork());
     }
     // Gone meanwhile: the exit handler reports the run.
     stdin.write(encodeMessage(message), () => {});
