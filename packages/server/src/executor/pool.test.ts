@@ -69,6 +69,8 @@ let started: FakeProcess[];
 let executor: Executor;
 /** Every process starts held when set: its runs wait for the test. */
 let holdRuns: boolean;
+/** Set: no process starts. */
+let failStarts: boolean;
 
 function makeExecutor(bounds: { maxProcesses?: number; processesPerDeployment?: number; queuedRunsPerDeployment?: number; runsPerProcess?: number } = {}): Executor {
   return new Executor({
@@ -85,6 +87,7 @@ function makeExecutor(bounds: { maxProcesses?: number; processesPerDeployment?: 
     socketDir: "/nonexistent/sockets",
     log: createLogger({ level: "silent", stream: new Writable({ write: (_c, _e, done) => done() }) }),
     startProcess: async (spec) => {
+      if (failStarts) throw new Error("cannot start");
       const process = new FakeProcess(spec);
       process.hold = holdRuns;
       started.push(process);
@@ -112,6 +115,7 @@ const runOn = async (executor: Executor, t: ExecTarget) => (await executor.reser
 beforeEach(() => {
   started = [];
   holdRuns = false;
+  failStarts = false;
 });
 
 afterEach(async () => {
@@ -235,6 +239,31 @@ describe("the executor's pool", () => {
     expect(started).toHaveLength(2);
     for (const resolve of started[1]!.pending.splice(0)) resolve();
     await Promise.all(queued);
+  });
+
+  it("runs waiting for a process of a worker that changed are answered, not left waiting", async () => {
+    holdRuns = true;
+    executor = makeExecutor({ processesPerDeployment: 1, queuedRunsPerDeployment: 4 });
+    const running = runOn(executor, target());
+    await until(() => started[0]?.pending.length === 1);
+    const waiting = runOn(executor, target());
+    executor.retireWorker("w1");
+    await expect(waiting).rejects.toSatisfy((error) => error instanceof AppError && error.code === "overloaded" && /did not start/.test(error.message));
+    started[0]!.pending.shift()!();
+    expect(await running).toMatchObject({ ok: true });
+  });
+
+  it("when no process can be started for them, every waiting run gets the error", async () => {
+    holdRuns = true;
+    executor = makeExecutor({ processesPerDeployment: 1, queuedRunsPerDeployment: 4 });
+    const running = runOn(executor, target());
+    await until(() => started[0]?.pending.length === 1);
+    const waiting = [runOn(executor, target()), runOn(executor, target())];
+    failStarts = true;
+    started[0]!.kill();
+    started[0]!.pending.shift()!();
+    await running;
+    for (const run of waiting) await expect(run).rejects.toThrow("cannot start");
   });
 
   it("a process that dies while a run waits for it is replaced for that run", async () => {

@@ -355,6 +355,8 @@ export class Executor {
       (error: Error) => {
         pool.starting -= 1;
         waiter(error);
+        // With no process left to free, the others would wait for ever: the same error for each.
+        if (pool.busy.size === 0 && pool.starting === 0) for (const other of pool.waiters.splice(0)) other(error);
       },
     );
   }
@@ -407,6 +409,15 @@ export class Executor {
   private retire(pool: Pool): void {
     pool.retired = true;
     for (const { process } of pool.idle.splice(0)) process.kill();
+    // Runs waiting for a process of what is now stale would wait for ever (its processes stop as
+    // their runs end): they never started, so they can be sent again, to the new deployment.
+    for (const waiter of pool.waiters.splice(0)) {
+      waiter(
+        new AppError("overloaded", "The worker changed (a new deployment, new secrets, or deleted) while this run waited for a process; it did not start.", {
+          hint: "Run it again.",
+        }),
+      );
+    }
     // Busy processes finish their run and are stopped on release.
     if (pool.busy.size === 0 && pool.starting === 0) {
       this.pools.delete(pool.key);
