@@ -33,7 +33,7 @@ export interface WebhookLimits {
   maxQueued: { perWorkspace: number; total: number };
   /** Waits before the retries of a failed attempt: one retry per entry (Notion: 3). */
   retryDelaysMs: number[];
-  /** Attempts run at once by this process. */
+  /** Attempts run at once by this process (as many as a worker process takes runs at once: they share it). */
   concurrency: number;
   /** How often this process looks for due deliveries (others' and retries) besides being woken. */
   pollMs: number;
@@ -47,7 +47,7 @@ export const DEFAULT_WEBHOOK_LIMITS: WebhookLimits = {
   maxBodyBytes: 1024 * 1024,
   maxQueued: { perWorkspace: 2_500, total: 10_000 },
   retryDelaysMs: [10_000, 60_000, 300_000],
-  concurrency: 4,
+  concurrency: 16,
   pollMs: 1000,
   ratePerMinute: { perWorker: 600, perWorkspace: 1200 },
   verifyBudgetMs: 5000,
