@@ -289,25 +289,29 @@ export class Executor {
    * here: a waiter gets its process already counted.
    */
   private shareWithWaiters(pool: Pool, process: PooledProcess): void {
-    while (pool.waiters.length > 0 && process.accepting) {
+    while (pool.waiters.length > 0) {
       const runs = pool.busy.get(process) ?? 0;
-      if (runs > 0 && (runs >= this.options.runsPerProcess || !process.responsive)) return;
+      if (!this.hasRoom(process, runs)) return;
       pool.busy.set(process, runs + 1);
       pool.waiters.shift()!(process);
     }
   }
 
-  /** The live, responsive busy process of the pool with the fewest runs, if it has room for one more. */
+  /** The busy process of the pool with the fewest runs, among those with room for one more. */
   private leastBusy(pool: Pool): PooledProcess | undefined {
-    let best: PooledProcess | undefined;
-    let fewest = this.options.runsPerProcess;
+    let best: { process: PooledProcess; runs: number } | undefined;
     for (const [process, runs] of pool.busy) {
-      if (runs < fewest && process.responsive) {
-        best = process;
-        fewest = runs;
-      }
+      if ((!best || runs < best.runs) && this.hasRoom(process, runs)) best = { process, runs };
     }
-    return best;
+    return best?.process;
+  }
+
+  /**
+   * Whether a process with `runs` under way may take one more: under runsPerProcess, and taking
+   * runs (not on its way out; with runs under way, not silent as if stuck).
+   */
+  private hasRoom(process: PooledProcess, runs: number): boolean {
+    return runs < this.options.runsPerProcess && process.responsive;
   }
 
   private release(pool: Pool, process: PooledProcess): void {

@@ -149,11 +149,6 @@ export class SandboxProcess {
     return !this.exited;
   }
 
-  /** How many runs are under way in this process. */
-  get runsInFlight(): number {
-    return this.running.size;
-  }
-
   /** When the process last sent anything (an answer, output). */
   private lastHeardAt = performance.now();
 
@@ -504,11 +499,15 @@ export class SandboxProcess {
       if (this.exited) return clearInterval(poll);
       const rss = readRssKb(this.hostPid);
       if (rss !== undefined && rss > rssLimitKb) {
-        this.killReason = { reason: "memory", message: `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.` };
+        this.killReason = { reason: "memory", message: this.memoryLimitMessage() };
         this.kill();
       }
     }, LIMITS.memoryPollMs);
     poll.unref();
+  }
+
+  private memoryLimitMessage(): string {
+    return `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.`;
   }
 
   /** The process is gone: every run still under way in it ends, each told why. */
@@ -540,7 +539,7 @@ export class SandboxProcess {
     }
     // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
     if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
-      return lost("LimitExceeded", `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.`, EXIT_CODES.memory, "memory");
+      return lost("LimitExceeded", this.memoryLimitMessage(), EXIT_CODES.memory, "memory");
     }
     const tail = this.rawStderr.trim().split("\n").slice(-5).join("\n");
     return lost("ProcessExited", `The worker process exited during the run (${signal ?? `code ${code}`})${tail ? `: ${tail}` : "."}`);

@@ -11,7 +11,7 @@ import {
   type Kysely,
   type QueryResult,
 } from "kysely";
-import { setUpSqliteConnection, sqliteBusyOr } from "./db.js";
+import { cachedPrepare, setUpSqliteConnection, sqliteBusyOr } from "./db.js";
 import { InlineConnection, type OneResult } from "./sqlite-inline.js";
 
 /**
@@ -38,16 +38,7 @@ export class SqliteWriter {
       const Database = require(workerData.sqlite);
       const db = new Database(workerData.file);
       (${setUpSqliteConnection.toString()})(db);
-      const statements = new Map();
-      const prepared = (sql) => {
-        let s = statements.get(sql);
-        if (!s) {
-          s = db.prepare(sql);
-          if (statements.size >= 200) statements.delete(statements.keys().next().value);
-          statements.set(sql, s);
-        }
-        return s;
-      };
+      const prepared = (${cachedPrepare.toString()})(db, 200);
       // Buffers arrive as Uint8Arrays (structured clone); SQLite binds Buffers as BLOBs.
       const bound = (parameters) => parameters.map((p) => (p instanceof Uint8Array && !Buffer.isBuffer(p) ? Buffer.from(p.buffer, p.byteOffset, p.byteLength) : p));
       const one = (q) => {
