@@ -14,6 +14,22 @@ export interface CapabilitySummary {
   key: string;
 }
 
+/**
+ * A deployment's capabilities (tags and keys, the `capabilities` column), parsed once per row
+ * object as the caches hold it, not on every run that reads them. Frozen: callers share it.
+ */
+export function capabilitiesOf(deployment: Pick<DeploymentRow, "capabilities"> | undefined): readonly CapabilitySummary[] {
+  const source = deployment?.capabilities;
+  if (!source) return NO_CAPABILITIES;
+  const hit = parsedCapabilities.get(deployment);
+  if (hit && hit.source === source) return hit.parsed;
+  const parsed = Object.freeze((JSON.parse(source) as CapabilitySummary[]).map((c) => Object.freeze(c)));
+  parsedCapabilities.set(deployment, { source, parsed });
+  return parsed;
+}
+const NO_CAPABILITIES: readonly CapabilitySummary[] = Object.freeze([]);
+const parsedCapabilities = new WeakMap<object, { source: string; parsed: readonly CapabilitySummary[] }>();
+
 export class ManifestError extends Error {}
 
 /** Checks what a loaded bundle reported; a worker with no manifest shape fails the build. */

@@ -30,7 +30,7 @@ import { installDependencies, type BuildEgressOpener, type BuildTools } from "./
 import { bundleProject, openBundle, sealBundle, type Bundle } from "./bundle.js";
 import { checkDependencySources } from "./dependencies.js";
 import { adoptTree, installedTree, readInstallInput, treeHash } from "./install.js";
-import { asManifest, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
+import { asManifest, capabilitiesOf, openManifest, sealManifest, summarise, type CapabilitySummary, type WorkerManifest } from "./manifest.js";
 import type { ChangeFeed } from "../store/changes.js";
 import { ReadCache } from "../store/read-cache.js";
 import { materialise } from "./materialise.js";
@@ -546,7 +546,8 @@ export function createBuildService(options: {
     async capabilities(caller, workerId) {
       const worker = await workers.get(caller, workerId);
       const deployment = await liveDeployment(worker);
-      return deployment?.capabilities ? (JSON.parse(deployment.capabilities) as CapabilitySummary[]) : [];
+      // A copy of the shared list: the caller may annotate it.
+      return capabilitiesOf(deployment).map((c) => ({ ...c }));
     },
 
     async liveManifest(worker, options = {}) {

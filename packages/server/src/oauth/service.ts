@@ -6,7 +6,7 @@ import { AppError, isAppError, workerNotFound } from "../errors.js";
 import type { Executor } from "../executor/pool.js";
 import type { EnvPatch } from "../executor/protocol.js";
 import type { Logger } from "../log.js";
-import type { Renewal, RunEnvSource } from "../runs/service.js";
+import { NO_RUN_ENV, type Renewal, type RunEnvSource } from "../runs/service.js";
 import type { EnvEntry, EnvNotice } from "../secrets/service.js";
 import type { Database, WorkerRow } from "../store/schema.js";
 import * as workersStore from "../store/workers.js";
@@ -122,7 +122,7 @@ export function createOAuthService(options: {
 
   const runEnv: RunEnvSource = async (worker, capabilities) => {
     // Most tools' workers have no OAuth capability: nothing to look up.
-    if (!capabilities.some((c) => c._tag === "oauth")) return { env: {}, hints: new Map(), renewals: [] };
+    if (!capabilities.some((c) => c._tag === "oauth")) return NO_RUN_ENV;
     const { tokens, failures } = await collectTokens(worker, true);
     const env: EnvPatch = {};
     const hints = new Map<string, string>();

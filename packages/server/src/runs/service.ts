@@ -1,7 +1,7 @@
 import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
 import type { BuildService } from "../builder/service.js";
-import type { CapabilitySummary } from "../builder/manifest.js";
+import { capabilitiesOf, type CapabilitySummary } from "../builder/manifest.js";
 import { AppError } from "../errors.js";
 import { EXIT_CODES, LIMITS } from "../executor/limits.js";
 import type { Executor } from "../executor/pool.js";
@@ -23,10 +23,18 @@ import type { WorkerService } from "../workers/service.js";
  * hints for tokens it could not get; and renewals to run while it goes on (a refreshed token is
  * pushed into the running process).
  */
-export type RunEnvSource = (
-  worker: WorkerRow,
-  capabilities: CapabilitySummary[],
-) => Promise<{ env: EnvPatch; hints: Map<string, string>; renewals: Renewal[] }>;
+export type RunEnvSource = (worker: WorkerRow, capabilities: readonly CapabilitySummary[]) => Promise<RunEnv>;
+
+/** What a run's process gets besides the worker's secrets: its tokens, with how to renew them. */
+export interface RunEnv {
+  env: EnvPatch;
+  /** What to tell the caller when the worker asks for a token it could not get, by variable. */
+  hints: ReadonlyMap<string, string>;
+  renewals: readonly Renewal[];
+}
+
+/** A worker with no OAuth capability: nothing to add, the same object for every run. */
+export const NO_RUN_ENV: RunEnv = Object.freeze({ env: Object.freeze({}), hints: new Map<string, string>(), renewals: Object.freeze([]) });
 
 /** A token to renew while a run goes on: at `at`; `renew` answers when to renew it next (or null). */
 export interface Renewal {
@@ -103,7 +111,7 @@ export function createRunService(options: {
     if (!deployment) {
       throw new AppError("no_live_deployment", "This worker has no live deployment yet.", { hint: "Run `ntn workers deploy` first." });
     }
-    const capabilities = JSON.parse(deployment.capabilities ?? "[]") as CapabilitySummary[];
+    const capabilities = capabilitiesOf(deployment);
     const refusal = whyNotRunnable(capabilities, key);
     if (refusal) throw new AppError(refusal.code, refusal.message, { hint: refusal.hint });
     const input = args === undefined ? {} : args;
@@ -119,7 +127,7 @@ export function createRunService(options: {
     if (!request.deliveryId && JSON.stringify(input).length > LIMITS.inputBytes) {
       throw new AppError("input_too_large", `The input is larger than ${LIMITS.inputBytes / 1024} KiB.`);
     }
-    const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : { env: {}, hints: new Map<string, string>(), renewals: [] };
+    const runtime = options.runEnv ? await options.runEnv(worker, capabilities) : NO_RUN_ENV;
     return { worker, deployment, input, runtime };
   }
 

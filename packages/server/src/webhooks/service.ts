@@ -2,7 +2,7 @@ import os from "node:os";
 import type { Kysely } from "kysely";
 import type { Caller } from "../auth/tokens.js";
 import type { BuildService } from "../builder/service.js";
-import type { CapabilitySummary } from "../builder/manifest.js";
+import { capabilitiesOf, type CapabilitySummary } from "../builder/manifest.js";
 import { AppError } from "../errors.js";
 import { newId, randomToken, safeEqual, sha256Hex } from "../ids.js";
 import type { Logger } from "../log.js";
@@ -186,7 +186,7 @@ export function createWebhookService(options: {
   /** The keys of the webhook capabilities the worker's live deployment has (a row may outlive its capability). */
   async function liveWebhookKeys(worker: WorkerRow): Promise<Set<string>> {
     const live = await options.builder.liveDeployment(worker);
-    return new Set((JSON.parse(live?.capabilities ?? "[]") as CapabilitySummary[]).filter((c) => c._tag === "webhook").map((c) => c.key));
+    return new Set(capabilitiesOf(live).filter((c) => c._tag === "webhook").map((c) => c.key));
   }
 
   /** Who a webhook's runs act as: the worker's own workspace, with no API token behind them. */
