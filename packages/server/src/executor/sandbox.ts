@@ -18,15 +18,15 @@ const BUILT_CHILD_ENTRY = path.join(PACKAGE_ROOT, "dist", "sandbox", "worker.mjs
 /** undici's package, which the entry loads on a worker's first fetch (egress/client.ts). */
 const UNDICI_DIR = path.dirname(createRequire(path.join(PACKAGE_ROOT, "package.json")).resolve("undici/package.json"));
 
-/**
- * Copies the entry into the data dir (world-readable), so a worker process running as another
- * user can read it wherever the server itself is installed.
- */
 /** The built entry where it is installed (namespaces mount it; no copy needed). */
 export function childEntry(): string {
   return BUILT_CHILD_ENTRY;
 }
 
+/**
+ * Copies the entry into the data dir (world-readable), so a worker process running as another
+ * user can read it wherever the server itself is installed.
+ */
 export function installChildEntry(runtimeDir: string): string {
   fs.mkdirSync(runtimeDir, { recursive: true, mode: 0o755 });
   fs.chmodSync(runtimeDir, 0o755);
