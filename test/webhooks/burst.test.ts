@@ -36,6 +36,24 @@ worker.webhook("held", {
   },
 });
 
+worker.webhook("hangs", {
+  title: "Hangs",
+  description: "Reports that it started, then never ends (its event loop stays free)",
+  execute: async (events) => {
+    for (const event of events) await fetch(process.env.RECEIVER_URL, { method: "POST", body: "hangs:" + event.deliveryId });
+    await new Promise(() => {});
+  },
+});
+
+worker.webhook("waits", {
+  title: "Waits",
+  description: "Waits on a second hold, then reports",
+  execute: async (events) => {
+    await fetch(process.env.SECOND_HOLD_URL);
+    for (const event of events) await fetch(process.env.RECEIVER_URL, { method: "POST", body: event.deliveryId });
+  },
+});
+
 worker.webhook("loops", {
   title: "Loops",
   description: "Never ends",
@@ -107,6 +125,37 @@ describe("a looping worker, and a burst past the limits", () => {
     }[];
     for (const runId of delivery.runIds) expect(runs.find((r) => r.runId === runId)?.exitCode).toBe(124);
   }, 90_000);
+
+  it("a delivery whose run ends only because a run beside it hit its time limit is tried again without using up an attempt", async () => {
+    // A fresh set of variables: a fresh set of processes, so the runs below share one.
+    const second = await startHold();
+    try {
+      ok(await ntn(["workers", "env", "set", `SECOND_HOLD_URL=${second.url}`], { cwd: dir, env }));
+      const post = async (key: string) => {
+        const answer = await fetch(urls[key]!, { method: "POST", body: "{}" });
+        expect(answer.status).toBe(202);
+        return ((await answer.json()) as { deliveryId: string }).deliveryId;
+      };
+      const hanging = await post("hangs");
+      await until("the hanging run to start", () => reported.includes(`hangs:${hanging}`), 30_000);
+      // Three runs in the same process, waiting, when the hanging run reaches its time limit (2 s).
+      const beside = [await post("waits"), await post("waits"), await post("waits")];
+      await until("the three runs to wait", () => second.waiting() === 3, 10_000);
+      await until("their process to be stopped", async () => (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId) && d.runIds.length > 0).length === 3, 20_000);
+      second.release();
+      await until("the three deliveries to succeed", async () => (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId) && d.status === "succeeded").length === 3, 30_000);
+      for (const delivery of (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId))) {
+        // The run stopped with its process, then the run that succeeded; one attempt counted.
+        expect(delivery.runIds.length).toBeGreaterThanOrEqual(2);
+        expect(delivery.attempts).toBe(1);
+      }
+      // The hanging delivery uses up its own attempts.
+      await until("the hanging delivery to fail", async () => (await deliveriesOf("hangs")).find((d) => d.deliveryId === hanging)?.status === "failed", 60_000);
+      expect((await deliveriesOf("hangs")).find((d) => d.deliveryId === hanging)?.attempts).toBe(4);
+    } finally {
+      await second.close();
+    }
+  }, 120_000);
 
   it("bounds the queue per workspace: a workspace whose deliveries pile up gets 503, another workspace's are still taken", async () => {
     const post = (url: string) => fetch(url, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
@@ -185,6 +234,8 @@ async function startHold() {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    /** Requests waiting to be let go. */
+    waiting: () => waiting.length,
     release() {
       released = true;
       for (const response of waiting.splice(0)) response.end("go");

@@ -94,7 +94,15 @@ export class LoadError extends AppError {
 
 export type RunOutcome =
   | { ok: true; value: unknown; exitCode: 0 }
-  | { ok: false; error: SerializedError; exitCode: number; reason: "error" | "timeout" | "memory" | "crash"; processLost: boolean };
+  | {
+      ok: false;
+      error: SerializedError;
+      exitCode: number;
+      reason: "error" | "timeout" | "memory" | "crash";
+      processLost: boolean;
+      /** Stopped with its process at another run's time limit: nothing this run did ended it. */
+      collateral?: true;
+    };
 
 export interface RunOptions {
   runId: string;
@@ -517,7 +525,7 @@ export class SandboxProcess {
 
   private exitOutcome(runId: string): RunOutcome {
     const { code, signal } = this.exitInfo ?? { code: null, signal: null };
-    const lost = (name: string, message: string, exitCode: number = EXIT_CODES.error, reason: "crash" | "timeout" | "memory" = "crash"): RunOutcome => ({
+    const lost = (name: string, message: string, exitCode: number = EXIT_CODES.error, reason: "crash" | "timeout" | "memory" = "crash"): Extract<RunOutcome, { ok: false }> => ({
       ok: false,
       error: { name, message },
       exitCode,
@@ -530,12 +538,15 @@ export class SandboxProcess {
       if (killed.runId === runId) return lost("LimitExceeded", killed.message, EXIT_CODES.timeout, "timeout");
       // Which run held the process is not known (a run that spins stalls the others, and the first
       // limit to pass may be a stalled one's): each run in it ends at a time limit.
-      return lost(
-        "LimitExceeded",
-        "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
-        EXIT_CODES.timeout,
-        "timeout",
-      );
+      return {
+        ...lost(
+          "LimitExceeded",
+          "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
+          EXIT_CODES.timeout,
+          "timeout",
+        ),
+        collateral: true,
+      };
     }
     // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
     if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {

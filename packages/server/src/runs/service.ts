@@ -77,7 +77,10 @@ export interface RunService {
    * One run whose failure is an outcome, not an error (a webhook delivery's attempt): the run's
    * id, and the error's name and message when it failed. What fails before the run exists throws.
    */
-  attempt(caller: Caller, request: RunRequest): Promise<{ runId: string; ok: true; value: unknown } | { runId: string; ok: false; errorName: string; message: string }>;
+  attempt(
+    caller: Caller,
+    request: RunRequest,
+  ): Promise<{ runId: string; ok: true; value: unknown } | { runId: string; ok: false; errorName: string; message: string; collateral: boolean }>;
   /** The worker's newest runs, without their logs. */
   list(caller: Caller, workerId: string): Promise<RunSummary[]>;
   logs(caller: Caller, workerId: string, runId: string): Promise<{ logs: string; run: RunRow }>;
@@ -314,7 +317,7 @@ export function createRunService(options: {
       const admitted = await admit(caller, request);
       const { runId, outcome, message } = await execute(admitted, request, () => {});
       if (outcome.ok) return { runId, ok: true, value: outcome.value };
-      return { runId, ok: false, errorName: outcome.error.name, message: message ?? outcome.error.message };
+      return { runId, ok: false, errorName: outcome.error.name, message: message ?? outcome.error.message, collateral: outcome.collateral === true };
     },
 
     async list(caller, workerId) {

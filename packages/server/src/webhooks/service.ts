@@ -364,6 +364,14 @@ export function createWebhookService(options: {
         status = "verification_failed";
         error = outcome.message;
         verificationFailed = true;
+      } else if (outcome.collateral) {
+        // Its process was stopped at another run's time limit (runs share processes): nothing this
+        // delivery's run did. Tried again soon and not counted, so a delivery that never ends
+        // cannot use up the attempts of those that ran beside it.
+        attempts = delivery.attempts;
+        busyRetry = true;
+        status = "queued";
+        error = outcome.message;
       } else {
         status = attempts <= limits.retryDelaysMs.length ? "queued" : "failed";
         error = outcome.message;
