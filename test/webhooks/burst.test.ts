@@ -157,6 +157,34 @@ describe("a looping worker, and a burst past the limits", () => {
     }
   }, 120_000);
 
+  it("a run that spins holds every run beside it: each of them counts its attempt, the spinning one too", async () => {
+    // A fresh set of variables: a fresh set of processes, so the two runs below share one.
+    const third = await startHold();
+    try {
+      ok(await ntn(["workers", "env", "set", `SECOND_HOLD_URL=${third.url}`], { cwd: dir, env }));
+      const post = async (key: string) => {
+        const answer = await fetch(urls[key]!, { method: "POST", body: "{}" });
+        expect(answer.status).toBe(202);
+        return ((await answer.json()) as { deliveryId: string }).deliveryId;
+      };
+      const waiting = await post("waits");
+      await until("the waiting run", () => third.waiting() === 1, 10_000);
+      // Shares the waiting run's process and spins: the waiting run's limit passes first, in a
+      // process that stopped answering. Which run held it is not known: neither is spared.
+      const spinning = await post("loops");
+      await until("the waiting run's process to be stopped", async () => ((await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)?.runIds.length ?? 0) > 0, 20_000);
+      third.release();
+      await until("the spinning delivery to fail", async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)?.status === "failed", 60_000);
+      const spun = (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)!;
+      expect({ attempts: spun.attempts, runs: spun.runIds.length }).toEqual({ attempts: 4, runs: 4 });
+      await until("the waiting delivery to succeed", async () => (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)?.status === "succeeded", 30_000);
+      const waited = (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)!;
+      expect(waited.attempts).toBe(waited.runIds.length);
+    } finally {
+      await third.close();
+    }
+  }, 120_000);
+
   it("bounds the queue per workspace: a workspace whose deliveries pile up gets 503, another workspace's are still taken", async () => {
     const post = (url: string) => fetch(url, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
     // The other workspace's worker first: its deploy takes a while, and the held runs are stopped at

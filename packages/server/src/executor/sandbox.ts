@@ -113,7 +113,12 @@ export interface RunOptions {
   onLog(stream: "stdout" | "stderr", data: string): void;
 }
 
-/** How long a process with a run under way may be silent and still take more runs. */
+/**
+ * How long a process with a run under way may be silent and still take more runs. Silent this long
+ * at a run's time limit, its event loop was held, by a run that spins, which may be another than
+ * the one whose limit passed first: blame is then unknown, and no run in it counts as stopped for
+ * another's (the safe side for retries).
+ */
 const RESPONSIVE_MS = 1000;
 
 interface ActiveRun {
@@ -442,7 +447,7 @@ export class SandboxProcess {
   }
 
   /** Why the server stopped the process (a run's time limit, the memory limit). */
-  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string } | undefined;
+  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string; stalled?: boolean } | undefined;
 
   /**
    * Runs one capability; resolves with its outcome (never rejects). Several may run at once in one
@@ -461,7 +466,12 @@ export class SandboxProcess {
     }
     return new Promise<RunOutcome>((resolve) => {
       const timer = setTimeout(() => {
-        this.killReason ??= { reason: "timeout", runId: options.runId, message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.` };
+        this.killReason ??= {
+          reason: "timeout",
+          runId: options.runId,
+          message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.`,
+          stalled: performance.now() - this.lastHeardAt >= RESPONSIVE_MS,
+        };
         this.kill();
       }, options.timeoutMs);
       this.running.set(options.runId, {
@@ -538,15 +548,15 @@ export class SandboxProcess {
       if (killed.runId === runId) return lost("LimitExceeded", killed.message, EXIT_CODES.timeout, "timeout");
       // Which run held the process is not known (a run that spins stalls the others, and the first
       // limit to pass may be a stalled one's): each run in it ends at a time limit.
-      return {
-        ...lost(
-          "LimitExceeded",
-          "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
-          EXIT_CODES.timeout,
-          "timeout",
-        ),
-        collateral: true,
-      };
+      const outcome = lost(
+        "LimitExceeded",
+        "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
+        EXIT_CODES.timeout,
+        "timeout",
+      );
+      // Collateral only when the process still answered: the run whose limit passed is the one
+      // that never ended. Held by a spinning run, it could be any of them.
+      return killed.stalled ? outcome : { ...outcome, collateral: true };
     }
     // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
     if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
