@@ -138,10 +138,13 @@ describe("a looping worker, and a burst past the limits", () => {
       };
       const hanging = await post("hangs");
       await until("the hanging run to start", () => reported.includes(`hangs:${hanging}`), 30_000);
-      // Three runs in the same process, waiting, when the hanging run reaches its time limit (2 s).
+      // Three runs in the same process, waiting, when the hanging run reaches its time limit (2 s),
+      // far from their own (they start a second later).
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       const beside = [await post("waits"), await post("waits"), await post("waits")];
-      await until("the three runs to wait", () => second.waiting() === 3, 10_000);
-      await until("their process to be stopped", async () => (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId) && d.runIds.length > 0).length === 3, 20_000);
+      await until("the three runs to wait", () => second.waiting() >= 3, 10_000);
+      // Their requests close when the process stops; let go at once, their next runs end quickly.
+      await until("their process to be stopped", () => second.waiting() === 0, 20_000);
       second.release();
       await until("the three deliveries to succeed", async () => (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId) && d.status === "succeeded").length === 3, 30_000);
       for (const delivery of (await deliveriesOf("waits")).filter((d) => beside.includes(d.deliveryId))) {
@@ -170,13 +173,19 @@ describe("a looping worker, and a burst past the limits", () => {
       const waiting = await post("waits");
       await until("the waiting run", () => third.waiting() === 1, 10_000);
       // Shares the waiting run's process and spins: the waiting run's limit passes first, in a
-      // process that stopped answering. Which run held it is not known: neither is spared.
+      // process that stopped answering. Which run held it is not known: neither is spared. (It
+      // starts late enough that its own limit is still ahead when the process stops.)
+      await new Promise((resolve) => setTimeout(resolve, 700));
       const spinning = await post("loops");
-      await until("the waiting run's process to be stopped", async () => ((await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)?.runIds.length ?? 0) > 0, 20_000);
+      await until("the waiting run's process to be stopped", () => third.waiting() === 0, 20_000);
       third.release();
       await until("the spinning delivery to fail", async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)?.status === "failed", 60_000);
       const spun = (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)!;
       expect({ attempts: spun.attempts, runs: spun.runIds.length }).toEqual({ attempts: 4, runs: 4 });
+      // Its first run did share the waiting run's process, and ended with it.
+      const workerId = JSON.parse(ok(await ntn(["workers", "get", "--json"], { cwd: dir, env })).stdout).workerId as string;
+      const runs = (await server.call("ListRunsForWorker", { workerId })).body.runs as { runId: string; error: string | null }[];
+      expect(runs.find((r) => r.runId === spun.runIds[0])?.error).toMatch(/another run's time limit/);
       await until("the waiting delivery to succeed", async () => (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)?.status === "succeeded", 30_000);
       const waited = (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)!;
       expect(waited.attempts).toBe(waited.runIds.length);
@@ -256,8 +265,10 @@ async function startHold() {
   let released = false;
   const server = http.createServer((request, response) => {
     request.resume();
-    if (released) response.end("go");
-    else waiting.push(response);
+    if (released) return response.end("go");
+    waiting.push(response);
+    // A request whose run's process stopped is no longer waiting.
+    response.on("close", () => waiting.splice(waiting.indexOf(response) >>> 0, waiting.includes(response) ? 1 : 0));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {

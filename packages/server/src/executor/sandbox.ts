@@ -113,16 +113,21 @@ export interface RunOptions {
   onLog(stream: "stdout" | "stderr", data: string): void;
 }
 
-/**
- * How long a process with a run under way may be silent and still take more runs. Silent this long
- * at a run's time limit, its event loop was held, by a run that spins, which may be another than
- * the one whose limit passed first: blame is then unknown, and no run in it counts as stopped for
- * another's (the safe side for retries).
- */
+/** How long a process with a run under way may go without a turn of its event loop and still take more runs. */
 const RESPONSIVE_MS = 1000;
+/**
+ * At a run's time limit, how long to wait for one more turn of the process's event loop (it sends a
+ * sign of life every 250 ms while runs are under way) before stopping it. A turn means the loop is
+ * free: the run whose limit passed is the one that never ended, and the others in the process are
+ * stopped for it (collateral). No turn means a run spins, perhaps another one: blame is unknown,
+ * and every run in it counts as its own failure (the safe side for retries).
+ */
+const TURN_WAIT_MS = 500;
 
 interface ActiveRun {
   startedAt: number;
+  /** Its own time limit passed (the message that says so): whatever it answers now, it ends so. */
+  timedOut: string | undefined;
   onLog: RunOptions["onLog"];
   /** Bytes of its output the server has taken; beyond LIMITS.logBytes, dropped. */
   logBytes: number;
@@ -162,8 +167,13 @@ export class SandboxProcess {
     return !this.exited;
   }
 
-  /** When the process last sent anything (an answer, output). */
-  private lastHeardAt = performance.now();
+  /**
+   * When the process's event loop last turned, as its messages show: a sign of life, an answer.
+   * Not its output: a run that spins still prints (console writes are synchronous).
+   */
+  private lastTurnAt = performance.now();
+  /** Called at the next turn (a time limit waiting to know whether the loop is free). */
+  private onTurn: (() => void) | undefined;
 
   /** Set once the process is on its way out (stopped, crashed, broke the protocol): it takes no more runs. */
   private stopping = false;
@@ -184,7 +194,7 @@ export class SandboxProcess {
     const oldest = this.running.values().next().value as ActiveRun | undefined;
     if (!oldest) return true;
     const now = performance.now();
-    return now - this.lastHeardAt < RESPONSIVE_MS || now - oldest.startedAt < RESPONSIVE_MS;
+    return now - this.lastTurnAt < RESPONSIVE_MS || now - oldest.startedAt < RESPONSIVE_MS;
   }
 
   onExit(listener: () => void): void {
@@ -416,7 +426,12 @@ export class SandboxProcess {
    * here (its output capped per run by the server, whatever the child says; errors made of strings).
    */
   private onMessage(message: FromChild): void {
-    this.lastHeardAt = performance.now();
+    if (message.type === "alive" || message.type === "result" || message.type === "error") {
+      this.lastTurnAt = performance.now();
+      const turn = this.onTurn;
+      this.onTurn = undefined;
+      turn?.();
+    }
     const runId = "runId" in message && typeof message.runId === "string" ? message.runId : null;
     const run = runId === null ? undefined : this.running.get(runId);
     if (message.type === "log") {
@@ -441,13 +456,14 @@ export class SandboxProcess {
       else for (const each of [...this.running.values()]) each.finish({ ok: false, error, ...lost });
       return;
     }
-    if (!run) return;
+    // A run past its own limit ends as such when the process stops, whatever it answers meanwhile.
+    if (!run || run.timedOut) return;
     if (message.type === "result") run.finish({ ok: true, value: message.value, exitCode: 0 });
     else if (message.type === "error") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "error", processLost: false });
   }
 
   /** Why the server stopped the process (a run's time limit, the memory limit). */
-  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string; stalled?: boolean } | undefined;
+  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string; loopFree?: boolean } | undefined;
 
   /**
    * Runs one capability; resolves with its outcome (never rejects). Several may run at once in one
@@ -465,17 +481,10 @@ export class SandboxProcess {
       });
     }
     return new Promise<RunOutcome>((resolve) => {
-      const timer = setTimeout(() => {
-        this.killReason ??= {
-          reason: "timeout",
-          runId: options.runId,
-          message: `The run exceeded its time limit of ${formatMs(options.timeoutMs)} and was stopped.`,
-          stalled: performance.now() - this.lastHeardAt >= RESPONSIVE_MS,
-        };
-        this.kill();
-      }, options.timeoutMs);
+      const timer = setTimeout(() => this.timeLimitPassed(options.runId, options.timeoutMs), options.timeoutMs);
       this.running.set(options.runId, {
         startedAt: performance.now(),
+        timedOut: undefined,
         onLog: options.onLog,
         logBytes: 0,
         logNoticeSent: false,
@@ -487,6 +496,29 @@ export class SandboxProcess {
       });
       this.send({ type: "run", runId: options.runId, key: options.key, input: options.input, env: options.env });
     });
+  }
+
+  /**
+   * A run's time limit passed: the process stops, after one more turn of its event loop or
+   * TURN_WAIT_MS without one (which says whether the run is the one to blame). It takes no run
+   * meanwhile; the runs that end meanwhile end as they would have.
+   */
+  private timeLimitPassed(runId: string, timeoutMs: number): void {
+    const message = `The run exceeded its time limit of ${formatMs(timeoutMs)} and was stopped.`;
+    const run = this.running.get(runId);
+    if (run) run.timedOut = message;
+    if (this.killReason || this.exited) return;
+    this.stopping = true;
+    const reason = { reason: "timeout" as const, runId, message, loopFree: false };
+    this.killReason = reason;
+    const stop = (loopFree: boolean) => {
+      clearTimeout(waiting);
+      this.onTurn = undefined;
+      reason.loopFree = loopFree;
+      this.kill();
+    };
+    const waiting = setTimeout(() => stop(false), TURN_WAIT_MS);
+    this.onTurn = () => stop(true);
   }
 
   /** Pushes changed variables (a refreshed token) into the process while it runs. */
@@ -530,10 +562,10 @@ export class SandboxProcess {
 
   /** The process is gone: every run still under way in it ends, each told why. */
   private finishOnExit(): void {
-    for (const [runId, run] of [...this.running]) run.finish(this.exitOutcome(runId));
+    for (const run of [...this.running.values()]) run.finish(this.exitOutcome(run));
   }
 
-  private exitOutcome(runId: string): RunOutcome {
+  private exitOutcome(run: ActiveRun): RunOutcome {
     const { code, signal } = this.exitInfo ?? { code: null, signal: null };
     const lost = (name: string, message: string, exitCode: number = EXIT_CODES.error, reason: "crash" | "timeout" | "memory" = "crash"): Extract<RunOutcome, { ok: false }> => ({
       ok: false,
@@ -544,23 +576,24 @@ export class SandboxProcess {
     });
     if (this.violation) return lost("ProtocolViolation", this.violation);
     const killed = this.killReason;
+    // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory"), perhaps while a time
+    // limit waited for the loop: the memory is the cause, and the heap is every run's.
+    if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
+      return lost("LimitExceeded", this.memoryLimitMessage(), EXIT_CODES.memory, "memory");
+    }
     if (killed?.reason === "timeout") {
-      if (killed.runId === runId) return lost("LimitExceeded", killed.message, EXIT_CODES.timeout, "timeout");
-      // Which run held the process is not known (a run that spins stalls the others, and the first
-      // limit to pass may be a stalled one's): each run in it ends at a time limit.
+      // Its own limit passed (the first to pass, or one passing while the process was stopping).
+      if (run.timedOut !== undefined) return lost("LimitExceeded", run.timedOut, EXIT_CODES.timeout, "timeout");
+      // Another run's limit: each run in it ends at a time limit.
       const outcome = lost(
         "LimitExceeded",
         "The worker process was stopped at another run's time limit (a run in it kept its event loop busy, or ran past its limit); this run ended with it.",
         EXIT_CODES.timeout,
         "timeout",
       );
-      // Collateral only when the process still answered: the run whose limit passed is the one
-      // that never ended. Held by a spinning run, it could be any of them.
-      return killed.stalled ? outcome : { ...outcome, collateral: true };
-    }
-    // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory").
-    if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
-      return lost("LimitExceeded", this.memoryLimitMessage(), EXIT_CODES.memory, "memory");
+      // Collateral only when the event loop still turned at that limit: the run whose limit passed
+      // is the one that never ended. Held by a run that spins, it could be any of them.
+      return killed.loopFree ? { ...outcome, collateral: true } : outcome;
     }
     const tail = this.rawStderr.trim().split("\n").slice(-5).join("\n");
     return lost("ProcessExited", `The worker process exited during the run (${signal ?? `code ${code}`})${tail ? `: ${tail}` : "."}`);

@@ -29,12 +29,12 @@ export type RunEnvSource = (worker: WorkerRow, capabilities: readonly Capability
 export interface RunEnv {
   env: EnvPatch;
   /** What to tell the caller when the worker asks for a token it could not get, by variable. */
-  hints: ReadonlyMap<string, string>;
+  hints: Pick<ReadonlyMap<string, string>, "get">;
   renewals: readonly Renewal[];
 }
 
 /** A worker with no OAuth capability: nothing to add, the same object for every run. */
-export const NO_RUN_ENV: RunEnv = Object.freeze({ env: Object.freeze({}), hints: new Map<string, string>(), renewals: Object.freeze([]) });
+export const NO_RUN_ENV: RunEnv = Object.freeze({ env: Object.freeze({}), hints: Object.freeze({ get: () => undefined }), renewals: Object.freeze([]) });
 
 /** A token to renew while a run goes on: at `at`; `renew` answers when to renew it next (or null). */
 export interface Renewal {

@@ -22,6 +22,8 @@ export const WEBHOOK_PATH = "/webhooks/worker";
 
 /** The wait before trying a delivery again after the server was too busy to attempt it. */
 const BUSY_RETRY_MS = 2000;
+/** Runs of one delivery stopped for another run's time limit that are not counted as attempts. */
+const MAX_SPARED_RUNS = 3;
 
 /** Consecutive verification failures that block a webhook (Notion's figure). */
 export const BLOCK_AFTER = 5;
@@ -364,10 +366,11 @@ export function createWebhookService(options: {
         status = "verification_failed";
         error = outcome.message;
         verificationFailed = true;
-      } else if (outcome.collateral) {
+      } else if (outcome.collateral && runIds.length - 1 - delivery.attempts < MAX_SPARED_RUNS) {
         // Its process was stopped at another run's time limit (runs share processes): nothing this
         // delivery's run did. Tried again soon and not counted, so a delivery that never ends
-        // cannot use up the attempts of those that ran beside it.
+        // cannot use up the attempts of those that ran beside it; a few times, then they count
+        // (runs beyond attempts are the ones spared so far).
         attempts = delivery.attempts;
         busyRetry = true;
         status = "queued";
