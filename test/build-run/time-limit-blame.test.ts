@@ -20,6 +20,7 @@ export default {
   async run(key) {
     if (key === "hang") return new Promise(() => {});
     if (key === "spin") for (;;) {}
+    if (key === "spin-later") { await new Promise((resolve) => setTimeout(resolve, 380)); for (;;) {} }
     // Spins, printing as it goes: its output arrives, its event loop never turns.
     if (key === "spin-printing") for (;;) { busy(50); console.log("still spinning"); }
     return "ok";
@@ -82,6 +83,29 @@ describe("blame at a time limit, in a shared process", () => {
     const [first, second] = await Promise.all([run("both-1", "hang", 1000), run("both-2", "hang", 1000)]);
     expect(blame(first)).toEqual({ collateral: false, own: true });
     expect(blame(second)).toEqual({ collateral: false, own: true });
+  });
+
+  it("signs of life sent before the limit and read after it are no proof that the loop is free", async () => {
+    const run = await start();
+    const waiting = run("waiting-stale", "hang", 1000);
+    await sleep(550);
+    // Free for 380 ms (signs of life go out), then spins; the server reads them only after the
+    // limit, its own loop held meanwhile.
+    const spinning = run("spinning-stale", "spin-later", 10_000);
+    await sleep(50);
+    // Held in a callback of the loop's check phase: its next turn runs the due timers (the limit)
+    // before it reads what arrived meanwhile.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const until = performance.now() + 500;
+        while (performance.now() < until) {
+          // the server's thread busy across the waiting run's limit
+        }
+        resolve();
+      }),
+    );
+    expect(blame(await waiting)).toEqual({ collateral: false, own: true });
+    expect(blame(await spinning)).toEqual({ collateral: false, own: false });
   });
 
   for (const key of ["spin", "spin-printing"]) {

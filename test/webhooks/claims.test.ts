@@ -52,7 +52,7 @@ describe.each(DIALECTS)("claiming webhook deliveries (%s)", (dialect) => {
   const claim = (token: string, now: number, limit = 10, exclude: string[] = []) =>
     webhooksStore.claimDue(store.db, dialect, token, now, now + LEASE, limit, exclude).then((rows) => rows.map((r) => r.id).sort());
   const finish = (id: string, token: string) =>
-    webhooksStore.finishAttempt(store.db, id, token, { status: "succeeded", attempts: 1, run_ids: JSON.stringify([`run-${token}`]), next_attempt_at: T0, finished_at: T0, last_error: null });
+    webhooksStore.finishAttempt(store.db, id, token, { status: "succeeded", attempts: 1, spared_runs: 0, run_ids: JSON.stringify([`run-${token}`]), next_attempt_at: T0, finished_at: T0, last_error: null });
 
   it("a claimed delivery is not claimed again while its lease holds; a stale claim can neither renew nor finish it", async () => {
     await deliver("d1");
@@ -68,6 +68,19 @@ describe.each(DIALECTS)("claiming webhook deliveries (%s)", (dialect) => {
     expect({ status: row?.status, runs: row?.run_ids, lease: row?.lease_owner }).toEqual({ status: "succeeded", runs: JSON.stringify(["run-B"]), lease: null });
     // Finished is finished: no claim takes it again.
     expect(await claim("C", T0 + 10 * LEASE)).toEqual([]);
+  });
+
+  it("a delivery's spared runs (stopped for another run's time limit) are kept with it, and a redelivery resets them with its attempts", async () => {
+    await deliver("spared");
+    expect(await claim("A", T0)).toEqual(["spared"]);
+    const spare = { status: "queued" as const, attempts: 0, spared_runs: 2, run_ids: JSON.stringify(["r1", "r2"]), next_attempt_at: T0, finished_at: null, last_error: "stopped" };
+    expect(await webhooksStore.finishAttempt(store.db, "spared", "A", spare)).toBe(true);
+    expect((await webhooksStore.findDelivery(store.db, "w-ws1", "spared"))?.spared_runs).toBe(2);
+    expect(await claim("B", T0 + 1)).toEqual(["spared"]);
+    expect(await webhooksStore.finishAttempt(store.db, "spared", "B", { ...spare, status: "failed", attempts: 4, finished_at: T0 + 1 })).toBe(true);
+    expect(await webhooksStore.requeueDelivery(store.db, "w-ws1", "spared", T0 + 2)).toBe(true);
+    const row = await webhooksStore.findDelivery(store.db, "w-ws1", "spared");
+    expect({ status: row?.status, attempts: row?.attempts, spared: row?.spared_runs }).toEqual({ status: "queued", attempts: 0, spared: 0 });
   });
 
   it("takes due deliveries only, oldest first, up to the limit, and never those its process still runs", async () => {

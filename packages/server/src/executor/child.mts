@@ -207,6 +207,10 @@ async function main(): Promise<void> {
       applyEnv(message.env);
       return;
     }
+    if (message.type === "ping") {
+      sendLine(`{"type":"alive","seq":${Number(message.seq)}}\n`);
+      return;
+    }
     if (message.type !== "run") return;
     applyEnv(message.env);
     const run: RunState = { runId: message.runId, loggedBytes: 0, truncatedNoticeSent: false, originalError: undefined };

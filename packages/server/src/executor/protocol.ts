@@ -91,7 +91,9 @@ export type ToChild =
   | { type: "start"; env: Record<string, string> }
   | { type: "run"; runId: string; key: string; input: unknown; env: EnvPatch }
   /** A token refreshed while a run goes on: applied at once, so accessToken() sees it next call. */
-  | { type: "env"; env: EnvPatch };
+  | { type: "env"; env: EnvPatch }
+  /** Answered with `alive` and the same `seq` once the event loop turns: whether it is free now. */
+  | { type: "ping"; seq: number };
 
 export type FromChild =
   | { type: "ready"; manifest: unknown; loadMs: number }
@@ -99,8 +101,8 @@ export type FromChild =
   | { type: "log"; runId: string | null; stream: "stdout" | "stderr"; data: string }
   | { type: "result"; runId: string; value: unknown }
   | { type: "error"; runId: string; error: SerializedError }
-  /** Sent while runs are under way: the process's event loop turns (a silent one may be stuck). */
-  | { type: "alive" }
+  /** Sent while runs are under way: the process's event loop turns (a silent one may be stuck). With `seq`: the answer to a ping. */
+  | { type: "alive"; seq?: number }
   /** An exception outside the run's promise (a timer, an unhandled rejection): the process ends. */
   | { type: "crash"; runId: string | null; error: SerializedError };
 

@@ -116,8 +116,8 @@ export interface RunOptions {
 /** How long a process with a run under way may go without a turn of its event loop and still take more runs. */
 const RESPONSIVE_MS = 1000;
 /**
- * At a run's time limit, how long to wait for one more turn of the process's event loop (it sends a
- * sign of life every 250 ms while runs are under way) before stopping it. A turn means the loop is
+ * At a run's time limit, how long to wait for one more turn of the process's event loop (the answer
+ * to a ping, which only a free loop can give) before stopping it. A turn means the loop is
  * free: the run whose limit passed is the one that never ended, and the others in the process are
  * stopped for it (collateral). No turn means a run spins, perhaps another one: blame is unknown,
  * and every run in it counts as its own failure (the safe side for retries).
@@ -172,8 +172,9 @@ export class SandboxProcess {
    * Not its output: a run that spins still prints (console writes are synchronous).
    */
   private lastTurnAt = performance.now();
-  /** Called at the next turn (a time limit waiting to know whether the loop is free). */
-  private onTurn: (() => void) | undefined;
+  /** Called with the answer to a ping (a time limit waiting to know whether the loop is free). */
+  private onPong: ((seq: number) => void) | undefined;
+  private pings = 0;
 
   /** Set once the process is on its way out (stopped, crashed, broke the protocol): it takes no more runs. */
   private stopping = false;
@@ -428,9 +429,7 @@ export class SandboxProcess {
   private onMessage(message: FromChild): void {
     if (message.type === "alive" || message.type === "result" || message.type === "error") {
       this.lastTurnAt = performance.now();
-      const turn = this.onTurn;
-      this.onTurn = undefined;
-      turn?.();
+      if (message.type === "alive" && typeof message.seq === "number") this.onPong?.(message.seq);
     }
     const runId = "runId" in message && typeof message.runId === "string" ? message.runId : null;
     const run = runId === null ? undefined : this.running.get(runId);
@@ -500,8 +499,9 @@ export class SandboxProcess {
 
   /**
    * A run's time limit passed: the process stops, after one more turn of its event loop or
-   * TURN_WAIT_MS without one (which says whether the run is the one to blame). It takes no run
-   * meanwhile; the runs that end meanwhile end as they would have.
+   * TURN_WAIT_MS without one (which says whether the run is the one to blame). The turn is the
+   * answer to a ping sent now: a sign of life already on its way may predate the limit. It takes
+   * no run meanwhile; the runs that end meanwhile end as they would have.
    */
   private timeLimitPassed(runId: string, timeoutMs: number): void {
     const message = `The run exceeded its time limit of ${formatMs(timeoutMs)} and was stopped.`;
@@ -513,12 +513,16 @@ export class SandboxProcess {
     this.killReason = reason;
     const stop = (loopFree: boolean) => {
       clearTimeout(waiting);
-      this.onTurn = undefined;
+      this.onPong = undefined;
       reason.loopFree = loopFree;
       this.kill();
     };
     const waiting = setTimeout(() => stop(false), TURN_WAIT_MS);
-    this.onTurn = () => stop(true);
+    const seq = ++this.pings;
+    this.onPong = (answered) => {
+      if (answered === seq) stop(true);
+    };
+    this.send({ type: "ping", seq });
   }
 
   /** Pushes changed variables (a refreshed token) into the process while it runs. */

@@ -7,6 +7,7 @@ import * as m003 from "./migrations/003_isolation.js";
 import * as m004 from "./migrations/004_client_secret_names.js";
 import * as m005 from "./migrations/005_webhooks.js";
 import * as m006 from "./migrations/006_webhook_waiting.js";
+import * as m007 from "./migrations/007_webhook_spared_runs.js";
 
 type DialectMigration = { up(db: Kysely<unknown>, dialect: Dialect): Promise<void> };
 
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   "004_client_secret_names": m004,
   "005_webhooks": m005,
   "006_webhook_waiting": m006,
+  "007_webhook_spared_runs": m007,
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -211,6 +211,8 @@ export interface WebhookDeliveriesTable {
   attempts: number;
   /** JSON array of the ids of the runs that attempted it. */
   run_ids: string;
+  /** Runs stopped for another run's time limit, not counted in `attempts` (at most a few). */
+  spared_runs: number;
   /** The request as received (method, headers, body), sealed (aad.webhookDelivery). */
   request_key_id: string;
   request_sealed: Buffer;

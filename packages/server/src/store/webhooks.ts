@@ -58,6 +58,7 @@ export async function insertDelivery(db: Db, delivery: NewDelivery, claimed?: { 
     status: claimed ? "running" : "queued",
     attempts: 0,
     run_ids: "[]",
+    spared_runs: 0,
     next_attempt_at: delivery.received_at,
     lease_owner: claimed?.claim ?? null,
     lease_until: claimed?.leaseUntil ?? null,
@@ -146,7 +147,7 @@ export async function finishAttempt(
   db: Db,
   id: string,
   claim: string,
-  fields: { status: DeliveryStatus; attempts: number; run_ids: string; next_attempt_at: number; finished_at: number | null; last_error: string | null },
+  fields: { status: DeliveryStatus; attempts: number; spared_runs: number; run_ids: string; next_attempt_at: number; finished_at: number | null; last_error: string | null },
 ): Promise<boolean> {
   const result = await db
     .updateTable("webhook_deliveries")
@@ -254,7 +255,7 @@ export async function findDelivery(db: Db, workerId: string, id: string): Promis
 export async function requeueDelivery(db: Db, workerId: string, id: string, now: number): Promise<boolean> {
   const result = await db
     .updateTable("webhook_deliveries")
-    .set({ status: "queued", attempts: 0, next_attempt_at: now, finished_at: null, last_error: null, lease_owner: null, lease_until: null })
+    .set({ status: "queued", attempts: 0, spared_runs: 0, next_attempt_at: now, finished_at: null, last_error: null, lease_owner: null, lease_until: null })
     .where("worker_id", "=", workerId)
     .where("id", "=", id)
     .where("status", "in", ["succeeded", "failed", "verification_failed"])

@@ -345,6 +345,7 @@ export function createWebhookService(options: {
 
   async function attemptUnderLease(delivery: DeliveryRow, claim: string): Promise<void> {
     let attempts = delivery.attempts + 1;
+    let spared = delivery.spared_runs;
     let busyRetry = false;
     const runIds = JSON.parse(delivery.run_ids) as string[];
     let status: DeliveryStatus;
@@ -366,12 +367,12 @@ export function createWebhookService(options: {
         status = "verification_failed";
         error = outcome.message;
         verificationFailed = true;
-      } else if (outcome.collateral && runIds.length - 1 - delivery.attempts < MAX_SPARED_RUNS) {
+      } else if (outcome.collateral && spared < MAX_SPARED_RUNS) {
         // Its process was stopped at another run's time limit (runs share processes): nothing this
         // delivery's run did. Tried again soon and not counted, so a delivery that never ends
-        // cannot use up the attempts of those that ran beside it; a few times, then they count
-        // (runs beyond attempts are the ones spared so far).
+        // cannot use up the attempts of those that ran beside it; a few times, then they count.
         attempts = delivery.attempts;
+        spared += 1;
         busyRetry = true;
         status = "queued";
         error = outcome.message;
@@ -399,6 +400,7 @@ export function createWebhookService(options: {
     const kept = await webhooksStore.finishAttempt(attemptWrites, delivery.id, claim, {
       status,
       attempts,
+      spared_runs: spared,
       run_ids: JSON.stringify(runIds),
       next_attempt_at: retryAt,
       finished_at: finished,
