@@ -461,8 +461,11 @@ export class SandboxProcess {
     else if (message.type === "error") run.finish({ ok: false, error: asSerializedError(message.error), exitCode: EXIT_CODES.error, reason: "error", processLost: false });
   }
 
-  /** Why the server stopped the process (a run's time limit, the memory limit). */
-  private killReason: { reason: "timeout" | "memory"; message: string; runId?: string; loopFree?: boolean } | undefined;
+  /**
+   * Why the server stopped the process: a run's time limit (and whether its event loop still
+   * turned then, see TURN_WAIT_MS), or the memory limit. Each run's own message is its own.
+   */
+  private killReason: { reason: "timeout"; loopFree: boolean } | { reason: "memory" } | undefined;
 
   /**
    * Runs one capability; resolves with its outcome (never rejects). Several may run at once in one
@@ -509,7 +512,7 @@ export class SandboxProcess {
     if (run) run.timedOut = message;
     if (this.killReason || this.exited) return;
     this.stopping = true;
-    const reason = { reason: "timeout" as const, runId, message, loopFree: false };
+    const reason = { reason: "timeout" as const, loopFree: false };
     this.killReason = reason;
     const stop = (loopFree: boolean) => {
       clearTimeout(waiting);
@@ -553,15 +556,11 @@ export class SandboxProcess {
       if (this.exited) return clearInterval(poll);
       const rss = readRssKb(this.hostPid);
       if (rss !== undefined && rss > rssLimitKb) {
-        this.killReason = { reason: "memory", message: this.memoryLimitMessage() };
+        this.killReason = { reason: "memory" };
         this.kill();
       }
     }, LIMITS.memoryPollMs);
     poll.unref();
-  }
-
-  private memoryLimitMessage(): string {
-    return `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.`;
   }
 
   /** The process is gone: every run still under way in it ends, each told why. */
@@ -583,7 +582,7 @@ export class SandboxProcess {
     // V8 aborts on heap exhaustion (SIGABRT, "JavaScript heap out of memory"), perhaps while a time
     // limit waited for the loop: the memory is the cause, and the heap is every run's.
     if (killed?.reason === "memory" || signal === "SIGABRT" || /heap out of memory/i.test(this.rawStderr)) {
-      return lost("LimitExceeded", this.memoryLimitMessage(), EXIT_CODES.memory, "memory");
+      return lost("LimitExceeded", `The run exceeded its memory limit of ${this.spec.memoryMb} MiB and was stopped.`, EXIT_CODES.memory, "memory");
     }
     if (killed?.reason === "timeout") {
       // Its own limit passed (the first to pass, or one passing while the process was stopping).

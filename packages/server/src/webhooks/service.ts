@@ -20,8 +20,8 @@ import { RateLimiter } from "./rate-limit.js";
 /** What a webhook capability's URL ends with, after the public URL. */
 export const WEBHOOK_PATH = "/webhooks/worker";
 
-/** The wait before trying a delivery again after the server was too busy to attempt it. */
-const BUSY_RETRY_MS = 2000;
+/** The wait before trying a delivery again after an attempt that does not count (the server too busy, a run stopped for another's). */
+const UNCOUNTED_RETRY_MS = 2000;
 /** Runs of one delivery stopped for another run's time limit that are not counted as attempts. */
 const MAX_SPARED_RUNS = 3;
 
@@ -346,7 +346,8 @@ export function createWebhookService(options: {
   async function attemptUnderLease(delivery: DeliveryRow, claim: string): Promise<void> {
     let attempts = delivery.attempts + 1;
     let spared = delivery.spared_runs;
-    let busyRetry = false;
+    /** Not an attempt of its own (the server busy, the run stopped for another's): tried again after UNCOUNTED_RETRY_MS. */
+    let uncounted = false;
     const runIds = JSON.parse(delivery.run_ids) as string[];
     let status: DeliveryStatus;
     let error: string | null = null;
@@ -373,7 +374,7 @@ export function createWebhookService(options: {
         // cannot use up the attempts of those that ran beside it; a few times, then they count.
         attempts = delivery.attempts;
         spared += 1;
-        busyRetry = true;
+        uncounted = true;
         status = "queued";
         error = outcome.message;
       } else {
@@ -387,7 +388,7 @@ export function createWebhookService(options: {
       if (failure instanceof AppError && failure.status === 503) {
         // The server was busy (its process cap, its database): no attempt was made, none is counted.
         attempts = delivery.attempts;
-        busyRetry = true;
+        uncounted = true;
         status = "queued";
       } else {
         status = attempts <= limits.retryDelaysMs.length ? "queued" : "failed";
@@ -395,7 +396,7 @@ export function createWebhookService(options: {
       if (!(failure instanceof AppError)) log.error({ err: failure, deliveryId: delivery.id }, "a webhook delivery could not run");
     }
     const at = now();
-    const retryAt = status !== "queued" ? at : busyRetry ? at + BUSY_RETRY_MS : at + limits.retryDelaysMs[attempts - 1]!;
+    const retryAt = status !== "queued" ? at : uncounted ? at + UNCOUNTED_RETRY_MS : at + limits.retryDelaysMs[attempts - 1]!;
     const finished = status === "queued" ? null : at;
     const kept = await webhooksStore.finishAttempt(attemptWrites, delivery.id, claim, {
       status,
