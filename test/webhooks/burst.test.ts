@@ -82,6 +82,27 @@ describe("a looping worker, and a burst past the limits", () => {
       error: string | null;
     }[];
 
+  const deliveryOf = async (key: string, id: string) => (await deliveriesOf(key)).find((d) => d.deliveryId === id);
+  /** Posts an empty event to a webhook: the delivery's id (a 202 expected). */
+  const accept = async (key: string) => {
+    const answer = await fetch(urls[key]!, { method: "POST", body: "{}" });
+    expect(answer.status).toBe(202);
+    return ((await answer.json()) as { deliveryId: string }).deliveryId;
+  };
+  /**
+   * A hold of the test's own for the `waits` runs, set as a variable: new variables, a new set of
+   * processes, so the runs the test starts share one.
+   */
+  const withOwnHold = async (test: (hold: Awaited<ReturnType<typeof startHold>>) => Promise<void>) => {
+    const own = await startHold();
+    try {
+      ok(await ntn(["workers", "env", "set", `SECOND_HOLD_URL=${own.url}`], { cwd: dir, env }));
+      await test(own);
+    } finally {
+      await own.close();
+    }
+  };
+
   beforeAll(async () => {
     receiver = await startReceiver((text) => text);
     reported = receiver.received;
@@ -127,21 +148,13 @@ describe("a looping worker, and a burst past the limits", () => {
   }, 90_000);
 
   it("a delivery whose run ends only because a run beside it hit its time limit is tried again without using up an attempt", async () => {
-    // A fresh set of variables: a fresh set of processes, so the runs below share one.
-    const second = await startHold();
-    try {
-      ok(await ntn(["workers", "env", "set", `SECOND_HOLD_URL=${second.url}`], { cwd: dir, env }));
-      const post = async (key: string) => {
-        const answer = await fetch(urls[key]!, { method: "POST", body: "{}" });
-        expect(answer.status).toBe(202);
-        return ((await answer.json()) as { deliveryId: string }).deliveryId;
-      };
-      const hanging = await post("hangs");
+    await withOwnHold(async (second) => {
+      const hanging = await accept("hangs");
       await until("the hanging run to start", () => reported.includes(`hangs:${hanging}`), 30_000);
       // Three runs in the same process, waiting, when the hanging run reaches its time limit (2 s),
       // far from their own (they start a second later).
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      const beside = [await post("waits"), await post("waits"), await post("waits")];
+      const beside = [await accept("waits"), await accept("waits"), await accept("waits")];
       await until("the three runs to wait", () => second.waiting() >= 3, 10_000);
       // Their requests close when the process stops; let go at once, their next runs end quickly.
       await until("their process to be stopped", () => second.waiting() === 0, 20_000);
@@ -153,45 +166,33 @@ describe("a looping worker, and a burst past the limits", () => {
         expect(delivery.attempts).toBe(1);
       }
       // The hanging delivery uses up its own attempts.
-      await until("the hanging delivery to fail", async () => (await deliveriesOf("hangs")).find((d) => d.deliveryId === hanging)?.status === "failed", 60_000);
-      expect((await deliveriesOf("hangs")).find((d) => d.deliveryId === hanging)?.attempts).toBe(4);
-    } finally {
-      await second.close();
-    }
+      await until("the hanging delivery to fail", async () => (await deliveryOf("hangs", hanging))?.status === "failed", 60_000);
+      expect((await deliveryOf("hangs", hanging))?.attempts).toBe(4);
+    });
   }, 120_000);
 
   it("a run that spins holds every run beside it: each of them counts its attempt, the spinning one too", async () => {
-    // A fresh set of variables: a fresh set of processes, so the two runs below share one.
-    const third = await startHold();
-    try {
-      ok(await ntn(["workers", "env", "set", `SECOND_HOLD_URL=${third.url}`], { cwd: dir, env }));
-      const post = async (key: string) => {
-        const answer = await fetch(urls[key]!, { method: "POST", body: "{}" });
-        expect(answer.status).toBe(202);
-        return ((await answer.json()) as { deliveryId: string }).deliveryId;
-      };
-      const waiting = await post("waits");
+    await withOwnHold(async (third) => {
+      const waiting = await accept("waits");
       await until("the waiting run", () => third.waiting() === 1, 10_000);
       // Shares the waiting run's process and spins: the waiting run's limit passes first, in a
       // process that stopped answering. Which run held it is not known: neither is spared. (It
       // starts late enough that its own limit is still ahead when the process stops.)
       await new Promise((resolve) => setTimeout(resolve, 700));
-      const spinning = await post("loops");
+      const spinning = await accept("loops");
       await until("the waiting run's process to be stopped", () => third.waiting() === 0, 20_000);
       third.release();
-      await until("the spinning delivery to fail", async () => (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)?.status === "failed", 60_000);
-      const spun = (await deliveriesOf("loops")).find((d) => d.deliveryId === spinning)!;
+      await until("the spinning delivery to fail", async () => (await deliveryOf("loops", spinning))?.status === "failed", 60_000);
+      const spun = (await deliveryOf("loops", spinning))!;
       expect({ attempts: spun.attempts, runs: spun.runIds.length }).toEqual({ attempts: 4, runs: 4 });
       // Its first run did share the waiting run's process, and ended with it.
       const workerId = JSON.parse(ok(await ntn(["workers", "get", "--json"], { cwd: dir, env })).stdout).workerId as string;
       const runs = (await server.call("ListRunsForWorker", { workerId })).body.runs as { runId: string; error: string | null }[];
       expect(runs.find((r) => r.runId === spun.runIds[0])?.error).toMatch(/another run's time limit/);
-      await until("the waiting delivery to succeed", async () => (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)?.status === "succeeded", 30_000);
-      const waited = (await deliveriesOf("waits")).find((d) => d.deliveryId === waiting)!;
+      await until("the waiting delivery to succeed", async () => (await deliveryOf("waits", waiting))?.status === "succeeded", 30_000);
+      const waited = (await deliveryOf("waits", waiting))!;
       expect(waited.attempts).toBe(waited.runIds.length);
-    } finally {
-      await third.close();
-    }
+    });
   }, 120_000);
 
   it("bounds the queue per workspace: a workspace whose deliveries pile up gets 503, another workspace's are still taken", async () => {
