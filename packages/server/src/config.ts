@@ -153,7 +153,9 @@ function positiveInteger(value: number, flag: string): number {
 
 /** Flags and environment to one validated Config; the only place that reads process.env. */
 export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEnv = process.env): Config {
-  const port = options.port ?? (env.PORT ? Number(env.PORT) : 7777);
+  // A variable set to a number (an empty one is unset); what it holds is checked with the option.
+  const envNumber = (name: string) => (env[name] ? Number(env[name]) : undefined);
+  const port = options.port ?? envNumber("PORT") ?? 7777;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new ConfigError(`--port must be an integer from 0 to 65535; got ${JSON.stringify(options.port ?? env.PORT)}.`);
   }
@@ -174,7 +176,7 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     // No trailing slash: the official CLI appends /workers/oauth/callback to the base as it is.
     publicUrl = parsed.toString().replace(/\/+$/, "");
   }
-  const runMemoryMb = options.runMemoryMb ?? (env.WORKYARD_RUN_MEMORY_MB ? Number(env.WORKYARD_RUN_MEMORY_MB) : 256);
+  const runMemoryMb = options.runMemoryMb ?? envNumber("WORKYARD_RUN_MEMORY_MB") ?? 256;
   if (!Number.isInteger(runMemoryMb) || runMemoryMb < 32) {
     throw new ConfigError(`--run-memory-mb must be an integer of at least 32; got ${JSON.stringify(runMemoryMb)}.`);
   }
@@ -195,17 +197,17 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     providerTimeoutMs: parseDuration(options.providerTimeout ?? env.WORKYARD_PROVIDER_TIMEOUT ?? PROVIDER_TIMEOUT_MS, "--provider-timeout"),
     refreshKeepAliveMs: parseDuration(options.refreshKeepAlive ?? env.WORKYARD_REFRESH_KEEP_ALIVE ?? "7d", "--refresh-keep-alive"),
     maxConcurrentRequests: positiveInteger(
-      options.maxConcurrentRequests ?? (env.WORKYARD_MAX_CONCURRENT_REQUESTS ? Number(env.WORKYARD_MAX_CONCURRENT_REQUESTS) : 4096),
+      options.maxConcurrentRequests ?? envNumber("WORKYARD_MAX_CONCURRENT_REQUESTS") ?? 4096,
       "--max-concurrent-requests",
     ),
     refreshConcurrency: positiveInteger(
-      options.refreshConcurrency ?? (env.WORKYARD_REFRESH_CONCURRENCY ? Number(env.WORKYARD_REFRESH_CONCURRENCY) : 16),
+      options.refreshConcurrency ?? envNumber("WORKYARD_REFRESH_CONCURRENCY") ?? 16,
       "--refresh-concurrency",
     ),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     uploadLimit: options.uploadLimit ?? 50 * 1024 * 1024,
     webhookBodyLimit: positiveInteger(
-      options.webhookBodyLimit ?? (env.WORKYARD_WEBHOOK_BODY_LIMIT ? Number(env.WORKYARD_WEBHOOK_BODY_LIMIT) : 1024 * 1024),
+      options.webhookBodyLimit ?? envNumber("WORKYARD_WEBHOOK_BODY_LIMIT") ?? 1024 * 1024,
       "WORKYARD_WEBHOOK_BODY_LIMIT",
     ),
     webhookRetentionMs: parseDuration(options.webhookRetention ?? env.WORKYARD_WEBHOOK_RETENTION ?? "7d", "WORKYARD_WEBHOOK_RETENTION"),
@@ -226,15 +228,15 @@ export function resolveConfig(options: ServerOptions = {}, env: NodeJS.ProcessEn
     npmRegistry: registryUrl(options.npmRegistry ?? (env.WORKYARD_NPM_REGISTRY || env.npm_config_registry || env.NPM_CONFIG_REGISTRY || "https://registry.npmjs.org/")),
     runRetentionMs: parseDuration(options.runRetention ?? env.WORKYARD_RUN_RETENTION ?? "30d", "--run-retention"),
     deploymentsKept: nonNegativeInteger(
-      options.deploymentsKept ?? (env.WORKYARD_DEPLOYMENTS_KEPT !== undefined && env.WORKYARD_DEPLOYMENTS_KEPT !== "" ? Number(env.WORKYARD_DEPLOYMENTS_KEPT) : 10),
+      options.deploymentsKept ?? envNumber("WORKYARD_DEPLOYMENTS_KEPT") ?? 10,
       "--deployments-kept",
     ),
-    maxProcesses: positiveInteger(options.maxProcesses ?? (env.WORKYARD_MAX_PROCESSES ? Number(env.WORKYARD_MAX_PROCESSES) : 32), "--max-processes"),
+    maxProcesses: positiveInteger(options.maxProcesses ?? envNumber("WORKYARD_MAX_PROCESSES") ?? 32, "--max-processes"),
     processesPerDeployment: positiveInteger(options.processesPerDeployment ?? LIMITS.processesPerDeployment, "processesPerDeployment"),
     queuedRunsPerDeployment: positiveInteger(options.queuedRunsPerDeployment ?? LIMITS.queuedRunsPerDeployment, "queuedRunsPerDeployment"),
-    workerCpu: positiveNumber(options.workerCpu ?? (env.WORKYARD_WORKER_CPU ? Number(env.WORKYARD_WORKER_CPU) : 1), "--worker-cpu"),
+    workerCpu: positiveNumber(options.workerCpu ?? envNumber("WORKYARD_WORKER_CPU") ?? 1, "--worker-cpu"),
     runsPerProcess: positiveInteger(
-      options.runsPerProcess ?? (env.WORKYARD_RUNS_PER_PROCESS ? Number(env.WORKYARD_RUNS_PER_PROCESS) : LIMITS.runsPerProcess),
+      options.runsPerProcess ?? envNumber("WORKYARD_RUNS_PER_PROCESS") ?? LIMITS.runsPerProcess,
       "--runs-per-process",
     ),
   };
