@@ -680,7 +680,8 @@ function badJsonProbe(r: Prng, w: World): Probe {
     () => Buffer.from(valid, "utf16le"),
     () => zlib.gzipSync(valid),
   ])();
-  if (typeof body === "string" && parses(body)) return badJsonProbe(r, w); // `'{}'` with its quotes swapped is still `{}`
+  // `'{}'` with its quotes swapped is still `{}`, and `{` with one random byte can be `{}`.
+  if (parses(typeof body === "string" ? body : body.toString("utf8"))) return badJsonProbe(r, w);
   const token = r.pick([w.admin, null, w.other]);
   const headers = json(token);
   if (typeof body !== "string" && r.chance(0.2)) headers["content-encoding"] = r.pick(["gzip", "br", "identity", "bogus"]);
@@ -955,7 +956,7 @@ function generate(r: Prng, w: World): Probe {
 // ---------------------------------------------------------------------------------------------
 
 function describeProbe(index: number, probe: Probe): string {
-  const body = probe.body === undefined ? "" : Buffer.isBuffer(probe.body) ? `<${probe.body.length} bytes>` : probe.body;
+  const body = probe.body === undefined ? "" : Buffer.isBuffer(probe.body) ? `<${probe.body.length} bytes: ${probe.body.subarray(0, 64).toString("hex")}${probe.body.length > 64 ? "..." : ""}>` : probe.body;
   const head = body.length > 160 ? `${body.slice(0, 160)}... (${body.length} chars)` : body;
   const headers = Object.entries(probe.headers ?? {})
     .map(([k, v]) => `${k}: ${v.length > 80 ? `${v.slice(0, 80)}...` : v}`)
