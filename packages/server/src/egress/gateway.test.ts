@@ -387,6 +387,16 @@ describe("https through the gateway", () => {
     const answer = await viaGateway(socketPath, `https://upstream.test:${upstream.port}/`);
     expect(answer.headers[ERROR_HEADER]).toMatch(/^TLS certificate of upstream\.test is not trusted: /);
   });
+
+  it("refuses a CA file it cannot read or that holds no certificate when it is created, not at the first https request", () => {
+    const dir = tempDir();
+    const notPem = path.join(dir, "not-a-ca.crt");
+    fs.writeFileSync(notPem, "not a certificate\n");
+    const create = (caFile: string) => () =>
+      createEgressGateway({ policy: createEgressPolicy({ allow: [], deny: [] }), log: createLogger({ level: "silent", stream: new PassThrough() }), lookup: loopbackLookup, caFile });
+    expect(create(path.join(dir, "missing.crt"))).toThrow(/^--egress-ca-file .*missing\.crt cannot be read: ENOENT\.$/);
+    expect(create(notPem)).toThrow(/^--egress-ca-file .*not-a-ca\.crt holds no usable PEM certificate\.$/);
+  });
 });
 
 /** Opens a CONNECT tunnel; resolves with the status line and, on 200, the socket. */

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import { X509Certificate } from "node:crypto";
 import http, { type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import https from "node:https";
 import net, { isIP, type Socket } from "node:net";
@@ -114,27 +115,55 @@ function endToEnd(headers: IncomingMessage["headers"]): OutgoingHttpHeaders {
 }
 
 /**
- * What the gateway trusts for https upstreams: Node's bundled roots, the system bundle when
- * present, NODE_EXTRA_CA_CERTS (read here too: an explicit CA list replaces Node's default store,
- * extras included) and the configured extra file. Built once; every connection shares it.
+ * What the gateway and the server's outbound fetch trust for https upstreams: Node's bundled
+ * roots, the system bundle when present, NODE_EXTRA_CA_CERTS (read here too: an explicit CA list
+ * replaces Node's default store, extras included) and the configured extra file.
+ *
+ * Parsing those bundles costs ~70 ms of CPU, so the context is built on the first https
+ * connection, once per process for both users. An --egress-ca-file is read and parsed at once
+ * all the same, so a bad one stops the server at its start rather than at a worker's first fetch.
  */
-export function createTrustedSecureContext(caFile?: string): tls.SecureContext {
+export function trustedSecureContext(caFile?: string): () => tls.SecureContext {
+  const key = caFile ?? "";
+  if (caFile !== undefined && !trustedContexts.has(key)) trustedContexts.set(key, buildTrustedSecureContext(caFile));
+  return () => {
+    let context = trustedContexts.get(key);
+    if (!context) trustedContexts.set(key, (context = buildTrustedSecureContext(caFile)));
+    return context;
+  };
+}
+
+const trustedContexts = new Map<string, tls.SecureContext>();
+
+function buildTrustedSecureContext(caFile: string | undefined): tls.SecureContext {
   const ca: string[] = [...tls.rootCertificates];
-  for (const file of ["/etc/ssl/certs/ca-certificates.crt", process.env.NODE_EXTRA_CA_CERTS]) {
+  // A set: NODE_EXTRA_CA_CERTS is often the system bundle itself.
+  for (const file of new Set(["/etc/ssl/certs/ca-certificates.crt", process.env.NODE_EXTRA_CA_CERTS])) {
     if (file && fs.existsSync(file)) ca.push(fs.readFileSync(file, "utf8"));
   }
-  if (caFile) {
-    try {
-      ca.push(fs.readFileSync(caFile, "utf8"));
-    } catch (error) {
-      throw new ConfigError(`--egress-ca-file ${caFile} cannot be read: ${(error as NodeJS.ErrnoException).code ?? String(error)}.`);
-    }
-  }
+  if (caFile) ca.push(readCaFile(caFile));
+  return tls.createSecureContext({ ca });
+}
+
+/** The operator's extra CAs; at least one must parse (Node skips a PEM block it cannot read without a word). */
+function readCaFile(caFile: string): string {
+  let text: string;
   try {
-    return tls.createSecureContext({ ca });
+    text = fs.readFileSync(caFile, "utf8");
   } catch (error) {
-    throw new ConfigError(`--egress-ca-file ${caFile ?? ""} holds no usable PEM certificate: ${(error as Error).message}.`);
+    throw new ConfigError(`--egress-ca-file ${caFile} cannot be read: ${(error as NodeJS.ErrnoException).code ?? String(error)}.`);
   }
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const usable = blocks.filter((block) => {
+    try {
+      new X509Certificate(block);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (usable.length === 0) throw new ConfigError(`--egress-ca-file ${caFile} holds no usable PEM certificate.`);
+  return usable.join("\n");
 }
 
 /** `host:port`, with IPv6 literals in brackets. */
@@ -214,7 +243,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
   const lookup = options.lookup ?? systemLookup;
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
   const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
-  const secureContext = createTrustedSecureContext(options.caFile);
+  const secureContext = trustedSecureContext(options.caFile);
   // Pools are keyed by the pinned address (and servername for https), so a kept-alive
   // connection is only ever reused for the address that was checked.
   const httpAgent = new http.Agent({ keepAlive: true, maxFreeSockets: 16 });
@@ -323,7 +352,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
                 done(
                   null,
                   protocol === "https:"
-                    ? tls.connect({ socket, secureContext, servername: isIP(host) === 0 ? host : undefined, checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) })
+                    ? tls.connect({ socket, secureContext: secureContext(), servername: isIP(host) === 0 ? host : undefined, checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) })
                     : socket,
                 ),
               (error: Error) => done(error),
@@ -340,7 +369,7 @@ export function createEgressGateway(options: EgressGatewayOptions): EgressGatewa
             servername: isIP(host) === 0 ? host : "",
             checkServerIdentity: (_pinned, cert) => tls.checkServerIdentity(host, cert),
             // Passed on to tls.connect; the request options' type does not list it.
-            ...({ secureContext } as https.RequestOptions),
+            ...({ secureContext: secureContext() } as https.RequestOptions),
           })
         : http.request({ ...common, agent: httpAgent });
 

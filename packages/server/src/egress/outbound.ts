@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import { Agent, buildConnector } from "undici";
-import { createTrustedSecureContext } from "./gateway.js";
+import { trustedSecureContext } from "./gateway.js";
 import { EgressDeniedError, resolveAllowed, systemLookup, type EgressLookup, type EgressPolicy } from "./policy.js";
 import { connectThroughProxy, viaProxy, type UpstreamProxy } from "./upstream.js";
 
@@ -33,7 +33,13 @@ export type OutboundFetch = typeof fetch;
 /** A fetch whose every connection is checked against the egress policy. */
 export function createOutboundFetch(policy: EgressPolicy, options: OutboundOptions = {}): OutboundFetch {
   const lookup = options.lookup ?? systemLookup;
-  const connectTo = buildConnector({ timeout: options.connectTimeoutMs ?? 10_000, secureContext: createTrustedSecureContext(options.caFile) });
+  const timeout = options.connectTimeoutMs ?? 10_000;
+  const secureContext = trustedSecureContext(options.caFile);
+  // Plain http needs no trusted roots; https builds its connector with them on first use.
+  const plainConnector = buildConnector({ timeout });
+  let tlsConnector: buildConnector.connector | undefined;
+  const connectTo: buildConnector.connector = (target, callback) =>
+    target.protocol === "https:" ? (tlsConnector ??= buildConnector({ timeout, secureContext: secureContext() }))(target, callback) : plainConnector(target, callback);
 
   // Connect-time rather than a `lookup` hook: net skips the lookup for IP literals, and those
   // need the check most.
