@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT } from "../helpers/paths.js";
-import { ntn, officialNtn, type NtnResult } from "../helpers/run-ntn.js";
+import { ntnBinary, officialNtn, type NtnResult } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 import { cliEnv, echoResult, lineOf, fixtureDeps, PROBE_SOURCE, writeProject } from "./fixtures.js";
@@ -47,7 +47,7 @@ describe("the official ntn 0.4.0 builds and runs workers on Workyard", () => {
     server = await startTestServer();
     tmp = tempDir("wy-official-");
     env = cliEnv(server, path.join(tmp.dir, "home"));
-    const made = await ntn(["workers", "new", "hello", "--no-git"], { cwd: tmp.dir, env });
+    const made = await ntnBinary(["workers", "new", "hello", "--no-git"], { cwd: tmp.dir, env });
     expect(made.code, made.stderr).toBe(0);
     scaffold = path.join(tmp.dir, "hello");
     const deps = fixtureDeps();

@@ -5,7 +5,7 @@
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv } from "../build-run/fixtures.js";
-import { ntn } from "../helpers/run-ntn.js";
+import { ntnBinary } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -33,7 +33,7 @@ describe("errors under --json", () => {
     ["oauth", ["workers", "oauth", "status", "--worker-id", missing, "--json"], "worker_not_found"],
     ["tokens", ["tokens", "list", "--json"], "unauthorized"],
   ])("%s: the error is JSON on stderr, stdout is empty", async (_group, argv, code) => {
-    const result = await ntn(argv, { cwd: tmp.dir, env: code === "unauthorized" ? { ...env, NOTION_API_TOKEN: "not-a-token" } : env });
+    const result = await ntnBinary(argv, { cwd: tmp.dir, env: code === "unauthorized" ? { ...env, NOTION_API_TOKEN: "not-a-token" } : env });
     expect(result.code).toBe(code === "unauthorized" ? 4 : 5);
     expect(result.stdout).toBe("");
     const lines = result.stderr.trim().split("\n");

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OUR_NTN } from "../helpers/paths.js";
-import { baseEnv, ntn } from "../helpers/run-ntn.js";
+import { baseEnv, ntnBinary } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -63,7 +63,7 @@ describe("ntn login on a terminal", () => {
     expect((fs.statSync(path.join(home.dir, ".config", "workyard", "auth.json")).mode & 0o777).toString(8)).toBe("600");
 
     // With only the stored login, commands reach the server as that token.
-    const whoami = await ntn(["whoami", "--json"], { cwd: home.dir, env: baseEnv(home.dir) });
+    const whoami = await ntnBinary(["whoami", "--json"], { cwd: home.dir, env: baseEnv(home.dir) });
     expect(whoami.code).toBe(0);
     expect(JSON.parse(whoami.stdout)).toMatchObject({ url: server.url, workspaceId: server.workspaceId });
   });

@@ -15,7 +15,7 @@ import {
 } from "../helpers/cli.js";
 import { OUR_NTN } from "../helpers/paths.js";
 import { cliSuite } from "../helpers/cli-suite.js";
-import { baseEnv, ntn, ntnInProcess, type NtnResult } from "../helpers/run-ntn.js";
+import { baseEnv, ntnBinary, ntn, type NtnResult } from "../helpers/run-ntn.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -41,9 +41,9 @@ describe("our ntn against a Workyard server", () => {
   const suite = cliSuite("wy-ours");
   const { scratchDir, linkedWorker, madeToken } = suite;
   /** In this process. */
-  const run = suite.runWith(ntnInProcess);
+  const run = suite.runWith(ntn);
   /** The built binary, spawned. */
-  const spawned = suite.runWith(ntn);
+  const spawned = suite.runWith(ntnBinary);
 
   const secretNames = async (workerId: string): Promise<string[]> =>
     (await suite.server.call("ListSecrets", { workerId })).body.secrets.map((s: any) => s.key);
@@ -162,7 +162,7 @@ describe("our ntn against a Workyard server", () => {
   describe("env", () => {
     it("set KEY=VALUE... stores them and says how many", async () => {
       const { dir, workerId } = await linkedWorker("env-set");
-      const run = (argv: string[]) => ntnInProcess(argv, { cwd: dir, env: suite.env });
+      const run = (argv: string[]) => ntn(argv, { cwd: dir, env: suite.env });
       const two = await run(["workers", "env", "set", "A=1", "B=2"]);
       expectOk(two);
       expect(two.stdout).toBe("");
@@ -645,7 +645,7 @@ describe("our ntn against a Workyard server", () => {
   describe("delete", () => {
     it("delete without --yes needs a terminal (exit 1); with --yes deletes and keeps workers.json", async () => {
       const { dir, workerId } = await linkedWorker("to-delete");
-      const run = (argv: string[]) => ntnInProcess(argv, { cwd: dir, env: suite.env });
+      const run = (argv: string[]) => ntn(argv, { cwd: dir, env: suite.env });
       const refused = await run(["workers", "delete"]);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toBe(CANNOT_CONFIRM);
@@ -745,19 +745,19 @@ describe("ntn server as a subprocess", () => {
 
   it("logs this machine's CLI in: workers list works with only XDG_CONFIG_HOME", async () => {
     const dir = fs.mkdtempSync(path.join(home.dir, "project-"));
-    const listedBefore = await ntn(["workers", "list", "--json"], { cwd: dir, env: bare() });
+    const listedBefore = await ntnBinary(["workers", "list", "--json"], { cwd: dir, env: bare() });
     expect(listedBefore.code, listedBefore.stderr).toBe(0);
-    const created = await ntn(["workers", "create", "--name", "logged-in-worker"], { cwd: dir, env: bare() });
+    const created = await ntnBinary(["workers", "create", "--name", "logged-in-worker"], { cwd: dir, env: bare() });
     expect(created.code, created.stderr).toBe(0);
-    const listed = await ntn(["workers", "list", "--json"], { cwd: dir, env: bare() });
+    const listed = await ntnBinary(["workers", "list", "--json"], { cwd: dir, env: bare() });
     const names = (text: string) => JSON.parse(text).map((w: any) => w.name);
     expect(names(listed.stdout)).toEqual([...names(listedBefore.stdout), "logged-in-worker"]);
-    const me = await ntn(["whoami", "--json"], { cwd: dir, env: bare() });
+    const me = await ntnBinary(["whoami", "--json"], { cwd: dir, env: bare() });
     expect(JSON.parse(me.stdout)).toMatchObject({ url, workspaceId });
   });
 
   it("server workspace create makes a workspace whose token (a 0600 file) works and sees no other workspace's workers", async () => {
-    const result = await ntn(["server", "workspace", "create", "Second team", "--data-dir", data], { cwd: home.dir, env: bare() });
+    const result = await ntnBinary(["server", "workspace", "create", "Second team", "--data-dir", data], { cwd: home.dir, env: bare() });
     expect(result.code, result.stderr).toBe(0);
     const secondId = result.stdout.trim();
     expect(secondId).toMatch(new RegExp(`^${UUID.source}$`));
@@ -773,17 +773,17 @@ describe("ntn server as a subprocess", () => {
     const env = { ...bare(), NOTION_API_BASE_URL: url, NOTION_API_TOKEN: token, NOTION_WORKSPACE_ID: secondId };
     const dir = path.join(home.dir, "second");
     fs.mkdirSync(dir);
-    const listed = await ntn(["workers", "list"], { cwd: dir, env });
+    const listed = await ntnBinary(["workers", "list"], { cwd: dir, env });
     expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout).toBe("");
     expect(listed.stderr).toBe("No workers found in this workspace.\n");
-    const me = await ntn(["whoami", "--json"], { cwd: dir, env });
+    const me = await ntnBinary(["whoami", "--json"], { cwd: dir, env });
     expect(JSON.parse(me.stdout)).toMatchObject({ workspaceId: secondId, workspaceName: "Second team" });
     // A worker of the first workspace, by id, answers like an unknown one.
     const firstDir = fs.mkdtempSync(path.join(home.dir, "first-"));
-    expect((await ntn(["workers", "create", "--name", "first-workspace-worker"], { cwd: firstDir, env: bare() })).code).toBe(0);
+    expect((await ntnBinary(["workers", "create", "--name", "first-workspace-worker"], { cwd: firstDir, env: bare() })).code).toBe(0);
     const firstWorker = JSON.parse(fs.readFileSync(path.join(firstDir, "workers.json"), "utf8")).workerId;
-    const foreign = await ntn(["workers", "get", firstWorker], { cwd: dir, env });
+    const foreign = await ntnBinary(["workers", "get", firstWorker], { cwd: dir, env });
     expect(foreign.code).toBe(5);
     expect(foreign.stderr).toContain(`Worker "${firstWorker}" not found.`);
   });

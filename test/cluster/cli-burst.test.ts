@@ -9,7 +9,7 @@ import { scaffoldProjects, startCluster, type Cluster, type Projects } from "../
 import { authorizeOverHttp, openPage } from "../helpers/http-browser.js";
 import { oauthWorkerSource } from "../helpers/oauth-bench.js";
 import { postgresAvailable } from "../helpers/pg.js";
-import { ntnInProcess } from "../helpers/run-ntn.js";
+import { ntn } from "../helpers/run-ntn.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 
 const CALLS = 300;
@@ -52,7 +52,7 @@ describe.skipIf(!(await postgresAvailable()))("a burst of CLI calls on three pro
     const results = await Promise.all(
       Array.from({ length: CALLS }, (_, i) => {
         const proc = cluster.processes[i % cluster.processes.length]!;
-        return ntnInProcess(["workers", "oauth", "token", "githubAuth", "--worker-id", workerId, "--plain"], { cwd: projects.root, env: projects.env(proc.url) });
+        return ntn(["workers", "oauth", "token", "githubAuth", "--worker-id", workerId, "--plain"], { cwd: projects.root, env: projects.env(proc.url) });
       }),
     );
     const failed = results.filter((r) => r.code !== 0);

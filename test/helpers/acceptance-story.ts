@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
 import { BROWSER } from "./oauth-bench.js";
-import { baseEnv, ntn, ok } from "./run-ntn.js";
+import { baseEnv, ntnBinary, ok } from "./run-ntn.js";
 import { writeSeedWorker } from "./seed-worker.js";
 import { startProvider, type TestProvider } from "./start-provider.js";
 import { startTestServer, type TestServer } from "./start-server.js";
@@ -45,7 +45,7 @@ export async function setUp(): Promise<Story> {
     WY_BROWSER_LOG: browserLog,
   };
   // A worker project: the scaffold (with @notionhq/workers and @notionhq/client from npm) and the seed's src/index.ts.
-  ok(await ntn(["workers", "new", "github-worker", "--no-git"], { cwd: tmp.dir, env, timeoutMs: 180_000 }));
+  ok(await ntnBinary(["workers", "new", "github-worker", "--no-git"], { cwd: tmp.dir, env, timeoutMs: 180_000 }));
   const dir = path.join(tmp.dir, "github-worker");
   writeSeedWorker(dir, provider);
   return {

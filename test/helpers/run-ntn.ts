@@ -62,17 +62,21 @@ function runBinary(command: string, args: string[], argv: string[], options: Ntn
   });
 }
 
-/** Our ntn, built. */
-export function ntn(argv: string[], options: NtnOptions): Promise<NtnResult> {
+/**
+ * Our ntn, built, in a process of its own: for the end-to-end cases (exit codes and streams as a
+ * shell sees them, the acceptance story, the comparisons with the official CLI, a command run
+ * beside a server as another process).
+ */
+export function ntnBinary(argv: string[], options: NtnOptions): Promise<NtnResult> {
   return runBinary(process.execPath, [OUR_NTN], argv, options);
 }
 
 /**
  * Our ntn in this process, through the CLI's `run()` with captured output, as wrangler's tests
- * do: the same commands, parser and HTTP client without a Node start per call. The spawned
- * binaries (above and below) keep the end-to-end cases.
+ * do: the same commands, parser and HTTP client without a Node start per call (~0.1 s of CPU
+ * each). Where a test uses the CLI as a tool (deploy, env set, list), this is the one.
  */
-export async function ntnInProcess(argv: string[], options: NtnOptions): Promise<NtnResult> {
+export async function ntn(argv: string[], options: NtnOptions): Promise<NtnResult> {
   const { run } = await import("../../packages/cli/src/main.js");
   let stdout = "";
   let stderr = "";

@@ -8,7 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectNoLeak, setUp, TOKEN_TTL_S, type Story } from "../helpers/acceptance-story.js";
 import { sleep } from "../helpers/oauth-bench.js";
-import { ntn, ok, type NtnResult } from "../helpers/run-ntn.js";
+import { ntnBinary, ok, type NtnResult } from "../helpers/run-ntn.js";
 import { SEED_TOKEN_VAR } from "../helpers/seed-worker.js";
 
 describe("the acceptance story with our ntn", () => {
@@ -20,7 +20,7 @@ describe("the acceptance story with our ntn", () => {
 
   it("goes from deploy to a refreshed token on the server and locally", async () => {
     const { dir, env, provider, server } = story;
-    const run = (...argv: string[]) => ntn(argv, { cwd: dir, env, timeoutMs: 120_000 });
+    const run = (...argv: string[]) => ntnBinary(argv, { cwd: dir, env, timeoutMs: 120_000 });
     const outputs: string[] = [];
     const record = (r: NtnResult) => (outputs.push(r.stderr), r);
 

@@ -14,7 +14,7 @@ import type { Database, DeploymentsTable } from "../../packages/server/src/store
 import { setLiveDeployment } from "../../packages/server/src/store/workers.js";
 import { cliEnv, fixtureDeps, writeProject } from "../build-run/fixtures.js";
 import { DIALECTS } from "../helpers/dialects.js";
-import { ntn as ntnBinary } from "../helpers/run-ntn.js";
+import { ntn as runCli } from "../helpers/run-ntn.js";
 import { startTestServer, type TestServer } from "../helpers/start-server.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -264,11 +264,8 @@ worker.tool("hello", {
 });
 `;
 
-  /**
-   * Our built ntn in the project folder (deploy and exec are not what this file tests; the CLI's
-   * in-process `run` cannot load under vitest, whose transform lacks import.meta.resolve).
-   */
-  const ntn = (argv: string[]) => ntnBinary(argv, { cwd: project, env });
+  /** Our CLI in the project folder. */
+  const ntn = (argv: string[]) => runCli(argv, { cwd: project, env });
 
   beforeAll(async () => {
     // Trees this server installed and collects: no fixture tree in place.

@@ -6,7 +6,7 @@ import SQLite from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { KeyringError, rotateMasterKey, startServer, type RunningServer, type ServerOptions } from "../../packages/server/src/main.js";
 import { generateKey, keyId } from "../../packages/server/src/vault/keyring.js";
-import { baseEnv, ntn } from "../helpers/run-ntn.js";
+import { baseEnv, ntnBinary } from "../helpers/run-ntn.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -191,7 +191,7 @@ describe("secrets at rest on SQLite", () => {
 
     // The data dir through WORKYARD_DATA_DIR here; the --data-dir flag has a test of its own below.
     const home = dataDir();
-    const rotated = await ntn(["server", "rotate-key"], { cwd: home, env: { ...baseEnv(home), WORKYARD_DATA_DIR: dir } });
+    const rotated = await ntnBinary(["server", "rotate-key"], { cwd: home, env: { ...baseEnv(home), WORKYARD_DATA_DIR: dir } });
     expect(rotated.stderr).toContain(path.join(dir, "master.key"));
     expect(rotated.stderr).toMatch(/Re-encrypted 5 secrets/);
     expect(rotated.code).toBe(0);
@@ -226,7 +226,7 @@ describe("secrets at rest on SQLite", () => {
     const [oldId] = keyFileIds(dir);
 
     const home = dataDir();
-    const rotated = await ntn(["server", "rotate-key", "--data-dir", dir], { cwd: home, env: baseEnv(home) });
+    const rotated = await ntnBinary(["server", "rotate-key", "--data-dir", dir], { cwd: home, env: baseEnv(home) });
     expect(rotated.code).toBe(0);
     expect(rotated.stderr).toContain(path.join(dir, "master.key"));
     expect(rotated.stderr).toMatch(/Re-encrypted 2 secrets/);

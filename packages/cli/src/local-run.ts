@@ -1,8 +1,8 @@
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   describeRunError,
   encodeMessage,
@@ -34,10 +34,12 @@ const TOKEN_VARIABLE = /^OAUTH_[0-9A-F]+_ACCESS_TOKEN$/;
 
 /**
  * The server's worker-process entry: a local run goes through the same code as a run on the server.
- * Resolved when a local run starts, so loading the CLI (in-process, in tests) resolves nothing.
+ * Resolved when a local run starts, so loading the CLI resolves nothing; through require's
+ * resolution, which every loader has (vitest's transform, for the in-process CLI, lacks
+ * import.meta.resolve).
  */
 function childEntry(): string {
-  return fileURLToPath(import.meta.resolve("@workyard/server/executor-child"));
+  return createRequire(import.meta.url).resolve("@workyard/server/executor-child");
 }
 
 /** The shell's environment without the CLI's own NOTION_* settings, then the .env file on top. */

@@ -5,9 +5,10 @@ import { defineCommand } from "../../define-command.js";
 import { LocalError, UserError } from "../../errors.js";
 import { scaffoldFiles } from "../../scaffold.js";
 
-function run(command: string, args: string[], cwd: string, onOutput: (text: string) => void): Promise<number> {
+/** Runs git or npm in the invocation's environment (which, in-process, is not this process's). */
+function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, onOutput: (text: string) => void): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.on("data", (c: Buffer) => onOutput(c.toString("utf8")));
     child.stderr.on("data", (c: Buffer) => onOutput(c.toString("utf8")));
     child.on("error", () => resolve(127));
@@ -48,7 +49,7 @@ export default defineCommand({
     ctx.out.success(`Created worker project in ${given ?? "."}`);
 
     if (ctx.opts.git !== false && !fs.existsSync(path.join(dir, ".git"))) {
-      const code = await run("git", ["init", "--quiet"], dir, () => {});
+      const code = await run("git", ["init", "--quiet"], dir, ctx.env, () => {});
       if (code === 0) ctx.out.success("Initialized a git repository");
       else if (ctx.opts.git === true) ctx.out.warn("git init failed; skipped.");
     }
@@ -56,7 +57,7 @@ export default defineCommand({
     if (ctx.opts.install !== false) {
       ctx.out.status("Installing dependencies (npm install)...");
       let output = "";
-      const code = await run("npm", ["install", "--no-audit", "--no-fund"], dir, (text) => (output += text));
+      const code = await run("npm", ["install", "--no-audit", "--no-fund"], dir, ctx.env, (text) => (output += text));
       if (code !== 0) {
         ctx.out.status(output.trim());
         throw new UserError("npm install failed.", { hint: `Fix the error above, then run \`npm install\` in ${given ?? "."}.` });
