@@ -35,7 +35,9 @@ export const OFFLINE_NPM_ENV = { npm_config_cache: TEST_NPM_CACHE, npm_config_pr
 export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: number }): void {
   if (!fs.existsSync(TEST_NPM_CACHE)) return;
   const cache = path.join(dataDir, "npm-cache", "1");
-  fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true });
+  // Not its _logs nor _cacache/tmp: npm runs the tests start with this cache (`workers new`)
+  // write and prune files there while another test copies it.
+  fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true, filter: (source) => !["_logs", "tmp"].includes(path.basename(source)) });
   // A server that is not root cannot take over a cache: it gets one that is its own already.
   if (owner) {
     for (const dir of [path.join(dataDir, "npm-cache"), cache]) fs.chownSync(dir, owner.uid, owner.gid);

@@ -56,7 +56,8 @@ describe("the acceptance story with the official ntn 0.4.0", () => {
     }
 
     // 9. After expiry.
-    await sleep(TOKEN_TTL_S * 1000 + 1000);
+    // The token was issued before connectedAt: a second past its lifetime from then, it has expired.
+    await sleep(connectedAt + TOKEN_TTL_S * 1000 + 1000 - Date.now());
     record(ok(await run("workers", "env", "pull", "--yes")));
     const token2 = new RegExp(`^${SEED_TOKEN_VAR}=(.+)$`, "m").exec(fs.readFileSync(path.join(dir, ".env"), "utf8"))?.[1];
     expect(token2).toBeTruthy();

@@ -71,7 +71,8 @@ describe("the acceptance story with our ntn", () => {
     if (Date.now() - connectedAt < (TOKEN_TTL_S * 1000) / 2) expect(refreshedBefore).toBe(0);
 
     // 9. After the access token expires, pull and both runs still succeed: the server refreshed it.
-    await sleep(TOKEN_TTL_S * 1000 + 1000);
+    // The token was issued before connectedAt: a second past its lifetime from then, it has expired.
+    await sleep(connectedAt + TOKEN_TTL_S * 1000 + 1000 - Date.now());
     const stale = record(ok(await run("workers", "exec", "getGitHubRepos", "--local")));
     expect(stale.stderr).toContain("Run `ntn workers env pull` for a fresh token.");
     record(ok(await run("workers", "env", "pull", "--yes")));

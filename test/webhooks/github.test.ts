@@ -130,8 +130,11 @@ describe("webhooks from a GitHub-style sender", () => {
     const got = await reportOf(deliveryId);
     expect(got.event).toMatchObject({ deliveryId, method: "POST", rawBody: body, body: { ref: "refs/heads/main", repository: { full_name: "octo/hello" } } });
     expect(got.event.headers).toMatchObject({ "x-github-event": "push", "x-github-delivery": "gh-1", "content-type": "application/json" });
-    const listed = JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; lastDelivery: { status: string } | null }[];
-    expect(listed.find((w) => w.key === "onPush")?.lastDelivery?.status).toBe("succeeded");
+    // The worker reports from inside its run: the delivery ends a moment later.
+    const lastStatus = async () =>
+      (JSON.parse(ok(await ntn(["workers", "webhooks", "list", "--json"], { cwd: dir, env })).stdout) as { key: string; lastDelivery: { status: string } | null }[]).find((w) => w.key === "onPush")?.lastDelivery?.status;
+    await until("the delivery's end", async () => (await lastStatus()) !== "running", 10_000);
+    expect(await lastStatus()).toBe("succeeded");
     // The run is recorded with the delivery it attempted.
     const runs = (await server.call("ListRunsForWorker", { workerId: workerIdOf(dir) })).body.runs as { name: string; deliveryId?: string; status: string }[];
     expect(runs.find((r) => r.deliveryId === deliveryId)).toMatchObject({ name: "onPush", status: "succeeded" });
