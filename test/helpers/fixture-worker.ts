@@ -35,13 +35,41 @@ export const OFFLINE_NPM_ENV = { npm_config_cache: TEST_NPM_CACHE, npm_config_pr
 export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: number }): void {
   if (!fs.existsSync(TEST_NPM_CACHE)) return;
   const cache = path.join(dataDir, "npm-cache", "1");
-  // Not its _logs nor _cacache/tmp: npm runs the tests start with this cache (`workers new`)
-  // write and prune files there while another test copies it.
-  fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true, filter: (source) => !["_logs", "tmp"].includes(path.basename(source)) });
-  // A server that is not root cannot take over a cache: it gets one that is its own already.
+  // A server that is not root cannot take over a cache: it gets a copy that is its own already.
   if (owner) {
+    fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true, filter: (source) => !SKIPPED_CACHE_ENTRIES.has(path.basename(source)) });
     for (const dir of [path.join(dataDir, "npm-cache"), cache]) fs.chownSync(dir, owner.uid, owner.gid);
     for (const entry of fs.readdirSync(cache, { recursive: true, encoding: "utf8" })) fs.lchownSync(path.join(cache, entry), owner.uid, owner.gid);
+    return;
+  }
+  linkCache(TEST_NPM_CACHE, cache, false);
+}
+
+/**
+ * Not _logs nor _cacache/tmp: npm runs the tests start with the shared cache (`workers new`) write
+ * and prune files there while another test seeds a server from it.
+ */
+const SKIPPED_CACHE_ENTRIES = new Set(["_logs", "tmp"]);
+
+/**
+ * The cache's content files hard-linked, the rest (its index, which npm appends to) copied: the
+ * 48 MB of packages were copied into each of the suite's ~100 servers and deleted again, ~20 s of
+ * the forks' time. cacache never writes a content file in place (it is named by its hash).
+ */
+function linkCache(source: string, target: string, isContent: boolean): void {
+  fs.mkdirSync(target, { recursive: true });
+  for (const entry of fs.readdirSync(source, { withFileTypes: true })) {
+    if (SKIPPED_CACHE_ENTRIES.has(entry.name)) continue;
+    const from = path.join(source, entry.name);
+    const to = path.join(target, entry.name);
+    try {
+      if (entry.isDirectory()) linkCache(from, to, isContent || entry.name === "content-v2");
+      else if (isContent) linkOrCopy(from, to);
+      else fs.copyFileSync(from, to);
+    } catch (error) {
+      // npm renamed or pruned it meanwhile: a cache entry less, which npm tolerates.
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
   }
 }
 
@@ -61,6 +89,16 @@ export function seedInstalledFixture(dataDir: string, registry: string, owner?: 
   if (owner) {
     fs.chownSync(deps, owner.uid, owner.gid);
     fs.lchownSync(path.join(deps, hash), owner.uid, owner.gid);
+  }
+}
+
+/** A link where the data dir is on the cache's filesystem, else a copy. */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    fs.linkSync(from, to);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+    fs.copyFileSync(from, to);
   }
 }
 
