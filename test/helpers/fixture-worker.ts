@@ -92,13 +92,17 @@ export function seedInstalledFixture(dataDir: string, registry: string, owner?: 
   }
 }
 
-/** A link where the data dir is on the cache's filesystem, else a copy. */
+/**
+ * A link where the data dir is on the cache's filesystem, else a copy; a file already there (a
+ * server restarted on its data dir) is the same file, its name being its hash.
+ */
 function linkOrCopy(from: string, to: string): void {
   try {
     fs.linkSync(from, to);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
-    fs.copyFileSync(from, to);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EXDEV") fs.copyFileSync(from, to);
+    else if (code !== "EEXIST") throw error;
   }
 }
 
