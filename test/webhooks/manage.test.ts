@@ -139,6 +139,8 @@ describe("webhook verification, management and limits", () => {
     expect(good.status).toBe(202);
     const { deliveryId } = (await good.json()) as { deliveryId: string };
     await until("the good delivery", () => reported.some((r) => r.deliveryId === deliveryId), 20_000);
+    // The worker reports from inside its run: the delivery ends a moment later.
+    await until("its end", async () => (await deliveriesOf("strict")).find((d) => d.deliveryId === deliveryId)?.status === "succeeded", 10_000);
 
     // Redelivered: the same delivery id reaches the worker a second time, a second run is recorded.
     ok(await cli("workers", "webhooks", "redeliver", deliveryId));
