@@ -108,8 +108,8 @@ describe("tokens in runs", () => {
     await connected();
     const start = (await bench.token(worker.workerId)).body;
     const lifeLeft = Math.max(0, Date.parse(start.expiresAt) - Date.now());
-    // Reads at about 0, 1.4 and 2.8 token lifetimes after the first expiry.
-    const waits = [lifeLeft + 500, TTL_S * 1000 + 1500, TTL_S * 1000 + 1500];
+    // Reads at about 0, 1.1 and 2.3 token lifetimes after the first expiry.
+    const waits = [lifeLeft + 500, TTL_S * 1000 + 500, TTL_S * 1000 + 500];
     const { result } = await runTokenTwice(waits);
     expect(result.reads).toHaveLength(4);
     expect(result.reads.map((r) => r.status)).toEqual([200, 200, 200, 200]);
