@@ -1,11 +1,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { baseEnv, ntn } from "../helpers/run-ntn.js";
+import { baseEnv, ntnBinary } from "../helpers/run-ntn.js";
 import { tempDir } from "../helpers/tmp.js";
 import { echoResult, installProject, lineOf, fixtureDeps, PROBE_SOURCE, writeProject } from "./fixtures.js";
 
 // `exec --local` needs no server: the CLI points at a closed port, with a token that must not reach the worker.
+// The built CLI: the local run's child writes to the CLI's own stderr, which only a process of its own captures.
 const SHELL_TOKEN = "shell-notion-token-canary-4e1b";
 const SHELL_BASE_URL = "http://127.0.0.1:9";
 
@@ -14,7 +15,7 @@ describe("exec --local with our ntn", () => {
   let project: string;
   let env: Record<string, string | undefined>;
   const run = (argv: string[], extra: Record<string, string | undefined> = {}, input?: string) =>
-    ntn(argv, { cwd: project, env: { ...env, ...extra }, ...(input === undefined ? {} : { input }) });
+    ntnBinary(argv, { cwd: project, env: { ...env, ...extra }, ...(input === undefined ? {} : { input }) });
   const greet = async (argv: string[] = []) => {
     const result = await run(["workers", "exec", "greet", "--local", ...argv]);
     expect(result.code, result.stderr).toBe(0);
@@ -124,7 +125,7 @@ describe("exec --local with our ntn", () => {
   it("outside a worker project it names the missing src/index.ts (exit 5)", async () => {
     const elsewhere = path.join(tmp.dir, "not-a-project");
     fs.mkdirSync(elsewhere, { recursive: true });
-    const result = await ntn(["workers", "exec", "greet", "--local"], { cwd: elsewhere, env });
+    const result = await ntnBinary(["workers", "exec", "greet", "--local"], { cwd: elsewhere, env });
     expect(result.code).toBe(5);
     expect(result.stderr).toContain("src/index.ts");
   });

@@ -54,7 +54,11 @@ const SKIPPED_CACHE_ENTRIES = new Set(["_logs", "tmp"]);
 /**
  * The cache's content files hard-linked, the rest (its index, which npm appends to) copied: the
  * 48 MB of packages were copied into each of the suite's ~100 servers and deleted again, ~20 s of
- * the forks' time. cacache never writes a content file in place (it is named by its hash).
+ * the forks' time. cacache never writes a content file in place (it is named by its hash, written
+ * through a temporary file and renamed). A server giving its cache to its workspace's uid
+ * (build-sandbox.ts, chownTree) gives it these shared files too: they end up owned by the first
+ * workspace's uid, the same in every root server, still readable by all; builds install with
+ * --ignore-scripts, so nothing but npm writes in a build's cache.
  */
 function linkCache(source: string, target: string, isContent: boolean): void {
   fs.mkdirSync(target, { recursive: true });

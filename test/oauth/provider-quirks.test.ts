@@ -9,6 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { CatalogError } from "../../packages/server/src/main.js";
 import { failed, ok, oauthWorkerSource, sleep, startBench, type DeployedWorker, type OAuthBench } from "../helpers/oauth-bench.js";
 import { startQuirkProxy, type QuirkProxy } from "../helpers/quirk-proxy.js";
+import { baseEnv, ntnBinary } from "../helpers/run-ntn.js";
 import { startProvider, type TestProvider } from "../helpers/start-provider.js";
 import { startTestServer } from "../helpers/start-server.js";
 import { testClock } from "../helpers/clock.js";
@@ -440,7 +441,8 @@ describe("--provider-catalog", () => {
     expect((error as Error).message).toContain("tokenAuthMetod");
 
     const data = path.join(catalogDir.dir, "data");
-    const cli = await bench.cli(["server", "--port", "0", "--data-dir", data, "--provider-catalog", file], { timeoutMs: 30_000 });
+    // The built CLI: a server that did start would not return, and would take this process's signals.
+    const cli = await ntnBinary(["server", "--port", "0", "--data-dir", data, "--provider-catalog", file], { cwd: catalogDir.dir, env: baseEnv(catalogDir.dir), timeoutMs: 30_000 });
     expect(cli.code).toBe(5);
     expect(cli.stderr).toMatch(/^error: The OAuth provider catalog is invalid: .*tokenAuthMetod/m);
     expect(cli.stderr).not.toMatch(/\n\s+at /);

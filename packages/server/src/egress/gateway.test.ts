@@ -388,6 +388,15 @@ describe("https through the gateway", () => {
     expect(answer.headers[ERROR_HEADER]).toMatch(/^TLS certificate of upstream\.test is not trusted: /);
   });
 
+  it("takes a CA file of OpenSSL's TRUSTED CERTIFICATE blocks", async () => {
+    const trusted = path.join(tempDir(), "trusted-form.crt");
+    execFileSync("openssl", ["x509", "-in", certs.caFile, "-trustout", "-addtrust", "serverAuth", "-out", trusted]);
+    expect(fs.readFileSync(trusted, "utf8")).toContain("BEGIN TRUSTED CERTIFICATE");
+    const upstream = await startUpstream({ key: certs.key, cert: certs.cert });
+    const { socketPath } = await startGateway({ allow: [`upstream.test:${upstream.port}`] }, { caFile: trusted });
+    expect((await viaGateway(socketPath, `https://upstream.test:${upstream.port}/secure`)).status).toBe(201);
+  });
+
   it("refuses a CA file it cannot read or that holds no certificate when it is created, not at the first https request", () => {
     const dir = tempDir();
     const notPem = path.join(dir, "not-a-ca.crt");

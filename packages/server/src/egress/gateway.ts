@@ -137,9 +137,15 @@ const trustedContexts = new Map<string, tls.SecureContext>();
 
 function buildTrustedSecureContext(caFile: string | undefined): tls.SecureContext {
   const ca: string[] = [...tls.rootCertificates];
-  // A set: NODE_EXTRA_CA_CERTS is often the system bundle itself.
+  // A set: NODE_EXTRA_CA_CERTS is often the system bundle itself. One that cannot be read is
+  // skipped, as Node skips it (this runs at a first https connection, where a throw has no one to
+  // tell); the operator's file was read at start.
   for (const file of new Set(["/etc/ssl/certs/ca-certificates.crt", process.env.NODE_EXTRA_CA_CERTS])) {
-    if (file && fs.existsSync(file)) ca.push(fs.readFileSync(file, "utf8"));
+    try {
+      if (file) ca.push(fs.readFileSync(file, "utf8"));
+    } catch {
+      // missing or unreadable
+    }
   }
   if (caFile) ca.push(readCaFile(caFile));
   return tls.createSecureContext({ ca });
@@ -153,7 +159,7 @@ function readCaFile(caFile: string): string {
   } catch (error) {
     throw new ConfigError(`--egress-ca-file ${caFile} cannot be read: ${(error as NodeJS.ErrnoException).code ?? String(error)}.`);
   }
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  const blocks = text.match(/-----BEGIN (?:TRUSTED )?CERTIFICATE-----[\s\S]+?-----END (?:TRUSTED )?CERTIFICATE-----/g) ?? [];
   const usable = blocks.filter((block) => {
     try {
       new X509Certificate(block);

@@ -160,6 +160,32 @@ describe("the policy", () => {
   });
 });
 
+describe("through the operator's proxy (--egress-proxy)", () => {
+  it("reaches a plain-http endpoint through a tunnel to the checked address (it hung on undici's assertion)", async () => {
+    const provider = http.createServer((_req, res) => res.writeHead(200, { "content-type": "application/json" }).end('{"access_token":"at"}'));
+    const port = await listen(provider);
+    const tunnels: string[] = [];
+    const proxy = http.createServer((_req, res) => res.writeHead(405).end());
+    proxy.on("connect", (req: http.IncomingMessage, client: net.Socket) => {
+      tunnels.push(req.url ?? "");
+      const upstream = net.connect(Number(new URL(`http://${req.url}`).port), "127.0.0.1", () => {
+        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        upstream.pipe(client).pipe(upstream);
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+    });
+    const proxyPort = await listen(proxy);
+    const outbound = createOutboundFetch(createEgressPolicy({ allow: [`provider.test:${port}`], deny: [] }), {
+      lookup: loopbackLookup,
+      upstreamProxy: { url: new URL(`http://127.0.0.1:${proxyPort}`), direct: [] },
+    });
+    const res = await outbound(`http://provider.test:${port}/token`, { ...tokenRequest, signal: AbortSignal.timeout(5000) });
+    expect(await res.json()).toEqual({ access_token: "at" });
+    expect(tunnels).toEqual([`127.0.0.1:${port}`]);
+  });
+});
+
 describe("https", () => {
   it("verifies the certificate against the name, with the configured CA", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wy-outbound-"));

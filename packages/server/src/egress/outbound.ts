@@ -38,8 +38,13 @@ export function createOutboundFetch(policy: EgressPolicy, options: OutboundOptio
   // Plain http needs no trusted roots; https builds its connector with them on first use.
   const plainConnector = buildConnector({ timeout });
   let tlsConnector: buildConnector.connector | undefined;
-  const connectTo: buildConnector.connector = (target, callback) =>
-    target.protocol === "https:" ? (tlsConnector ??= buildConnector({ timeout, secureContext: secureContext() }))(target, callback) : plainConnector(target, callback);
+  const connectTo: buildConnector.connector = (target, callback) => {
+    if (target.protocol === "https:") return (tlsConnector ??= buildConnector({ timeout, secureContext: secureContext() }))(target, callback);
+    // Plain HTTP through the operator's proxy: the tunnel is the connection (undici's connector
+    // takes a socket of ours only to start TLS on it).
+    if (target.httpSocket) return callback(null, target.httpSocket);
+    return plainConnector(target, callback);
+  };
 
   // Connect-time rather than a `lookup` hook: net skips the lookup for IP literals, and those
   // need the check most.
