@@ -788,6 +788,17 @@ describe("ntn server as a subprocess", () => {
     expect(foreign.stderr).toContain(`Worker "${firstWorker}" not found.`);
   });
 
+  it("in-process, the offline admin commands read the invocation's environment and directory, not this process's", async () => {
+    // WORKYARD_DATA_DIR in the invocation's environment only; a relative --token-file against its cwd.
+    const relative = fs.mkdtempSync(path.join(home.dir, "relative-"));
+    const result = await ntn(["server", "workspace", "create", "Third team", "--token-file", "third.token"], { cwd: relative, env: { ...bare(), WORKYARD_DATA_DIR: data } });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain(`its token is in ${path.join(relative, "third.token")}`);
+    const token = fs.readFileSync(path.join(relative, "third.token"), "utf8").trim();
+    const me = await ntn(["whoami", "--json"], { cwd: relative, env: { ...bare(), NOTION_API_BASE_URL: url, NOTION_API_TOKEN: token, NOTION_WORKSPACE_ID: result.stdout.trim() } });
+    expect(JSON.parse(me.stdout)).toMatchObject({ workspaceName: "Third team" });
+  });
+
   it("stops on SIGTERM", async () => {
     // A server of its own: the others keep theirs.
     const own = tempDir("wy-ours-sigterm-");

@@ -6,6 +6,8 @@ import { PROVIDER_TIMEOUT_MS } from "./oauth/http.js";
 
 /** What `ntn server` and tests pass in; every field optional. */
 export interface ServerOptions {
+  /** The environment the config reads: process.env unless given (our CLI run in-process gives its own). */
+  env?: NodeJS.ProcessEnv;
   host?: string;
   port?: number;
   dataDir?: string;

@@ -59,7 +59,7 @@ export interface RunningServer {
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
-  const config = resolveConfig(options);
+  const config = resolveConfig(options, options.env);
   const now = options.now ?? Date.now;
   const log = createLogger({ level: config.logLevel, stream: config.logStream });
   // An operator's provider catalog is checked before anything else starts: a bad entry stops the

@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { OptionSpec } from "../../define-command.js";
 import { UserError } from "../../errors.js";
 
@@ -37,6 +38,11 @@ export const SERVER_OPTIONS: OptionSpec[] = [
 ];
 
 type ServerOptions = Parameters<Awaited<ReturnType<typeof loadServer>>["startServer"]>[0];
+
+/** --data-dir against the invocation's directory (which, in-process, is not this process's). */
+export function dataDirOf(ctx: { opts: Record<string, unknown>; cwd: string }): string | undefined {
+  return typeof ctx.opts.dataDir === "string" ? path.resolve(ctx.cwd, ctx.opts.dataDir) : undefined;
+}
 
 /**
  * What the user gave on the command line, as the server's options; everything else stays unset,

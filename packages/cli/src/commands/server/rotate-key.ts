@@ -1,5 +1,5 @@
 import { defineCommand } from "../../define-command.js";
-import { asUserError, loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, dataDirOf, loadServer, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Re-encrypt every secret and token under a new master key",
@@ -16,7 +16,8 @@ export default defineCommand({
     const server = await loadServer();
     try {
       const report = await server.rotateMasterKey({
-        dataDir: ctx.opts.dataDir as string | undefined,
+        dataDir: dataDirOf(ctx),
+        env: ctx.env,
         keepOldKeys: Boolean(ctx.opts.keepOldKeys),
         onProgress: (line) => ctx.out.status(line),
       });

@@ -1,5 +1,6 @@
+import path from "node:path";
 import { defineCommand } from "../../define-command.js";
-import { asUserError, loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, dataDirOf, loadServer, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Create another workspace and write its first API token to a file",
@@ -12,9 +13,10 @@ export default defineCommand({
     const server = await loadServer();
     try {
       const created = await server.createWorkspaceOffline({
-        dataDir: ctx.opts.dataDir as string | undefined,
+        dataDir: dataDirOf(ctx),
+        env: ctx.env,
         name: ctx.args.NAME as string,
-        tokenFile: ctx.opts.tokenFile as string | undefined,
+        tokenFile: typeof ctx.opts.tokenFile === "string" ? path.resolve(ctx.cwd, ctx.opts.tokenFile) : undefined,
       });
       ctx.out.data(created.workspaceId);
       ctx.out.success(`Workspace "${created.name}" created; its token is in ${created.tokenFile}`);
