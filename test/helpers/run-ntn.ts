@@ -81,7 +81,7 @@ export async function ntn(argv: string[], options: NtnOptions): Promise<NtnResul
   let stdout = "";
   let stderr = "";
   const stdin = Readable.from([options.input ?? ""]);
-  const code = await run({
+  const running = run({
     argv,
     cwd: options.cwd,
     env: Object.fromEntries(Object.entries(options.env).filter(([, v]) => v !== undefined)),
@@ -89,7 +89,17 @@ export async function ntn(argv: string[], options: NtnOptions): Promise<NtnResul
     stderr: { write: (chunk: string) => ((stderr += chunk), true) },
     stdin,
   });
-  return { code, stdout, stderr };
+  // As the spawned binary's timeout: a call that hangs fails with what it printed, not vitest's bare timeout.
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`ntn ${argv.join(" ")} timed out.\nstdout: ${stdout}\nstderr: ${stderr}`)), options.timeoutMs ?? 60_000);
+  });
+  try {
+    const code = await Promise.race([running, timedOut]);
+    return { code, stdout, stderr };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The official ntn 0.4.0. */
