@@ -134,7 +134,7 @@ function runInChild(bundlePath: string, key: string, input: unknown, env: Record
   return new Promise((resolve, reject) => {
     // The server's channel: messages as JSON lines on the child's stdin and its descriptor 3. The
     // variables go in the first message, as the server sends them; the process gets them too.
-    const child = spawn(process.execPath, ["--enable-source-maps", childEntry(), bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
+    const child = spawn(process.execPath, [childEntry(), bundlePath, String(16 * 1024 * 1024), String(64 * 1024 * 1024)], {
       env,
       cwd,
       stdio: ["pipe", "pipe", "inherit", "pipe"],

@@ -187,6 +187,10 @@ async function main(): Promise<void> {
   let worker: WorkerLike;
   try {
     await instrumentSdk();
+    // Source maps from here on: the worker's own bundle gets its stacks mapped to src/index.ts,
+    // while the SDK's modules, loaded above, are not made to read and parse their 138 maps
+    // (--enable-source-maps would, at every process start).
+    process.setSourceMapsEnabled(true);
     const mod = (await import(pathToFileURL(bundlePath).href)) as { default?: WorkerLike };
     const candidate = mod.default;
     if (!candidate || typeof candidate.run !== "function" || typeof candidate !== "object") {

@@ -316,7 +316,6 @@ export class SandboxProcess {
       `--allow-fs-read=${paths.worker}`,
       `--allow-fs-read=${paths.scratch}`,
       `--allow-fs-write=${paths.scratch}`,
-      "--enable-source-maps",
       `--max-old-space-size=${this.spec.memoryMb}`,
     ];
   }
