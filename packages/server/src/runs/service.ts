@@ -10,7 +10,7 @@ import { LoadError, type RunOutcome } from "../executor/sandbox.js";
 import { newId } from "../ids.js";
 import { LineQueue, type OutputLine } from "../line-queue.js";
 import type { Logger } from "../log.js";
-import { StoreBusyError } from "../store/db.js";
+import { isForeignKeyViolation, StoreBusyError } from "../store/db.js";
 import * as runsStore from "../store/runs.js";
 import type { RunSummary } from "../store/runs.js";
 import { RunJournal } from "./journal.js";
@@ -206,10 +206,15 @@ export function createRunService(options: {
     };
     // Most runs end in a few milliseconds: they are recorded once, whole, in one commit. A run
     // still going after RECORD_RUNNING_AFTER_MS is recorded as running, then updated when it ends.
+    // A worker deleted while its run went on takes its runs with it: nothing is wrong then.
+    const recordFailed = (what: string) => (error: unknown) => {
+      if (isForeignKeyViolation(error)) log.info({ runId, workerId: startRow.worker_id }, "a run of a deleted worker was not recorded");
+      else log.error({ err: error, runId }, what);
+    };
     let recordedStart: Promise<void> | undefined;
     const startTimer = setTimeout(() => {
       recordedStart = journal.start(startRow);
-      recordedStart.catch((error: unknown) => log.error({ err: error, runId }, "recording a run's start failed"));
+      recordedStart.catch(recordFailed("recording a run's start failed"));
     }, RECORD_RUNNING_AFTER_MS);
     onEvent({ kind: "started", runId });
     let logs = "";
@@ -281,7 +286,7 @@ export function createRunService(options: {
     // for it instead (settled), and a failure to record is the operator's to see in the log. A
     // finish is queued at once, behind its start: the journal commits in the order it was given.
     const recorded = recordedStart ? journal.finish(runId, end) : journal.whole({ ...startRow, ...end });
-    recorded.catch((error: unknown) => log.error({ err: error, runId }, "recording a run failed"));
+    recorded.catch(recordFailed("recording a run failed"));
     return message === undefined ? { runId, outcome } : { runId, outcome, message };
   }
 

@@ -50,6 +50,12 @@ export function isTransientStoreError(error: unknown): boolean {
   return error instanceof Error && /^Connection terminated/.test(error.message);
 }
 
+/** A row that refers to one deleted meanwhile (a run of a worker deleted while it ran). */
+export function isForeignKeyViolation(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "SQLITE_CONSTRAINT_FOREIGNKEY" || code === "23503";
+}
+
 export type Dialect = "sqlite" | "postgres";
 
 export interface Store {
