@@ -120,26 +120,27 @@ function endToEnd(headers: IncomingMessage["headers"]): OutgoingHttpHeaders {
  * replaces Node's default store, extras included) and the configured extra file.
  *
  * Parsing those bundles costs ~70 ms of CPU, so the context is built on the first https
- * connection, once per process for both users. An --egress-ca-file is read and parsed at once
+ * connection, once per process for both users. An --egress-ca-file is read and checked at once
  * all the same, so a bad one stops the server at its start rather than at a worker's first fetch.
  */
 export function trustedSecureContext(caFile?: string): () => tls.SecureContext {
   const key = caFile ?? "";
-  if (caFile !== undefined && !trustedContexts.has(key)) trustedContexts.set(key, buildTrustedSecureContext(caFile));
+  const extra = caFile === undefined ? undefined : readCaFile(caFile);
   return () => {
     let context = trustedContexts.get(key);
-    if (!context) trustedContexts.set(key, (context = buildTrustedSecureContext(caFile)));
+    if (!context) trustedContexts.set(key, (context = buildTrustedSecureContext(extra)));
     return context;
   };
 }
 
 const trustedContexts = new Map<string, tls.SecureContext>();
 
-function buildTrustedSecureContext(caFile: string | undefined): tls.SecureContext {
+/** Node's roots, the system's bundles, and the operator's certificates (`extra`, read at start). */
+function buildTrustedSecureContext(extra: string | undefined): tls.SecureContext {
   const ca: string[] = [...tls.rootCertificates];
   // A set: NODE_EXTRA_CA_CERTS is often the system bundle itself. One that cannot be read is
   // skipped, as Node skips it (this runs at a first https connection, where a throw has no one to
-  // tell); the operator's file was read at start.
+  // tell).
   for (const file of new Set(["/etc/ssl/certs/ca-certificates.crt", process.env.NODE_EXTRA_CA_CERTS])) {
     try {
       if (file) ca.push(fs.readFileSync(file, "utf8"));
@@ -147,7 +148,7 @@ function buildTrustedSecureContext(caFile: string | undefined): tls.SecureContex
       // missing or unreadable
     }
   }
-  if (caFile) ca.push(readCaFile(caFile));
+  if (extra) ca.push(extra);
   return tls.createSecureContext({ ca });
 }
 

@@ -39,22 +39,22 @@ export const SERVER_OPTIONS: OptionSpec[] = [
 
 type ServerOptions = Parameters<Awaited<ReturnType<typeof loadServer>>["startServer"]>[0];
 
-/** --data-dir against the invocation's directory (which, in-process, is not this process's). */
-export function dataDirOf(ctx: { opts: Record<string, unknown>; cwd: string }): string | undefined {
-  return typeof ctx.opts.dataDir === "string" ? path.resolve(ctx.cwd, ctx.opts.dataDir) : undefined;
+/** A path option against the invocation's directory (which, in-process, is not this process's). */
+export function pathOption(opts: Record<string, unknown>, cwd: string, name: string): string | undefined {
+  return typeof opts[name] === "string" ? path.resolve(cwd, opts[name]) : undefined;
 }
 
 /**
  * What the user gave on the command line, as the server's options; everything else stays unset,
  * for the server's config to take from the environment or its defaults.
  */
-export function serverOptions(opts: Record<string, unknown>): NonNullable<ServerOptions> {
+export function serverOptions(opts: Record<string, unknown>, cwd = process.cwd()): NonNullable<ServerOptions> {
   const text = (name: string) => (typeof opts[name] === "string" ? (opts[name] as string) : undefined);
   const number = (name: string) => (typeof opts[name] === "string" ? Number(opts[name]) : undefined);
   const given: NonNullable<ServerOptions> = {
     host: text("host"),
     port: number("port"),
-    dataDir: text("dataDir"),
+    dataDir: pathOption(opts, cwd, "dataDir"),
     publicUrl: text("publicUrl"),
     runTimeout: text("runTimeout"),
     runMemoryMb: number("runMemoryMb"),

@@ -1,5 +1,5 @@
 import { defineCommand } from "../../define-command.js";
-import { asUserError, dataDirOf, loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, loadServer, pathOption, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Re-encrypt every secret and token under a new master key",
@@ -16,7 +16,7 @@ export default defineCommand({
     const server = await loadServer();
     try {
       const report = await server.rotateMasterKey({
-        dataDir: dataDirOf(ctx),
+        dataDir: pathOption(ctx.opts, ctx.cwd, "dataDir"),
         env: ctx.env,
         keepOldKeys: Boolean(ctx.opts.keepOldKeys),
         onProgress: (line) => ctx.out.status(line),

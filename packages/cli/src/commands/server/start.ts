@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { readState, saveLogin } from "../../config.js";
 import { defineCommand } from "../../define-command.js";
-import { asUserError, dataDirOf, loadServer, SERVER_OPTIONS, serverOptions } from "./options.js";
+import { asUserError, loadServer, SERVER_OPTIONS, serverOptions } from "./options.js";
 
 export default defineCommand({
   summary: "Start the Workyard server",
@@ -16,7 +16,7 @@ export default defineCommand({
     const server = await loadServer();
     let running;
     try {
-      running = await server.startServer({ ...serverOptions(ctx.opts), dataDir: dataDirOf(ctx), env: ctx.env });
+      running = await server.startServer({ ...serverOptions(ctx.opts, ctx.cwd), env: ctx.env });
     } catch (error) {
       throw asUserError(server, error);
     }

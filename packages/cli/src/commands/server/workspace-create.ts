@@ -1,6 +1,5 @@
-import path from "node:path";
 import { defineCommand } from "../../define-command.js";
-import { asUserError, dataDirOf, loadServer, STORE_OPTIONS } from "./options.js";
+import { asUserError, loadServer, pathOption, STORE_OPTIONS } from "./options.js";
 
 export default defineCommand({
   summary: "Create another workspace and write its first API token to a file",
@@ -13,10 +12,10 @@ export default defineCommand({
     const server = await loadServer();
     try {
       const created = await server.createWorkspaceOffline({
-        dataDir: dataDirOf(ctx),
+        dataDir: pathOption(ctx.opts, ctx.cwd, "dataDir"),
         env: ctx.env,
         name: ctx.args.NAME as string,
-        tokenFile: typeof ctx.opts.tokenFile === "string" ? path.resolve(ctx.cwd, ctx.opts.tokenFile) : undefined,
+        tokenFile: pathOption(ctx.opts, ctx.cwd, "tokenFile"),
       });
       ctx.out.data(created.workspaceId);
       ctx.out.success(`Workspace "${created.name}" created; its token is in ${created.tokenFile}`);
