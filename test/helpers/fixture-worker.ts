@@ -36,13 +36,11 @@ export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: 
   if (!fs.existsSync(TEST_NPM_CACHE)) return;
   const cache = path.join(dataDir, "npm-cache", "1");
   // A server that is not root cannot take over a cache: it gets a copy that is its own already.
+  copyCache(TEST_NPM_CACHE, cache, { linkContent: !owner, isContent: false });
   if (owner) {
-    fs.cpSync(TEST_NPM_CACHE, cache, { recursive: true, filter: (source) => !SKIPPED_CACHE_ENTRIES.has(path.basename(source)) });
     for (const dir of [path.join(dataDir, "npm-cache"), cache]) fs.chownSync(dir, owner.uid, owner.gid);
     for (const entry of fs.readdirSync(cache, { recursive: true, encoding: "utf8" })) fs.lchownSync(path.join(cache, entry), owner.uid, owner.gid);
-    return;
   }
-  linkCache(TEST_NPM_CACHE, cache, false);
 }
 
 /**
@@ -52,23 +50,23 @@ export function seedServerNpmCache(dataDir: string, owner?: { uid: number; gid: 
 const SKIPPED_CACHE_ENTRIES = new Set(["_logs", "tmp"]);
 
 /**
- * The cache's content files hard-linked, the rest (its index, which npm appends to) copied: the
- * 48 MB of packages were copied into each of the suite's ~100 servers and deleted again, ~20 s of
- * the forks' time. cacache never writes a content file in place (it is named by its hash, written
+ * The cache's content files hard-linked (with `linkContent`), the rest (its index, which npm
+ * appends to) copied: the 48 MB of packages were copied into each of the suite's ~100 servers
+ * and deleted again, ~20 s of the forks' time. cacache never writes a content file in place (it is named by its hash, written
  * through a temporary file and renamed). A server giving its cache to its workspace's uid
  * (build-sandbox.ts, chownTree) gives it these shared files too: they end up owned by the first
  * workspace's uid, the same in every root server, still readable by all; builds install with
  * --ignore-scripts, so nothing but npm writes in a build's cache.
  */
-function linkCache(source: string, target: string, isContent: boolean): void {
+function copyCache(source: string, target: string, how: { linkContent: boolean; isContent: boolean }): void {
   fs.mkdirSync(target, { recursive: true });
   for (const entry of fs.readdirSync(source, { withFileTypes: true })) {
     if (SKIPPED_CACHE_ENTRIES.has(entry.name)) continue;
     const from = path.join(source, entry.name);
     const to = path.join(target, entry.name);
     try {
-      if (entry.isDirectory()) linkCache(from, to, isContent || entry.name === "content-v2");
-      else if (isContent) linkOrCopy(from, to);
+      if (entry.isDirectory()) copyCache(from, to, { ...how, isContent: how.isContent || entry.name === "content-v2" });
+      else if (how.isContent && how.linkContent) linkOrCopy(from, to);
       else fs.copyFileSync(from, to);
     } catch (error) {
       // npm renamed or pruned it meanwhile: a cache entry less, which npm tolerates.

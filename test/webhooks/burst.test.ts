@@ -63,7 +63,6 @@ worker.webhook("loops", {
 });
 `;
 
-
 describe("a looping worker, and a burst past the limits", () => {
   let server: TestServer;
   let tmp: { dir: string; cleanup(): void };
